@@ -1,0 +1,43 @@
+# liveyield — the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: venv demo test test-all lint format bench doctor clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the project with its pinned dependencies
+
+demo: venv ## simulate a platform and run the pipeline on the embedded default
+	$(BIN)/liveyield demo
+
+lint: venv ## ruff lint + format check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint ## lint, then the default test suite (SQLite and PostgreSQL)
+	$(PYTEST) -m "not slow" -q
+
+test-all: lint ## every test, the slow ones too
+	$(PYTEST) -q
+
+bench: venv ## benchmarks; figures go to tests/benchmarks/RESULTS.md
+	$(BIN)/python -m tests.benchmarks.run_all
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+doctor: venv
+	$(BIN)/liveyield doctor
+
+clean:
+	rm -rf .liveyield .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,212 @@
+"""The ``liveyield`` command: a thin layer over the flows.
+
+Every subcommand has ``--help``. Bad arguments and known failures print one line starting
+with ``error:`` and exit non-zero; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    name="liveyield",
+    help="MLOps for live-streaming monetization: simulate, import, validate and run the pipeline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+class CliError(Exception):
+    """A failure the user can act on; printed as one line."""
+
+
+def _date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise typer.BadParameter("must be at least 1")
+    return value
+
+
+@app.command()
+def simulate(
+    users: Annotated[int, typer.Option(help="Users on the platform.", callback=_positive)] = 2000,
+    streamers: Annotated[int, typer.Option(help="Streamers on the platform.", callback=_positive)] = 120,
+    days: Annotated[int, typer.Option(help="Days to simulate.", callback=_positive)] = 28,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same data.")] = 7,
+    start: Annotated[str, typer.Option(help="First simulated day (YYYY-MM-DD).")] = "2026-01-05",
+    ingest: Annotated[bool, typer.Option(help="Validate and load into the warehouse afterwards.")] = True,
+) -> None:
+    """Simulate a live-streaming platform into the landing zone (and the warehouse)."""
+    start_date = _date(start)
+    assert start_date is not None
+    rows = _simulate(users=users, streamers=streamers, days=days, seed=seed, start=start_date)
+    console.print(f"simulated {sum(rows.values()):,} rows in {len(rows)} tables")
+    if ingest:
+        _print_quality(_ingest())
+
+
+@app.command("import")
+def import_(
+    table: Annotated[str, typer.Argument(help="Raw table to load, e.g. raw_orders.")],
+    file: Annotated[Path, typer.Argument(help="CSV (optionally .gz/.xz/.zip) or Parquet file.")],
+    mapping: Annotated[Path | None, typer.Option(help="Column-mapping YAML for a foreign schema.")] = None,
+) -> None:
+    """Import a CSV or Parquet file into a raw table through the data-quality gate."""
+    from tasks import importer
+    from tasks.db import make_engine, write_tx
+    from tasks.settings import get_settings, pseudonym_key
+    from tasks.warehouse import store_identities, upgrade_schema
+
+    settings = get_settings()
+    spec = importer.load_mapping(mapping) if mapping else None
+    files, identities, rows = importer.land_import(
+        file, table, settings.landing_dir, pseudonym_key(settings), spec
+    )
+    if len(identities):
+        engine = make_engine(settings.db_url)
+        upgrade_schema(engine)
+        with write_tx(engine) as conn:
+            store_identities(conn, identities.frame)
+        engine.dispose()
+    console.print(f"landed {rows:,} rows of {file.name} into {len(files)} partition batches of {table}")
+    _print_quality(_ingest(table=table))
+
+
+@app.command()
+def validate(
+    table: Annotated[str | None, typer.Option(help="Only this raw table.")] = None,
+    date: Annotated[str | None, typer.Option(help="Only this event-date partition (YYYY-MM-DD).")] = None,
+) -> None:
+    """Run the data-quality gate on landed batches and load what passes."""
+    _print_quality(_ingest(table=table, partition=_date(date)))
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option(help="Users on the demo platform.", callback=_positive)] = 2000,
+    days: Annotated[int, typer.Option(help="Days to simulate.", callback=_positive)] = 28,
+) -> None:
+    """Simulate a platform and run the pipeline that exists so far, then print a summary."""
+    started = time.perf_counter()
+    rows = _simulate(users=users, streamers=max(20, users // 16), days=days, seed=7, start=dt.date(2026, 1, 5))
+    console.print(f"simulated {sum(rows.values()):,} rows")
+    summary = _ingest()
+    _print_quality(summary)
+    console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
+def doctor() -> None:
+    """Show which database, MLflow store and Prefect API liveyield will use, and check each."""
+    from tasks.doctor import run_checks
+
+    failed = False
+    table = Table("component", "uses", "status")
+    for check in run_checks():
+        failed |= not check.ok
+        table.add_row(check.name, check.target, ("[green]ok[/] " if check.ok else "[red]FAIL[/] ") + check.detail)
+    console.print(table)
+    if failed:
+        raise CliError("one or more components are unreachable (see the table above)")
+
+
+def _simulate(*, users: int, streamers: int, days: int, seed: int, start: dt.date) -> dict[str, int]:
+    from tasks.db import make_engine
+    from tasks.settings import get_settings, pseudonym_key
+    from tasks.simulate import SimConfig
+    from tasks.simulation import run_simulation
+    from tasks.warehouse import upgrade_schema
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    upgrade_schema(engine)
+    config = SimConfig(users=users, streamers=streamers, days=days, seed=seed, start=start)
+    config = dataclasses.replace(config, pseudonym_key=pseudonym_key(settings))
+    with Progress(
+        TextColumn("[bold]simulate[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err, transient=True,
+    ) as bar:
+        task_id = bar.add_task("", total=days)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task_id, description=stage, completed=done, total=total)
+
+        rows = run_simulation(settings, engine, config, progress=progress)
+    engine.dispose()
+    return rows
+
+
+def _ingest(table: str | None = None, partition: dt.date | None = None) -> dict[str, Any]:
+    from flows.ingest_validate import ingest_validate
+    from tasks.warehouse import raw_table
+
+    if table is not None:
+        raw_table(table)
+    summary: dict[str, Any] = ingest_validate(table=table, partition=partition, fail_on_rejected=False)
+    return summary
+
+
+def _print_quality(summary: dict[str, Any]) -> None:
+    table = Table("table", "partitions", "rejected", "loaded", "quarantined", "duplicates", title="data-quality gate")
+    for name, t in summary["tables"].items():
+        table.add_row(
+            name, str(t["partitions"]), str(t["rejected"]), f"{t['rows_loaded']:,}",
+            f"{t['rows_quarantined']:,}", f"{t['rows_duplicate']:,}",
+        )
+    console.print(table)
+    if summary.get("data_docs"):
+        console.print(f"Data Docs: {summary['data_docs']}")
+    if summary["rejected"]:
+        raise CliError(f"{summary['rejected']} batch(es) rejected:\n{summary['report']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    from tasks.errors import user_facing
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("error: aborted")
+        return 130
+    except click.UsageError as exc:
+        err.print(f"error: {exc.format_message()}", highlight=False)
+        return 2
+    except CliError as exc:
+        err.print(f"error: {exc}", highlight=False)
+        return 1
+    except Exception as exc:
+        message = user_facing(exc)
+        if message is None:
+            raise
+        err.print(f"error: {message}", highlight=False)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Database access: engines tuned per backend, write transactions, bulk loads and checksums.
+
+SQLite is the embedded default and PostgreSQL the production target; everything here works
+on both. Bulk loads take each backend's fastest safe path (see shared measurements):
+PostgreSQL gets COPY of pyarrow-encoded CSV chunks, SQLite one transaction of executemany.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select, text
+from sqlalchemy.exc import IntegrityError
+
+CHUNK_ROWS = 500_000  # rows per COPY chunk / executemany batch: bounds memory, keeps speed
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The configured database cannot be reached."""
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and explicit transaction control."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is broken).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Writers take the write lock up front, so two writers queue on the busy
+            # timeout instead of failing with "database is locked" on lock upgrade.
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: committed on success, rolled back on any error."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+def check_connection(engine: Engine) -> None:
+    """Fail fast with a clear message when the database cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # every driver raises its own kind
+        raise DatabaseUnavailable(
+            f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+
+
+def _column_values(series: pd.Series) -> list[Any]:
+    """Python values for a DB-API driver: None for missing, ints/floats/str/date as they are."""
+    if pd.api.types.is_float_dtype(series.dtype):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        return [None if v != v else v for v in values.tolist()]
+    if pd.api.types.is_integer_dtype(series.dtype) and not series.hasnans:
+        return series.to_numpy(dtype="int64").tolist()
+    return [None if pd.isna(v) else v for v in series.tolist()]
+
+
+def _insert_sqlite(conn: Connection, table: Table, frame: pd.DataFrame, ignore: bool) -> int:
+    columns = list(frame.columns)
+    verb = "INSERT OR IGNORE" if ignore else "INSERT"
+    sql = (
+        f"{verb} INTO {_quote(conn, table.name)} ({', '.join(_quote(conn, c) for c in columns)}) "
+        f"VALUES ({', '.join('?' for _ in columns)})"
+    )
+    inserted = 0
+    for start in range(0, len(frame), CHUNK_ROWS):
+        chunk = frame.iloc[start : start + CHUNK_ROWS]
+        rows = list(zip(*(_sqlite_values(chunk[c]) for c in columns), strict=True))
+        result = conn.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
+        inserted += max(result.rowcount, 0)
+    return inserted
+
+
+def _sqlite_values(series: pd.Series) -> list[Any]:
+    values = _column_values(series)
+    if values and hasattr(next((v for v in values if v is not None), None), "isoformat"):
+        # SQLAlchemy's Date type stores ISO text on SQLite; bind the same here.
+        return [None if v is None else v.isoformat() for v in values]
+    return values
+
+
+def _csv_chunks(frame: pd.DataFrame) -> Iterator[bytes]:
+    options = pacsv.WriteOptions(include_header=False)
+    for start in range(0, len(frame), CHUNK_ROWS):
+        chunk = pa.Table.from_pandas(frame.iloc[start : start + CHUNK_ROWS], preserve_index=False)
+        buffer = io.BytesIO()
+        pacsv.write_csv(chunk, buffer, options)
+        yield buffer.getvalue()
+
+
+def _copy(conn: Connection, target: str, columns: list[str], frame: pd.DataFrame) -> None:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cols = ", ".join(_quote(conn, c) for c in columns)
+    with raw.cursor() as cur, cur.copy(f"COPY {target} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+        for data in _csv_chunks(frame[columns]):
+            copy.write(data)
+
+
+def _insert_postgres(conn: Connection, table: Table, frame: pd.DataFrame, ignore: bool) -> int:
+    columns = list(frame.columns)
+    name = _quote(conn, table.name)
+    if not ignore:
+        _copy(conn, name, columns, frame)
+        return len(frame)
+    # Fast path: straight COPY. A key that already exists aborts it (savepoint rolled
+    # back) and the rows go through a staging table with ON CONFLICT DO NOTHING instead.
+    from psycopg.errors import UniqueViolation
+
+    try:
+        with conn.begin_nested():
+            _copy(conn, name, columns, frame)
+        return len(frame)
+    except (IntegrityError, UniqueViolation):
+        pass
+    stage = f"_ly_stage_{uuid.uuid4().hex[:12]}"
+    pk = ", ".join(_quote(conn, c.name) for c in table.primary_key.columns)
+    cols = ", ".join(_quote(conn, c) for c in columns)
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} (LIKE {name} INCLUDING DEFAULTS) ON COMMIT DROP")
+    _copy(conn, stage, columns, frame)
+    result = conn.exec_driver_sql(
+        f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({pk}) DO NOTHING"
+    )
+    conn.exec_driver_sql(f"DROP TABLE {stage}")
+    return max(result.rowcount, 0)
+
+
+def insert_frame(conn: Connection, table: Table, frame: pd.DataFrame, *, ignore_existing: bool = True) -> int:
+    """Bulk-insert a frame whose columns are a subset of the table's; returns rows inserted.
+
+    With ``ignore_existing`` rows whose primary key already exists are skipped, which makes
+    reloading the same batch a no-op instead of a duplicate.
+    """
+    unknown = set(frame.columns) - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"{table.name}: unknown columns {sorted(unknown)}")
+    if frame.empty:
+        return 0
+    if conn.dialect.name == "postgresql":
+        return _insert_postgres(conn, table, frame, ignore_existing)
+    return _insert_sqlite(conn, table, frame, ignore_existing)
+
+
+def _quote(conn: Connection, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote(name)
+
+
+def _normalise(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, float):
+        return repr(round(value, 9))
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value)
+
+
+def table_checksum(conn: Connection, table: Table, where: Any = None) -> str:
+    """SHA-256 over a table's rows in primary-key order; equal across runs and backends."""
+    query = select(*table.c).order_by(*table.primary_key.columns)
+    if where is not None:
+        query = query.where(where)
+    digest = hashlib.sha256()
+    for row in conn.execute(query):
+        digest.update("\x1f".join(_normalise(v) for v in row).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()

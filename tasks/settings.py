@@ -1,0 +1,65 @@
+"""One settings object read from the environment; nothing happens at import time."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the platform keeps its data, its models and its orchestration state."""
+
+    home: Path
+    db_url: str
+    mlflow_tracking_uri: str
+    prefect_api_url: str | None
+
+    @property
+    def landing_dir(self) -> Path:
+        """Folder where raw batches wait, one Parquet file per (table, partition, batch)."""
+        return self.home / "landing"
+
+    @property
+    def data_docs_dir(self) -> Path:
+        """Folder of the locally built Great Expectations Data Docs."""
+        return self.home / "data_docs"
+
+
+def get_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read settings from the environment (or the mapping given), with the embedded defaults."""
+    env = dict(os.environ) if env is None else env
+    home = Path(env.get("LIVEYIELD_HOME", ".liveyield")).resolve()
+    return Settings(
+        home=home,
+        db_url=env.get("LIVEYIELD_DB_URL") or f"sqlite:///{home / 'warehouse.db'}",
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+        prefect_api_url=env.get("PREFECT_API_URL") or None,
+    )
+
+
+def pseudonym_key(settings: Settings, env: dict[str, str] | None = None) -> bytes:
+    """The HMAC key for user pseudonyms: LIVEYIELD_PSEUDONYM_KEY, else a key file made once under home."""
+    env = dict(os.environ) if env is None else env
+    if value := env.get("LIVEYIELD_PSEUDONYM_KEY"):
+        return value.encode()
+    path = settings.home / "pseudonym.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Created with 0600 so the key never becomes world-readable on a shared machine.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password replaced, safe to print or log."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is shown only by its scheme
+        return url.split(":", 1)[0] + "://…"

@@ -1,0 +1,80 @@
+"""Prefect task wrappers: the thin edge (names, retries, tags) around the plain functions in tasks/.
+
+Tasks take and return small identifiers and summaries, never engines or DataFrames, so
+their parameters stay readable in the UI and cache keys stay meaningful.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from prefect import task
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from tasks import ingest, quality
+from tasks.db import DatabaseUnavailable, check_connection, make_engine
+from tasks.settings import get_settings
+from tasks.warehouse import upgrade_schema
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """I/O failures worth a retry; data and logic errors are not."""
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, (OSError, DatabaseUnavailable))
+
+
+def retry_on_io(_task: Any, _run: TaskRun, state: State[Any]) -> bool:
+    """Prefect retry condition: retry only transient I/O failures."""
+    return is_transient(state.result(raise_on_failure=False))  # type: ignore[arg-type]
+
+
+@task(name="prepare-warehouse", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_on_io)
+def prepare_warehouse() -> str:
+    """Check the database answers and migrate it to the latest schema."""
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    try:
+        check_connection(engine)
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    return engine.url.render_as_string(hide_password=True)
+
+
+@task(
+    name="ingest-table",
+    task_run_name="ingest-{table}",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_on_io,
+)
+def ingest_table(table: str, max_ts: int, partition: dt.date | None = None) -> list[dict[str, Any]]:
+    """Validate and load one raw table's pending landed batches."""
+    from prefect.runtime import flow_run
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    try:
+        results = ingest.ingest_table(
+            engine,
+            settings.landing_dir,
+            table,
+            max_ts=max_ts,
+            partition=partition,
+            flow_run_id=flow_run.get_id(),
+        )
+    finally:
+        engine.dispose()
+    return [r.as_dict() for r in results]
+
+
+@task(name="build-data-docs")
+def build_data_docs() -> str:
+    """Build the Great Expectations Data Docs of this process's validations."""
+    return str(quality.build_data_docs(get_settings().data_docs_dir))
