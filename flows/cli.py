@@ -110,7 +110,9 @@ def demo(
 ) -> None:
     """Simulate a platform and run the pipeline that exists so far, then print a summary."""
     started = time.perf_counter()
-    rows = _simulate(users=users, streamers=max(20, users // 16), days=days, seed=7, start=dt.date(2026, 1, 5))
+    rows = _simulate(
+        users=users, streamers=max(20, users // 16), days=days, seed=7, start=dt.date(2026, 1, 5)
+    )
     console.print(f"simulated {sum(rows.values()):,} rows")
     summary = _ingest()
     _print_quality(summary)
@@ -126,7 +128,9 @@ def doctor() -> None:
     table = Table("component", "uses", "status")
     for check in run_checks():
         failed |= not check.ok
-        table.add_row(check.name, check.target, ("[green]ok[/] " if check.ok else "[red]FAIL[/] ") + check.detail)
+        table.add_row(
+            check.name, check.target, ("[green]ok[/] " if check.ok else "[red]FAIL[/] ") + check.detail
+        )
     console.print(table)
     if failed:
         raise CliError("one or more components are unreachable (see the table above)")
@@ -145,8 +149,12 @@ def _simulate(*, users: int, streamers: int, days: int, seed: int, start: dt.dat
     config = SimConfig(users=users, streamers=streamers, days=days, seed=seed, start=start)
     config = dataclasses.replace(config, pseudonym_key=pseudonym_key(settings))
     with Progress(
-        TextColumn("[bold]simulate[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err, transient=True,
+        TextColumn("[bold]simulate[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     ) as bar:
         task_id = bar.add_task("", total=days)
 
@@ -169,11 +177,17 @@ def _ingest(table: str | None = None, partition: dt.date | None = None) -> dict[
 
 
 def _print_quality(summary: dict[str, Any]) -> None:
-    table = Table("table", "partitions", "rejected", "loaded", "quarantined", "duplicates", title="data-quality gate")
+    table = Table(
+        "table", "partitions", "rejected", "loaded", "quarantined", "duplicates", title="data-quality gate"
+    )
     for name, t in summary["tables"].items():
         table.add_row(
-            name, str(t["partitions"]), str(t["rejected"]), f"{t['rows_loaded']:,}",
-            f"{t['rows_quarantined']:,}", f"{t['rows_duplicate']:,}",
+            name,
+            str(t["partitions"]),
+            str(t["rejected"]),
+            f"{t['rows_loaded']:,}",
+            f"{t['rows_quarantined']:,}",
+            f"{t['rows_duplicate']:,}",
         )
     console.print(table)
     if summary.get("data_docs"):

@@ -19,7 +19,16 @@ from tasks.quality_report import DataQualityError, summarise, summary_markdown
 from tasks.settings import get_settings
 
 
-@flow(name="ingest-validate", flow_run_name="ingest-validate-{as_of}", log_prints=True)
+def _run_name() -> str:
+    """ingest-validate-<table or all>-<as-of date>, readable in the UI."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    as_of = params.get("as_of") or dt.datetime.now(dt.UTC)
+    return f"ingest-validate-{params.get('table') or 'all'}-{str(as_of)[:10]}"
+
+
+@flow(name="ingest-validate", flow_run_name=_run_name, log_prints=True)
 def ingest_validate(
     as_of: dt.datetime | None = None,
     table: str | None = None,

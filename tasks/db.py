@@ -12,13 +12,15 @@ import io
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from sqlalchemy import Connection, Engine, Table, create_engine, event, select, text
+from sqlalchemy import Connection, Date, Engine, Table, create_engine, event, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 CHUNK_ROWS = 500_000  # rows per COPY chunk / executemany batch: bounds memory, keeps speed
@@ -31,6 +33,9 @@ class DatabaseUnavailable(RuntimeError):
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and explicit transaction control."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
@@ -167,9 +172,25 @@ def insert_frame(conn: Connection, table: Table, frame: pd.DataFrame, *, ignore_
         raise ValueError(f"{table.name}: unknown columns {sorted(unknown)}")
     if frame.empty:
         return 0
+    frame = _dates_as_dates(table, frame)
     if conn.dialect.name == "postgresql":
         return _insert_postgres(conn, table, frame, ignore_existing)
     return _insert_sqlite(conn, table, frame, ignore_existing)
+
+
+def _dates_as_dates(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
+    """Date columns held as timestamps become plain dates, stored the same on every backend."""
+    convert = [
+        c
+        for c in frame.columns
+        if isinstance(table.c[c].type, Date) and pd.api.types.is_datetime64_any_dtype(frame[c].dtype)
+    ]
+    if not convert:
+        return frame
+    frame = frame.copy(deep=False)
+    for column in convert:
+        frame[column] = frame[column].dt.date
+    return frame
 
 
 def _quote(conn: Connection, name: str) -> str:

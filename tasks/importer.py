@@ -41,6 +41,7 @@ class Mapping:
     event_id: dict[str, Any] = field(default_factory=dict)
     computed: dict[str, str] = field(default_factory=dict)
     constants: dict[str, Any] = field(default_factory=dict)
+    max_bad_share: float | None = None
 
 
 def load_mapping(path: Path) -> Mapping:
@@ -74,7 +75,13 @@ def read_file(path: Path) -> pd.DataFrame:
         if ".parquet" in suffixes:
             return pd.read_parquet(path)
         if ".csv" in suffixes or ".tsv" in suffixes:
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], sep=None if ".tsv" in suffixes else ",")
+            return pd.read_csv(
+                path,
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                sep=None if ".tsv" in suffixes else ",",
+            )
     except Exception as exc:  # every reader raises its own kind for a broken file
         raise ImportError_(f"cannot read {path.name}: {str(exc).splitlines()[0]}") from exc
     raise ImportError_(f"{path.name}: unsupported file type; use .csv, .csv.gz/.xz/.zip or .parquet")
@@ -139,8 +146,8 @@ def _compute(frame: pd.DataFrame, expr: str) -> pd.Series:
     assert match is not None  # checked when the mapping was loaded
     left, op, right = match.groups()
     a, b = (_operand(frame, name) for name in (left, right))
-    result: pd.Series = {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op]
-    return result
+    result = {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op]
+    return result if isinstance(result, pd.Series) else pd.Series(result, index=frame.index)
 
 
 def _operand(frame: pd.DataFrame, name: str) -> pd.Series | float:
@@ -182,7 +189,7 @@ def split_identities(frame: pd.DataFrame, key: bytes) -> tuple[pd.DataFrame, Ide
         {
             "user_key": out["user_key"],
             "user_id": out["user_id"].astype("object"),
-            "email": out["email"] if "email" in out else None,
+            "email": out.get("email"),
         }
     )
     ids = ids[ids["user_key"].notna()].drop_duplicates("user_key")
@@ -199,7 +206,11 @@ def land_import(
     frame = read_file(path)
     if frame.empty:
         raise ImportError_(f"{path.name} holds no rows")
-    frame = apply_mapping(frame, mapping, file_stem=path.name.split(".")[0]) if mapping else prepare_frame(frame, table)
+    frame = (
+        apply_mapping(frame, mapping, file_stem=path.name.split(".")[0])
+        if mapping
+        else prepare_frame(frame, table)
+    )
     frame, identities = split_identities(frame, key)
     files = landing.write_batch(landing_root, table, frame)
     return files, identities, len(frame)

@@ -110,16 +110,24 @@ def _ingest_group(
     for batch in dated:
         frame = batch.frame.copy()
         frame["event_date"] = dt.date.fromisoformat(batch.key)  # the partition it was landed in
-        dup = frame["event_id"].duplicated(keep="first") if "event_id" in frame else pd.Series(False, index=frame.index)
+        dup = (
+            frame["event_id"].duplicated(keep="first")
+            if "event_id" in frame
+            else pd.Series(False, index=frame.index)
+        )
         dupes[batch.key] = int(dup.sum())
         frames.append(frame[~dup.to_numpy()])
     if not frames:
         return results
     combined = pd.concat(frames, ignore_index=True)
-    typed, verdicts = quality.check_batch(table, combined, max_ts=max_ts)
+    typed, cast_bad = quality.coerce_frame(table, combined)
+    verdicts = (
+        quality.validate_partitions(table, typed, max_ts=max_ts, cast_failures=cast_bad) if len(typed) else {}
+    )
     keys = combined["event_date"].map(lambda d: d.isoformat()).to_numpy()
     for batch in dated:
-        verdict = verdicts[dt.date.fromisoformat(batch.key)]
+        day = dt.date.fromisoformat(batch.key)
+        verdict = verdicts.get(day) or quality.validate_empty(table, day, max_ts=max_ts)
         positions = (keys == batch.key).nonzero()[0]
         results.append(
             _commit_partition(
@@ -173,8 +181,12 @@ def _commit_partition(
                 ),
             ],
             ignore_index=True,
-        )
-    good = typed.iloc[[i for i in range(len(typed)) if i not in bad_positions]] if verdict.accepted else typed.iloc[0:0]
+        ).astype({"row": "int64"})
+    good = (
+        typed.iloc[[i for i in range(len(typed)) if i not in bad_positions]]
+        if verdict.accepted
+        else typed.iloc[0:0]
+    )
     columns = [c.name for c in raw_table(table).columns]
     try:
         with write_tx(engine) as conn:
@@ -223,7 +235,9 @@ def _commit_partition(
     )
 
 
-def _commit_unreadable(engine: Engine, table: str, batch: _Batch, *, flow_run_id: str | None) -> PartitionResult:
+def _commit_unreadable(
+    engine: Engine, table: str, batch: _Batch, *, flow_run_id: str | None
+) -> PartitionResult:
     """Rows whose event time could not be read belong to no partition: quarantine them all."""
     run_id = str(uuid.uuid4())
     message = f"{table}: {len(batch.frame)} rows without a readable event_ts quarantined"
@@ -261,10 +275,14 @@ def _commit_unreadable(engine: Engine, table: str, batch: _Batch, *, flow_run_id
         _remove(batch.files)
         return _skipped(table, batch.key)
     _remove(batch.files)
-    return PartitionResult(table, batch.key, run_id, False, False, len(batch.frame), 0, len(batch.frame), 0, message)
+    return PartitionResult(
+        table, batch.key, run_id, False, False, len(batch.frame), 0, len(batch.frame), 0, message
+    )
 
 
-def _record_run(conn: Connection, *, partition: dt.date | None, report: dict[str, Any], table: str, **values: Any) -> None:
+def _record_run(
+    conn: Connection, *, partition: dt.date | None, report: dict[str, Any], table: str, **values: Any
+) -> None:
     conn.execute(
         validation_runs.insert().values(
             table_name=table,
@@ -278,24 +296,29 @@ def _record_run(conn: Connection, *, partition: dt.date | None, report: dict[str
 
 
 def _quarantine_rows(
-    conn: Connection, run_id: str, table: str, partition: dt.date | None, original: pd.DataFrame, rows: pd.DataFrame
+    conn: Connection,
+    run_id: str,
+    table: str,
+    partition: dt.date | None,
+    original: pd.DataFrame,
+    rows: pd.DataFrame,
 ) -> None:
     """Keep each rejected row with the rule it broke; the payload is the row as delivered."""
     if rows.empty:
         return
     source = original.reset_index(drop=True)
-    payloads = {i: _payload(source.iloc[i]) for i in sorted(set(rows["row"]))}
+    payloads = {int(i): _payload(source.iloc[int(i)]) for i in set(rows["row"])}
     ids = source["event_id"] if "event_id" in source else pd.Series([None] * len(source))
     frame = pd.DataFrame(
         {
             "run_id": run_id,
             "table_name": table,
             "partition_date": partition,
-            "event_id": [None if pd.isna(ids.iloc[i]) else str(ids.iloc[i])[:256] for i in rows["row"]],
+            "event_id": [None if pd.isna(ids.iloc[int(i)]) else str(ids.iloc[int(i)])[:256] for i in rows["row"]],
             "rule": rows["rule"].astype(str).str.slice(0, 64).to_numpy(),
             "column_name": rows["column_name"].to_numpy(),
             "reason": rows["reason"].astype(str).to_numpy(),
-            "payload": [payloads[i] for i in rows["row"]],
+            "payload": [payloads[int(i)] for i in rows["row"]],
         }
     )
     insert_frame(conn, quarantine, frame, ignore_existing=False)

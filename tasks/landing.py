@@ -64,7 +64,9 @@ def _write_part(root: Path, table: str, key: str, part: pd.DataFrame) -> Path:
     return path
 
 
-def pending(root: Path, table: str | None = None, partition: dt.date | None = None) -> dict[str, dict[str, list[Path]]]:
+def pending(
+    root: Path, table: str | None = None, partition: dt.date | None = None
+) -> dict[str, dict[str, list[Path]]]:
     """Landed files waiting for ingestion: table -> partition key -> files."""
     found: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     if not root.exists():

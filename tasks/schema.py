@@ -289,9 +289,7 @@ oracle_ad_impressions = Table(
     comment="True click and conversion probabilities of each impression.",
 )
 
-ORACLE_TABLES: dict[str, Table] = {
-    t.name: t for t in (oracle_users, oracle_streamers, oracle_ad_impressions)
-}
+ORACLE_TABLES: dict[str, Table] = {t.name: t for t in (oracle_users, oracle_streamers, oracle_ad_impressions)}
 
 # --- control: validation runs, quarantine, partition status -----------------------------
 

@@ -46,7 +46,9 @@ def raw_table(name: str) -> Table:
 
 def partition_statuses(conn: Connection, table: str | None = None) -> dict[tuple[str, dt.date], str]:
     """Latest validation status ('validated' or 'rejected') per (table, partition)."""
-    query = select(partition_status.c.table_name, partition_status.c.partition_date, partition_status.c.status)
+    query = select(
+        partition_status.c.table_name, partition_status.c.partition_date, partition_status.c.status
+    )
     if table is not None:
         query = query.where(partition_status.c.table_name == raw_table(table).name)
     return {(r.table_name, r.partition_date): r.status for r in conn.execute(query)}
@@ -55,7 +57,9 @@ def partition_statuses(conn: Connection, table: str | None = None) -> dict[tuple
 def partition_row_count(conn: Connection, table: str, partition: dt.date) -> int:
     """Rows stored in one partition of a raw table."""
     t = raw_table(table)
-    return int(conn.execute(select(func.count()).select_from(t).where(t.c.event_date == partition)).scalar_one())
+    return int(
+        conn.execute(select(func.count()).select_from(t).where(t.c.event_date == partition)).scalar_one()
+    )
 
 
 def partition_is_validated(conn: Connection, table: str, partition: dt.date) -> bool:

@@ -79,10 +79,9 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout(engine: Engine) -> None:
 
 
 def test_checksum_is_equal_across_backends(tmp_path, pg_available) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import _database_url
-
     from tasks.db import make_engine
     from tasks.warehouse import upgrade_schema
+    from tests.conftest import _database_url
 
     sums = []
     for backend in ("sqlite", "postgresql"):
@@ -95,5 +94,5 @@ def test_checksum_is_equal_across_backends(tmp_path, pg_available) -> None:  # t
         with eng.connect() as conn:
             sums.append(table_checksum(conn, raw_gifts))
         eng.dispose()
-        urls.close()
+        next(urls, None)  # runs the fixture's clean-up
     assert sums[0] == sums[1]
