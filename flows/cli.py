@@ -91,7 +91,7 @@ def import_(
             store_identities(conn, identities.frame)
         engine.dispose()
     console.print(f"landed {rows:,} rows of {file.name} into {len(files)} partition batches of {table}")
-    _print_quality(_ingest(table=table))
+    _print_quality(_ingest(table=table, max_bad_share=spec.max_bad_share if spec else None))
 
 
 @app.command()
@@ -166,13 +166,17 @@ def _simulate(*, users: int, streamers: int, days: int, seed: int, start: dt.dat
     return rows
 
 
-def _ingest(table: str | None = None, partition: dt.date | None = None) -> dict[str, Any]:
+def _ingest(
+    table: str | None = None, partition: dt.date | None = None, max_bad_share: float | None = None
+) -> dict[str, Any]:
     from flows.ingest_validate import ingest_validate
     from tasks.warehouse import raw_table
 
     if table is not None:
         raw_table(table)
-    summary: dict[str, Any] = ingest_validate(table=table, partition=partition, fail_on_rejected=False)
+    summary: dict[str, Any] = ingest_validate(
+        table=table, partition=partition, fail_on_rejected=False, max_bad_share=max_bad_share
+    )
     return summary
 
 

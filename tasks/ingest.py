@@ -69,9 +69,13 @@ def ingest_table(
     max_ts: int,
     partition: dt.date | None = None,
     flow_run_id: str | None = None,
+    max_bad_share: float | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[PartitionResult]:
-    """Validate and load every pending landed batch of one raw table."""
+    """Validate and load every pending landed batch of one raw table.
+
+    ``max_bad_share`` overrides the suite's limit (see ``validate_partitions``).
+    """
     raw_table(table)  # refuse an undeclared name before touching files or SQL
     groups = landing.pending(landing_root, table, partition).get(table, {})
     results: list[PartitionResult] = []
@@ -84,20 +88,30 @@ def ingest_table(
         group.append(_Batch(key, files, frame, fingerprint))
         group_rows += len(frame)
         if group_rows >= MAX_GROUP_ROWS:
-            results += _ingest_group(engine, table, group, max_ts=max_ts, flow_run_id=flow_run_id)
+            results += _ingest_group(
+                engine, table, group, max_ts=max_ts, flow_run_id=flow_run_id, max_bad_share=max_bad_share
+            )
             done += len(group)
             group, group_rows = [], 0
             if on_progress:
                 on_progress(done, len(groups))
     if group:
-        results += _ingest_group(engine, table, group, max_ts=max_ts, flow_run_id=flow_run_id)
+        results += _ingest_group(
+            engine, table, group, max_ts=max_ts, flow_run_id=flow_run_id, max_bad_share=max_bad_share
+        )
         if on_progress:
             on_progress(len(groups), len(groups))
     return results
 
 
 def _ingest_group(
-    engine: Engine, table: str, batches: list[_Batch], *, max_ts: int, flow_run_id: str | None
+    engine: Engine,
+    table: str,
+    batches: list[_Batch],
+    *,
+    max_ts: int,
+    flow_run_id: str | None,
+    max_bad_share: float | None,
 ) -> list[PartitionResult]:
     """Validate several partitions' batches in one pass, then commit each on its own."""
     results: list[PartitionResult] = []
@@ -122,7 +136,11 @@ def _ingest_group(
     combined = pd.concat(frames, ignore_index=True)
     typed, cast_bad = quality.coerce_frame(table, combined)
     verdicts = (
-        quality.validate_partitions(table, typed, max_ts=max_ts, cast_failures=cast_bad) if len(typed) else {}
+        quality.validate_partitions(
+            table, typed, max_ts=max_ts, cast_failures=cast_bad, max_bad_share=max_bad_share
+        )
+        if len(typed)
+        else {}
     )
     keys = combined["event_date"].map(lambda d: d.isoformat()).to_numpy()
     for batch in dated:
@@ -314,7 +332,9 @@ def _quarantine_rows(
             "run_id": run_id,
             "table_name": table,
             "partition_date": partition,
-            "event_id": [None if pd.isna(ids.iloc[int(i)]) else str(ids.iloc[int(i)])[:256] for i in rows["row"]],
+            "event_id": [
+                None if pd.isna(ids.iloc[int(i)]) else str(ids.iloc[int(i)])[:256] for i in rows["row"]
+            ],
             "rule": rows["rule"].astype(str).str.slice(0, 64).to_numpy(),
             "column_name": rows["column_name"].to_numpy(),
             "reason": rows["reason"].astype(str).to_numpy(),

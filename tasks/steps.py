@@ -54,7 +54,9 @@ def prepare_warehouse() -> str:
     retry_delay_seconds=[1, 5],
     retry_condition_fn=retry_on_io,
 )
-def ingest_table(table: str, max_ts: int, partition: dt.date | None = None) -> list[dict[str, Any]]:
+def ingest_table(
+    table: str, max_ts: int, partition: dt.date | None = None, max_bad_share: float | None = None
+) -> list[dict[str, Any]]:
     """Validate and load one raw table's pending landed batches."""
     from prefect.runtime import flow_run
 
@@ -68,6 +70,7 @@ def ingest_table(table: str, max_ts: int, partition: dt.date | None = None) -> l
             max_ts=max_ts,
             partition=partition,
             flow_run_id=flow_run.get_id(),
+            max_bad_share=max_bad_share,
         )
     finally:
         engine.dispose()

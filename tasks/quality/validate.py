@@ -171,13 +171,17 @@ def validate_partitions(
     cast_failures: pd.DataFrame | None = None,
     partition: datetime.date | None = None,
     suite_dir: Path | None = None,
+    max_bad_share: float | None = None,
 ) -> dict[datetime.date, Verdict]:
     """Validate a typed frame that may hold several partitions and return a verdict per partition.
 
     ``cast_failures`` are the bad rows coerce_frame returned (row positions of this frame);
     ``partition`` receives rows without an event_date (default: the earliest partition).
+    ``max_bad_share`` overrides the suite's limit for a source known to be dirty (an import
+    mapping may set it); the override is recorded in each verdict's report.
     """
     loaded = load_suite(table, suite_dir)
+    limit = loaded.max_bad_share if max_bad_share is None else max_bad_share
     typed, cast_bad = coerce_frame(table, frame)  # no-op for an already typed frame
     if cast_failures is not None and not cast_failures.empty:
         cast_bad = pd.concat([cast_failures[BAD_ROW_COLUMNS], cast_bad], ignore_index=True)
@@ -275,8 +279,8 @@ def validate_partitions(
     for p, day in enumerate(parts.dates):
         bad = bad_all.iloc[bounds[p] : bounds[p + 1]].reset_index(drop=True)
         size = int(parts.sizes[p])
-        if not bad.empty and bad["row"].nunique() / size > loaded.max_bad_share:
-            failures[p].append(_share_failure(bad, size, loaded.max_bad_share))
+        if not bad.empty and bad["row"].nunique() / size > limit:
+            failures[p].append(_share_failure(bad, size, limit))
         verdicts[day] = Verdict(
             table=table,
             partition=day,
@@ -293,11 +297,11 @@ def validate_partitions(
                 "suite_hash": loaded.sha256,
                 "rows_total": size,
                 "bad_rows": int(bad["row"].nunique()) if not bad.empty else 0,
-                "max_bad_share": loaded.max_bad_share,
+                "max_bad_share": limit,
                 "gx_run": run_name,
                 "expectations": reports[p],
             },
-            max_bad_share=loaded.max_bad_share,
+            max_bad_share=limit,
         )
     return verdicts
 

@@ -67,7 +67,9 @@ def test_same_seed_gives_the_same_tables_on_every_backend(
     _simulate(settings, warehouse)
     ingest_validate(as_of=AS_OF)
     # A second platform from the same seed, into a fresh SQLite warehouse.
-    reference = dataclasses.replace(settings, home=tmp_path / "ref", db_url=f"sqlite:///{tmp_path / 'ref.db'}")
+    reference = dataclasses.replace(
+        settings, home=tmp_path / "ref", db_url=f"sqlite:///{tmp_path / 'ref.db'}"
+    )
     ref_engine = make_engine(reference.db_url)
     upgrade_schema(ref_engine)
     _simulate(reference, ref_engine)
@@ -109,7 +111,9 @@ def test_transient_db_errors_are_retried_without_duplicates(
     settings: Settings, warehouse: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """R1: a feature/raw write that fails twice with an I/O error is retried and completes once."""
-    landing.write_batch(settings.landing_dir, "raw_gifts", good_frame("raw_gifts", n=30).drop(columns=["event_date"]))
+    landing.write_batch(
+        settings.landing_dir, "raw_gifts", good_frame("raw_gifts", n=30).drop(columns=["event_date"])
+    )
     calls = {"n": 0}
     real = ingest.ingest_table
 
@@ -135,7 +139,9 @@ def test_data_errors_are_not_retried(settings: Settings, warehouse: Engine, tmp_
     broken = tmp_path / "suites"
     broken.mkdir()
     (broken / "raw_gifts.json").write_text("{ not json")
-    landing.write_batch(settings.landing_dir, "raw_gifts", good_frame("raw_gifts", n=5).drop(columns=["event_date"]))
+    landing.write_batch(
+        settings.landing_dir, "raw_gifts", good_frame("raw_gifts", n=5).drop(columns=["event_date"])
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(suites, "SUITE_DIR", broken)
         with pytest.raises(QualityError):
@@ -145,7 +151,9 @@ def test_data_errors_are_not_retried(settings: Settings, warehouse: Engine, tmp_
         assert conn.execute(select(func.count()).select_from(validation_runs)).scalar_one() == 0
 
 
-def test_database_down_fails_fast_with_a_clear_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_database_down_fails_fast_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """R8: an unreachable database fails the flow quickly and names the database."""
     monkeypatch.setenv("LIVEYIELD_HOME", str(tmp_path))
     monkeypatch.setenv("LIVEYIELD_DB_URL", "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
@@ -158,7 +166,9 @@ def test_database_down_fails_fast_with_a_clear_message(monkeypatch: pytest.Monke
 def test_sqlite_file_survives_concurrent_reader(settings: Settings, warehouse: Engine) -> None:
     if warehouse.dialect.name != "sqlite":
         pytest.skip("SQLite reader/writer concurrency")
-    landing.write_batch(settings.landing_dir, "raw_gifts", good_frame("raw_gifts", n=50).drop(columns=["event_date"]))
+    landing.write_batch(
+        settings.landing_dir, "raw_gifts", good_frame("raw_gifts", n=50).drop(columns=["event_date"])
+    )
     count = select(func.count()).select_from(RAW_TABLES["raw_gifts"])
     with warehouse.connect() as reader:
         assert reader.execute(count).scalar_one() == 0  # a read transaction stays open
