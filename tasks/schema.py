@@ -346,3 +346,78 @@ partition_status = Table(
     Column("updated_ts", BigInteger, nullable=False),
     comment="Latest validation verdict per partition; downstream reads only 'validated'.",
 )
+
+# --- model lifecycle: champion pointer, alias ledger, score sets ------------------------
+
+model_champions = Table(
+    "model_champions",
+    metadata,
+    Column("model_name", NAME, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("ledger_id", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    comment="The current champion per model: the row compare-and-set promotions update.",
+)
+
+alias_ledger = Table(
+    "alias_ledger",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("model_name", NAME, nullable=False),
+    Column("alias", NAME, nullable=False),
+    Column("from_version", Integer),
+    Column("to_version", Integer),
+    Column("action", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("report", Text, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("flow_run_id", String(64)),
+    Column("created_ts", BigInteger, nullable=False),
+    comment="Every move of @champion (promote, rollback): who, what, why, previous.",
+)
+Index("ix_alias_ledger_model", alias_ledger.c.model_name, alias_ledger.c.id)
+
+score_sets = Table(
+    "score_sets",
+    metadata,
+    Column("score_set_id", String(36), primary_key=True),
+    Column("model_name", NAME, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("as_of", BigInteger, nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    comment="One batch-scoring output; 'staged' until published, then 'published'.",
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("score_set_id", String(36), primary_key=True),
+    Column("entity_key", String(128), primary_key=True),
+    Column("model_name", NAME, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("as_of", BigInteger, nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("label", String(128)),
+    Column("detail", Text),
+    comment="Scored rows of every score set; consumers read current_scores.",
+)
+
+published_scores = Table(
+    "published_scores",
+    metadata,
+    Column("model_name", NAME, primary_key=True),
+    Column("score_set_id", String(36), nullable=False),
+    Column("published_ts", BigInteger, nullable=False),
+    comment="The pointer consumers follow: flipping it publishes a score set atomically.",
+)
+
+# The view consumers read: only rows of each model's published score set.
+CURRENT_SCORES_VIEW = """
+CREATE VIEW current_scores AS
+SELECT s.* FROM scores s
+JOIN published_scores p ON p.score_set_id = s.score_set_id AND p.model_name = s.model_name
+"""

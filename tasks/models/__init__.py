@@ -1,0 +1,1 @@
+"""Model lifecycle: declarative specs, training, evaluation and the catalog of models."""

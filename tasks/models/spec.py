@@ -1,0 +1,132 @@
+"""ModelSpec: everything model-specific, in one declarative object per model.
+
+Adding a model means adding a spec (and perhaps a feature view), never a new flow. Every
+threshold a model is judged by lives in its spec's PromotionPolicy and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+from sklearn.pipeline import Pipeline
+from sqlalchemy import Connection
+
+TaskKind = Literal["binary", "regression", "forecast", "ranking", "clustering", "plan"]
+
+
+@dataclass(frozen=True)
+class LabelWindow:
+    """The event-time window labels are built for: [start_ts, end_ts) in epoch seconds.
+
+    ``horizon_s`` is how far after an example's event_ts its label looks; examples whose
+    horizon is not yet over at ``end_ts`` are left out (their label is not known yet).
+    """
+
+    start_ts: int
+    end_ts: int
+    horizon_s: int = 0
+
+
+@dataclass(frozen=True)
+class ValueThreshold:
+    """An inclusive bound on a metric of the candidate (overall, or on one slice value)."""
+
+    metric: str
+    lower: float | None = None
+    upper: float | None = None
+    slice: str | None = None  # e.g. "region=eu"; None = overall
+
+
+@dataclass(frozen=True)
+class ChangeThreshold:
+    """A bound on candidate − champion for a metric, with signed slack.
+
+    For a higher-is-better metric the check is ``candidate - champion >= slack``: a
+    negative slack allows that much regression, a positive one requires that much gain.
+    For a lower-is-better metric the sign flips: ``champion - candidate >= slack``.
+    ``slice`` None means overall; a slice column name (e.g. "region") means every value
+    of that column, each checked on its own (a critical slice).
+    """
+
+    metric: str
+    slack: float
+    slice: str | None = None
+
+
+@dataclass(frozen=True)
+class SignificanceRule:
+    """The candidate must beat ``against`` ("baseline" or "champion") on ``metric`` with the
+    lower end of the paired bootstrap confidence interval of the delta above ``min_delta``."""
+
+    metric: str
+    against: Literal["baseline", "champion"] = "baseline"
+    confidence: float = 0.95
+    min_delta: float = 0.0
+    n_boot: int = 200
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """How a candidate earns @champion. No thresholds at all means no promotion, ever."""
+
+    value_thresholds: tuple[ValueThreshold, ...] = ()
+    change_thresholds: tuple[ChangeThreshold, ...] = ()
+    significance: tuple[SignificanceRule, ...] = ()
+    beat_baseline: tuple[str, ...] = ()  # metrics on which the candidate must beat the baseline
+    require_validated_data: bool = True
+    requires_approval: bool = False
+
+    @property
+    def is_empty(self) -> bool:
+        """True when nothing is configured (and so nothing may ever be promoted)."""
+        return not (
+            self.value_thresholds or self.change_thresholds or self.significance or self.beat_baseline
+        )
+
+
+@dataclass(frozen=True)
+class ScoringTarget:
+    """What batch scoring covers: which entities, and the context a score is given for."""
+
+    entity: str  # feature-store entity name, e.g. "user"
+    key: str  # its key column, e.g. "user_key"
+    context: Mapping[str, Any] = field(default_factory=dict)  # fixed request context for scoring
+    score_range: tuple[float, float] = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One monetization model, declared."""
+
+    name: str  # the registered model name
+    kind: TaskKind
+    description: str
+    build_labels: Callable[[Connection, LabelWindow], pd.DataFrame]
+    # ^ returns one row per example: entity key columns, event_ts, "label", the context
+    #   columns, the slice columns, and "example_id" (a stable id used for oracle joins).
+    feature_refs: tuple[str, ...]  # "view:feature" references into the feature store
+    context_features: tuple[str, ...]  # columns of the label frame used as model inputs
+    categorical: tuple[str, ...]  # which inputs (features or context) are categorical
+    make_estimator: Callable[[Mapping[str, Any]], Pipeline]
+    params: Mapping[str, Any]
+    baseline: str  # e.g. "base_rate"
+    metrics: tuple[str, ...]
+    primary_metric: str
+    slices: tuple[str, ...]
+    policy: PromotionPolicy
+    scoring: ScoringTarget
+    label_sources: tuple[str, ...]  # raw tables the labels read (must be validated)
+    horizon_days: int = 0
+    training_days: int = 21
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / validation / holdout, by time
+    retrain_cron: str = "0 3 * * 1"  # weekly by default
+    score_cron: str = "30 4 * * *"
+    seed: int = 7
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The model's input columns, in order: feature columns then context columns."""
+        return [ref.replace(":", "__") for ref in self.feature_refs] + list(self.context_features)
