@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.exceptions import TyperException
 
 app = typer.Typer(
     name="liveyield",
@@ -26,8 +26,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+# Wide enough for the tables when output is piped (rich would assume 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class CliError(Exception):
@@ -114,9 +115,93 @@ def demo(
         users=users, streamers=max(20, users // 16), days=days, seed=7, start=dt.date(2026, 1, 5)
     )
     console.print(f"simulated {sum(rows.values()):,} rows")
+    from flows.build_features import build_features
+
     summary = _ingest()
     _print_quality(summary)
+    result = build_features(validate_first=False)
+    console.print(f"built {sum(map(len, result['built'].values()))} feature partitions")
+    features_list()
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
+
+
+features_app = typer.Typer(
+    help="The feature store: list views, build them, export training sets.", no_args_is_help=True
+)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("list")
+def features_list() -> None:
+    """List feature views with their version and freshness."""
+    from tasks.db import make_engine
+    from tasks.featurestore import freshness
+    from tasks.featurestore.views import CATALOG
+    from tasks.settings import get_settings
+
+    engine = make_engine(get_settings().db_url)
+    built = {row["view"]: row for row in freshness(engine)}
+    engine.dispose()
+    table = Table("view", "entity", "version", "features", "ttl", "partitions", "rows", "fresh until")
+    for name, view in sorted(CATALOG.items()):
+        row = built.get(name, {})
+        latest = row.get("latest_feature_ts")
+        fresh = (
+            dt.datetime.fromtimestamp(latest, dt.UTC).strftime("%Y-%m-%d %H:%M") if latest else "never built"
+        )
+        table.add_row(
+            name,
+            view.entity,
+            view.version,
+            str(len(view.features)),
+            f"{view.ttl_s // 3600} h",
+            str(row.get("partitions_built", 0)),
+            f"{row.get('rows', 0):,}",
+            fresh,
+        )
+    console.print(table)
+
+
+@features_app.command("build")
+def features_build(
+    start: Annotated[str | None, typer.Option(help="First partition (YYYY-MM-DD).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last partition (YYYY-MM-DD).")] = None,
+    full: Annotated[
+        bool, typer.Option(help="Rebuild every partition in range, not only stale ones.")
+    ] = False,
+) -> None:
+    """Validate landed data, then materialise every feature view (incrementally by default)."""
+    from flows.build_features import build_features
+
+    first, last = _date(start), _date(end)
+    if full and (first is None or last is None):
+        raise typer.BadParameter("--full needs --start and --end")
+    result = build_features(start=first, end=last, full=full)
+    console.print(
+        f"built {sum(map(len, result['built'].values()))} partitions over {len(result['built'])} views"
+    )
+    features_list()
+
+
+@features_app.command("get")
+def features_get(
+    entities: Annotated[Path, typer.Option(help="CSV/Parquet of entity keys and event_ts.")],
+    features: Annotated[str, typer.Option(help="Comma-separated refs, e.g. user_watch:watch_minutes_7d.")],
+    out: Annotated[Path, typer.Option(help="Output file: .csv or .parquet.")],
+    no_backfill_leak: Annotated[
+        bool, typer.Option(help="Ignore feature rows created after each event (created_ts <= event_ts).")
+    ] = False,
+) -> None:
+    """Export a point-in-time-correct training set for the given entity rows."""
+    from tasks.featurestore_export import export_training_set
+
+    rows = export_training_set(
+        entities,
+        [f.strip() for f in features.split(",") if f.strip()],
+        out,
+        created_before_event=no_backfill_leak,
+    )
+    console.print(f"wrote {rows:,} rows to {out}")
 
 
 @app.command()
@@ -196,8 +281,10 @@ def _print_quality(summary: dict[str, Any]) -> None:
     console.print(table)
     if summary.get("data_docs"):
         console.print(f"Data Docs: {summary['data_docs']}")
+    if summary["rejected"] == 1:
+        raise CliError(summary["report"])
     if summary["rejected"]:
-        raise CliError(f"{summary['rejected']} batch(es) rejected:\n{summary['report']}")
+        raise CliError(f"{summary['rejected']} batches rejected:\n{summary['report']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,14 +293,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("error: aborted")
         return 130
-    except click.UsageError as exc:
-        err.print(f"error: {exc.format_message()}", highlight=False)
-        return 2
+    except TyperException as exc:  # usage errors: bad option values, unknown commands
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        err.print(f"error: {message}", highlight=False)
+        return int(getattr(exc, "exit_code", 2))
     except CliError as exc:
         err.print(f"error: {exc}", highlight=False)
         return 1

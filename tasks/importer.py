@@ -112,6 +112,11 @@ def apply_mapping(frame: pd.DataFrame, mapping: Mapping, *, file_stem: str) -> p
         out[target] = _compute(out, expr)
     if mapping.event_id:
         out["event_id"] = derive_event_ids(frame.join(out, rsuffix="_mapped"), mapping.event_id, file_stem)
+    # A mapping names the columns a source has; optional (nullable) columns it leaves out
+    # are null. Required ones it leaves out stay missing, and the gate names them.
+    for column in raw_table(mapping.table).columns:
+        if column.nullable and column.name not in out.columns and column.name != "event_date":
+            out[column.name] = None
     return out
 
 
@@ -132,7 +137,10 @@ def derive_event_ids(frame: pd.DataFrame, spec: dict[str, Any], file_stem: str) 
     columns = spec.get("hash_of", [])
     if missing := [c for c in columns if c not in frame.columns]:
         raise ImportError_(f"event_id hash_of names unknown columns {missing}")
-    key = frame[columns].astype(str).agg("\x1f".join, axis=1) if columns else pd.Series("", index=frame.index)
+    key = pd.Series("", index=frame.index, dtype=object)
+    for i, column in enumerate(columns):
+        text = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
+        key = (key + "\x1f" + text) if i else text
     if spec.get("occurrence", True):
         # Identical lines in a file are kept apart (nothing lost); reimporting the file
         # gives the same ids again, so a replay still deduplicates.

@@ -81,3 +81,35 @@ def ingest_table(
 def build_data_docs() -> str:
     """Build the Great Expectations Data Docs of this process's validations."""
     return str(quality.build_data_docs(get_settings().data_docs_dir))
+
+
+@task(
+    name="materialize-view",
+    task_run_name="materialize-{view_name}",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_on_io,
+)
+def materialize_view(
+    view_name: str,
+    created_ts: int,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    full: bool = False,
+) -> list[str]:
+    """Build one feature view's stale partitions (or every partition in range with ``full``)."""
+    from tasks import featurestore
+    from tasks.featurestore.views import get_view
+
+    view = get_view(view_name)
+    engine = make_engine(get_settings().db_url)
+    try:
+        if full and start is not None and end is not None:
+            built = featurestore.backfill(engine, view, start, end, created_ts=created_ts)
+        else:
+            built = featurestore.materialize_incremental(
+                engine, view, created_ts=created_ts, start=start, end=end
+            )
+    finally:
+        engine.dispose()
+    return [d.isoformat() for d in built]

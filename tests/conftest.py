@@ -90,3 +90,23 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _prefect_console_follows_capture() -> None:
+    """Point Prefect's console log handlers at this test's stderr.
+
+    Prefect binds its handlers to the stderr of the moment they were made; under pytest's
+    capture that stream is closed once its test ends, and later flows would log into it.
+    """
+    import logging
+    import sys
+
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if type(handler).__module__.startswith("prefect") and hasattr(handler, "console"):
+                handler.stream = sys.stderr  # type: ignore[attr-defined]  (the old one may be closed)
+                handler.console.file = sys.stderr  # its rich console keeps a file of its own
