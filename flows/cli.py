@@ -306,10 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"error: {exc}", highlight=False)
         return 1
     except Exception as exc:
-        message = user_facing(exc)
-        if message is None:
+        known = user_facing(exc)
+        if known is None:
             raise
-        err.print(f"error: {message}", highlight=False)
+        err.print(f"error: {known}", highlight=False)
         return 1
     return 0
 

@@ -108,5 +108,6 @@ def _prefect_console_follows_capture() -> None:
     for logger in loggers:
         for handler in logger.handlers:
             if type(handler).__module__.startswith("prefect") and hasattr(handler, "console"):
-                handler.stream = sys.stderr  # type: ignore[attr-defined]  (the old one may be closed)
+                # Assigned, not setStream(): that would flush the old, possibly closed, stream.
+                handler.stream = sys.stderr  # type: ignore[attr-defined]
                 handler.console.file = sys.stderr  # its rich console keeps a file of its own
