@@ -63,3 +63,23 @@ def redact_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL is shown only by its scheme
         return url.split(":", 1)[0] + "://…"
+
+
+def code_version() -> str:
+    """The code's version for lineage tags: the git commit when run from a checkout, else the package's."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return version("liveyield")
+    except PackageNotFoundError:
+        return "unknown"

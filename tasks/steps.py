@@ -113,3 +113,81 @@ def materialize_view(
     finally:
         engine.dispose()
     return [d.isoformat() for d in built]
+
+
+def _engine() -> Any:
+    return make_engine(get_settings().db_url)
+
+
+@task(name="train-candidate", task_run_name="train-{model}", retries=1, retry_condition_fn=retry_on_io)
+def train_candidate(model: str, as_of: dt.datetime, code_version: str) -> dict[str, Any]:
+    """Training set → fit → holdout evaluation → one MLflow run; returns the run id and metrics."""
+    from prefect.runtime import flow_run
+
+    from tasks import lifecycle
+
+    engine = _engine()
+    try:
+        return lifecycle.train_candidate(
+            get_settings(), engine, model, as_of, code_version=code_version, flow_run_id=flow_run.get_id()
+        )
+    finally:
+        engine.dispose()
+
+
+@task(name="register-candidate", task_run_name="register-{model}", retries=2, retry_condition_fn=retry_on_io)
+def register_candidate(model: str, run_id: str) -> dict[str, Any]:
+    """Register the run's model as a version (reusing an identical one) and mark it @challenger."""
+    from tasks import lifecycle
+
+    return lifecycle.register(get_settings(), model, run_id)
+
+
+@task(name="gate-candidate", task_run_name="gate-{model}-v{version}")
+def gate_candidate(model: str, version: int, run_id: str) -> dict[str, Any]:
+    """Judge the candidate against its policy and the champion; returns the report as a dict."""
+    from tasks import lifecycle
+
+    engine = _engine()
+    try:
+        return lifecycle.gate(get_settings(), engine, model, version, run_id).to_dict()
+    finally:
+        engine.dispose()
+
+
+@task(name="promote-candidate", task_run_name="promote-{model}")
+def promote_candidate(model: str, report: dict[str, Any], actor: str, reason: str) -> dict[str, Any]:
+    """Move @champion to the candidate by compare-and-set when its gate passed."""
+    from prefect.runtime import flow_run
+
+    from tasks import lifecycle
+    from tasks.gates import GateReport
+
+    engine = _engine()
+    try:
+        return lifecycle.promote_if_passed(
+            get_settings(),
+            engine,
+            GateReport.from_dict(report),
+            actor=actor,
+            flow_run_id=flow_run.get_id(),
+            reason=reason,
+        )
+    finally:
+        engine.dispose()
+
+
+@task(name="score-model", task_run_name="score-{model}", retries=1, retry_condition_fn=retry_on_io)
+def score_model(model: str, as_of: dt.datetime, now: int) -> dict[str, Any]:
+    """Score with the champion resolved once, validate the set, publish it atomically."""
+    from prefect.runtime import flow_run
+
+    from tasks import lifecycle
+
+    engine = _engine()
+    try:
+        return lifecycle.score(
+            get_settings(), engine, model, as_of, run_id=flow_run.get_id() or "local", now=now
+        )
+    finally:
+        engine.dispose()

@@ -1,0 +1,245 @@
+"""The model lifecycle, step by step, for any spec: train → register → gate → promote → score.
+
+Each function is one step of the train-model / score-model flows. Steps hand each other
+small identifiers (MLflow run id, model version) and reload what they need from MLflow or
+the warehouse; the gate re-scores the champion on the exact holdout the candidate logged.
+Nothing here reads the clock: the flows pass ``now``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from sqlalchemy import Engine
+
+from tasks.gates import (
+    GateReport,
+    current_champion,
+    evaluate_gate,
+    promote,
+    record_gate_verdict,
+    resolve_champion,
+)
+from tasks.models.catalog import get_spec
+from tasks.models.evaluation import (
+    baseline_predictions,
+    bootstrap_ci,
+    bootstrap_delta,
+    evaluate,
+    oracle_report,
+    predict,
+)
+from tasks.models.scoring_frame import build_scoring_frame
+from tasks.models.spec import ModelSpec
+from tasks.models.tracking import load_holdout, log_training_run
+from tasks.models.training import build_training_set, frame_fingerprint, train_model
+from tasks.registry import load_approved, register_candidate
+from tasks.scoring import publish, validate_score_set, write_score_set
+from tasks.settings import Settings
+
+CI_BOOT = 200
+SCORE_CHUNK = 200_000
+LINEAGE_TAGS = ("training_fingerprint", "holdout_fingerprint", "data_fingerprint", "feature_versions",
+                "validation_run_ids", "code_version", "flow_run_id", "as_of")  # fmt: skip
+
+
+def mlflow_client(settings: Settings) -> MlflowClient:
+    """An MLflow client bound to the configured tracking store and registry."""
+    return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+
+
+def _slices(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[[c for c in spec.slices if c in frame.columns]]
+
+
+def train_candidate(
+    settings: Settings,
+    engine: Engine,
+    model: str,
+    as_of: dt.datetime,
+    *,
+    code_version: str,
+    flow_run_id: str | None,
+) -> dict[str, Any]:
+    """Build the training set, fit, evaluate on the holdout and log it all as one MLflow run."""
+    spec = get_spec(model)
+    training_set = build_training_set(engine, spec, as_of)
+    trained = train_model(spec, training_set)
+    holdout = trained.holdout
+    y = holdout["label"].to_numpy()
+    pred = predict(spec, trained.pipeline, holdout)
+    base = baseline_predictions(spec, trained.train, holdout)
+    evaluation = evaluate(spec, y, pred, _slices(spec, holdout))
+    ci = {
+        metric: bootstrap_ci(spec, metric, y, pred, n_boot=CI_BOOT, confidence=0.95, seed=spec.seed)
+        for metric in spec.metrics
+        if metric in ("auc", "log_loss", "normalized_entropy", "ece")
+    }
+    lineage = {
+        "training_fingerprint": trained.training_fingerprint,
+        "holdout_fingerprint": frame_fingerprint(holdout),
+        "data_fingerprint": trained.data_fingerprint,
+        "feature_versions": json.dumps(training_set.feature_versions, sort_keys=True),
+        "validation_run_ids": _fit(json.dumps(sorted(set(training_set.validation_run_ids.values())))),
+        "code_version": code_version,
+        "flow_run_id": flow_run_id or "",
+        "as_of": as_of.isoformat(),
+    }
+    run_id = log_training_run(
+        tracking_uri=settings.mlflow_tracking_uri,
+        artifact_root=settings.home / "mlartifacts",
+        spec=spec,
+        trained=trained,
+        evaluation=evaluation,
+        baseline_evaluation=evaluate(spec, y, base, _slices(spec, holdout)),
+        oracle=oracle_report(engine, spec, holdout, pred=pred),
+        ci=ci,
+        tags=lineage,
+    )
+    return {
+        "model": spec.name,
+        "run_id": run_id,
+        "examples": len(training_set.frame),
+        "fit_seconds": round(trained.fit_seconds, 2),
+        "metrics": {k: round(v, 5) for k, v in evaluation.metrics.items()},
+    }
+
+
+def register(settings: Settings, model: str, run_id: str) -> dict[str, Any]:
+    """Register the run's model as a candidate version (an identical earlier one is reused)."""
+    client = mlflow_client(settings)
+    run_tags = client.get_run(run_id).data.tags
+    tags = {k: run_tags[k] for k in LINEAGE_TAGS if k in run_tags}
+    info = register_candidate(client, get_spec(model).name, run_id, tags=tags)
+    return {"model": model, "version": int(info.version), "created": bool(info.created)}
+
+
+def gate(settings: Settings, engine: Engine, model: str, version: int, run_id: str) -> GateReport:
+    """Judge a candidate against its policy, the baseline and the champion on the same holdout."""
+    spec = get_spec(model)
+    client = mlflow_client(settings)
+    holdout = load_holdout(settings.mlflow_tracking_uri, run_id)
+    y = holdout["label"].to_numpy()
+    pred = holdout["prediction"].to_numpy()
+    base = holdout["baseline_prediction"].to_numpy()
+    champion_version = current_champion(engine, spec.name)
+    champion_eval = champion_pred = None
+    if champion_version is not None and champion_version != version:
+        resolve_champion(engine, client, spec.name)  # re-point a drifted MLflow alias first
+        champion = load_approved(settings.mlflow_tracking_uri, spec.name, version=champion_version)
+        champion_pred = predict(spec, champion.model, holdout)
+        champion_eval = evaluate(spec, y, champion_pred, _slices(spec, holdout))
+    elif champion_version == version:
+        champion_pred = pred
+        champion_eval = evaluate(spec, y, pred, _slices(spec, holdout))
+    deltas: dict[tuple[str, str], tuple[float, float, float]] = {}
+    for rule in spec.policy.significance:
+        other = base if rule.against == "baseline" else champion_pred
+        if other is not None:
+            deltas[(rule.metric, rule.against)] = bootstrap_delta(
+                spec,
+                rule.metric,
+                y,
+                pred,
+                other,
+                n_boot=rule.n_boot,
+                confidence=rule.confidence,
+                seed=spec.seed,
+            )
+    report = evaluate_gate(
+        spec.policy,
+        candidate=evaluate(spec, y, pred, _slices(spec, holdout)),
+        champion=champion_eval,
+        baseline=evaluate(spec, y, base, _slices(spec, holdout)),
+        deltas=deltas,
+        data_validated=client.get_run(run_id).data.tags.get("data_validated") == "true",
+        model=spec.name,
+        candidate_version=version,
+        champion_version=champion_version,
+    )
+    record_gate_verdict(client, report)
+    client.log_text(run_id, report.to_json(), f"gate/report-v{version}.json")
+    client.log_text(run_id, report.to_markdown(), f"gate/report-v{version}.md")
+    return report
+
+
+def promote_if_passed(
+    settings: Settings,
+    engine: Engine,
+    report: GateReport,
+    *,
+    actor: str,
+    flow_run_id: str | None,
+    reason: str,
+) -> dict[str, Any]:
+    """Move @champion to a passing candidate by compare-and-set; say what happened and why."""
+    version, champion = report.candidate_version, report.champion_version
+    if version is None:
+        raise ValueError("the gate report names no candidate version")
+    if champion == version:
+        return {"promoted": False, "champion": version, "detail": "candidate is already the champion"}
+    if not report.passed:
+        return {"promoted": False, "champion": champion, "detail": report.reason}
+    result = promote(
+        engine,
+        mlflow_client(settings),
+        report.model,
+        candidate_version=version,
+        expected_champion=champion,
+        report=report,
+        actor=actor,
+        flow_run_id=flow_run_id,
+        reason=reason,
+    )
+    if result.lost_race:
+        return {"promoted": False, "champion": result.current_champion, "detail": result.detail}
+    return {"promoted": True, "champion": version, "detail": f"v{champion} → v{version}"}
+
+
+def score(
+    settings: Settings, engine: Engine, model: str, as_of: dt.datetime, *, run_id: str, now: int
+) -> dict[str, Any]:
+    """Score every entity of the model's target with the champion and publish the set atomically."""
+    spec = get_spec(model)
+    started = time.perf_counter()
+    version = resolve_champion(engine, mlflow_client(settings), spec.name)  # once per run
+    approved = load_approved(settings.mlflow_tracking_uri, spec.name, version=version)
+    frame = build_scoring_frame(engine, spec, as_of)
+    parts = [
+        pd.DataFrame(
+            {
+                "entity_key": frame[spec.scoring.key].iloc[i : i + SCORE_CHUNK].astype(str).to_numpy(),
+                "score": predict(spec, approved.model, frame.iloc[i : i + SCORE_CHUNK]),
+            }
+        )
+        for i in range(0, len(frame), SCORE_CHUNK)
+    ]
+    scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"entity_key": [], "score": []})
+    set_id = write_score_set(
+        engine,
+        model=spec.name,
+        version=version,
+        as_of=int(as_of.timestamp()),
+        run_id=run_id,
+        frame=scored,
+        created_ts=now,
+    )
+    validate_score_set(engine, set_id, spec.scoring.score_range)
+    publish(engine, spec.name, set_id, published_ts=now)
+    return {
+        "model": spec.name,
+        "version": version,
+        "rows": len(scored),
+        "score_set_id": set_id,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _fit(value: str, limit: int = 5000) -> str:
+    """MLflow tag values have a length limit; keep the start and say it was cut."""
+    return value if len(value) <= limit else value[: limit - 20] + "…(truncated)"

@@ -1,0 +1,191 @@
+"""MLflow tracking: one run per training, with params, metrics, the model, plots and the holdout."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from tasks.models.evaluation import Evaluation, baseline_predictions, predict
+from tasks.models.plots import write_plots
+from tasks.models.spec import ModelSpec
+from tasks.models.training import TrainedModel
+
+HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
+MODEL_NAME = "model"
+# Pinned from the installed versions: skips MLflow's slow requirement inference (~3 s a model).
+REQUIREMENT_PACKAGES = ("mlflow", "scikit-learn", "xgboost", "pandas", "numpy", "scipy", "cloudpickle")
+_METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-./ ]")
+
+
+def pip_requirements() -> list[str]:
+    """The model's runtime requirements, pinned to what is installed here."""
+    return [f"{name}=={version(name)}" for name in REQUIREMENT_PACKAGES]
+
+
+def ensure_experiment(tracking_uri: str, artifact_root: Path, name: str) -> str:
+    """The experiment's id, created with a file artifact location under artifact_root if missing."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = (Path(artifact_root).resolve() / name).as_uri()
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except mlflow.exceptions.MlflowException:
+        found = client.get_experiment_by_name(name)  # a concurrent creator won the race
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+def _key(*parts: str) -> str:
+    return _METRIC_KEY.sub("_", "__".join(parts))
+
+
+def run_metrics(
+    evaluation: Evaluation,
+    baseline_evaluation: Evaluation,
+    oracle: Mapping[str, float],
+    ci: Mapping[str, tuple[float, float, float]],
+) -> dict[str, float]:
+    """The flat metric dict of a run: overall, per slice, baseline, CIs and oracle."""
+    metrics = dict(evaluation.metrics)
+    for column, values in evaluation.by_slice.items():
+        for value, by_metric in values.items():
+            metrics.update({_key(m, f"{column}_{value}"): v for m, v in by_metric.items()})
+    metrics.update({_key("baseline", m): v for m, v in baseline_evaluation.metrics.items()})
+    for name, (low, _, high) in ci.items():
+        metrics[_key(name, "ci_low")] = low
+        metrics[_key(name, "ci_high")] = high
+    metrics.update({_key("oracle", k): v for k, v in oracle.items()})
+    metrics["n_holdout"] = float(evaluation.n)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _as_of_ms(trained: TrainedModel) -> int:
+    as_of = trained.lineage.get("as_of")
+    return int(dt.datetime.fromisoformat(as_of).timestamp() * 1000) if as_of else 0
+
+
+def _params(trained: TrainedModel) -> list[Param]:
+    return [
+        Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in sorted(trained.params.items())
+    ]
+
+
+def log_training_run(
+    *,
+    tracking_uri: str,
+    artifact_root: Path,
+    spec: ModelSpec,
+    trained: TrainedModel,
+    evaluation: Evaluation,
+    baseline_evaluation: Evaluation,
+    oracle: Mapping[str, float],
+    ci: Mapping[str, tuple[float, float, float]],
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Log one training as one MLflow run (run id passed explicitly, never the thread's active run)."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = ensure_experiment(tracking_uri, artifact_root, spec.name)
+    run_tags = {
+        "model_name": spec.name,
+        "training_fingerprint": trained.training_fingerprint,
+        "data_fingerprint": trained.data_fingerprint,
+        "as_of": str(trained.lineage.get("as_of", "")),
+        "data_validated": str(bool(trained.lineage.get("data_validated", False))).lower(),
+        "feature_versions": json.dumps(trained.lineage.get("feature_versions", {}), sort_keys=True),
+        **dict(tags or {}),
+    }
+    run = client.create_run(experiment_id, tags=run_tags, run_name=f"{spec.name}-train")
+    run_id = run.info.run_id
+    try:
+        _log_everything(
+            client, tracking_uri, run_id, spec, trained, evaluation, baseline_evaluation, oracle, ci
+        )
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def _log_everything(
+    client: MlflowClient,
+    tracking_uri: str,
+    run_id: str,
+    spec: ModelSpec,
+    trained: TrainedModel,
+    evaluation: Evaluation,
+    baseline_evaluation: Evaluation,
+    oracle: Mapping[str, float],
+    ci: Mapping[str, tuple[float, float, float]],
+) -> None:
+    # Metric timestamps are the training's as_of (the clock is never read below flows/).
+    now = _as_of_ms(trained)
+    metrics = run_metrics(evaluation, baseline_evaluation, oracle, ci)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in sorted(metrics.items())],
+        params=_params(trained),
+        tags=[RunTag("n_metrics", str(len(metrics)))],
+    )
+    holdout = trained.holdout
+    x = holdout[spec.input_columns]
+    # Integer features can be missing at scoring time: the signature declares them as doubles.
+    x_sig = x.astype({c: "float64" for c in x.columns if pd.api.types.is_integer_dtype(x[c].dtype)})
+    pred = predict(spec, trained.pipeline, holdout)
+    with tempfile.TemporaryDirectory(prefix="ly-run-") as tmp:
+        folder = Path(tmp)
+        baseline = baseline_predictions(spec, trained.train, holdout)
+        for path in write_plots(
+            trained.pipeline, holdout["label"].to_numpy(), pred, baseline, folder / "plots"
+        ):
+            client.log_artifact(run_id, str(path), "plots")
+        parquet = folder / "holdout.parquet"
+        holdout.assign(prediction=pred, baseline_prediction=baseline).to_parquet(parquet, index=False)
+        client.log_artifact(run_id, str(parquet), "holdout")
+        lineage = folder / "lineage.json"
+        lineage.write_text(json.dumps(trained.lineage, sort_keys=True, indent=1, default=str))
+        client.log_artifact(run_id, str(lineage))
+    # Model.log resolves the tracking store globally; the run itself is named explicitly.
+    mlflow.set_tracking_uri(tracking_uri)
+    started = time.perf_counter()
+    info = mlflow.sklearn.log_model(
+        trained.pipeline,
+        name=MODEL_NAME,
+        run_id=run_id,
+        serialization_format="cloudpickle",
+        signature=infer_signature(x_sig, pred),
+        input_example=x_sig.head(5),
+        pip_requirements=pip_requirements(),
+    )
+    client.log_metric(run_id, "log_model_seconds", time.perf_counter() - started, now)
+    client.set_tag(run_id, "model_uri", info.model_uri)
+
+
+def load_holdout(tracking_uri: str, run_id: str) -> pd.DataFrame:
+    """The holdout frame a run was evaluated on (inputs, label, slices, prediction)."""
+    client = MlflowClient(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="ly-holdout-") as tmp:
+        path = client.download_artifacts(run_id, HOLDOUT_ARTIFACT, tmp)
+        return pd.read_parquet(path)
+
+
+def holdout_predictions(spec: ModelSpec, model: Any, holdout: pd.DataFrame) -> np.ndarray:
+    """Re-score a model (e.g. the champion) on a stored holdout."""
+    return predict(spec, model, holdout)

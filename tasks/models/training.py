@@ -1,0 +1,200 @@
+"""Training sets (labels joined point-in-time to features), time splits and deterministic training."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+from sqlalchemy import Engine, and_, select
+
+from tasks.featurestore import get_historical_features
+from tasks.featurestore.definitions import DAY_S, parse_ref
+from tasks.featurestore.views import CATALOG as VIEWS
+from tasks.models.spec import LabelWindow, ModelSpec
+from tasks.schema import partition_status
+
+
+class NoTrainingData(ValueError):
+    """The label window holds no labelled examples (or too few to split by time)."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Labels with their point-in-time features, and the lineage needed to trust them."""
+
+    spec_name: str
+    as_of: dt.datetime
+    window: LabelWindow
+    frame: pd.DataFrame  # labels + `<view>__<feature>` columns + context, in event-time order
+    fingerprint: str  # sha256 over the frame in example_id order
+    feature_versions: dict[str, str]  # view -> version hash
+    validation_run_ids: dict[str, str]  # "<table>/<partition>" -> partition_status.last_run_id
+    data_validated: bool
+
+
+@dataclass
+class TrainedModel:
+    """A fitted pipeline, the frames it was fitted, early-stopped and held out on, and its lineage."""
+
+    spec_name: str
+    pipeline: Pipeline
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    holdout: pd.DataFrame
+    params: dict[str, Any]  # spec params + seed, then best_iteration and split sizes
+    training_fingerprint: str
+    data_fingerprint: str
+    fit_seconds: float
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+def epoch_seconds(moment: dt.datetime) -> int:
+    """Epoch seconds of a timezone-aware datetime (a naive one is refused, never guessed)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"as_of must be timezone-aware, got {moment.isoformat()}")
+    return int(moment.timestamp())
+
+
+def frame_fingerprint(frame: pd.DataFrame, key: str = "example_id") -> str:
+    """sha256 over column names, dtypes and row hashes, rows in key order."""
+    ordered = frame.sort_values(key, kind="stable").reset_index(drop=True) if key in frame else frame
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[c, str(t)] for c, t in ordered.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _lineage(engine: Engine, spec: ModelSpec, window: LabelWindow) -> tuple[dict[str, str], bool]:
+    """last_run_id of the label-source partitions in the window, and whether all were validated."""
+    first = dt.datetime.fromtimestamp(window.start_ts, dt.UTC).date()
+    last = dt.datetime.fromtimestamp(window.end_ts - 1, dt.UTC).date()
+    ps = partition_status
+    query = select(ps.c.table_name, ps.c.partition_date, ps.c.status, ps.c.last_run_id).where(
+        and_(ps.c.table_name.in_(spec.label_sources), ps.c.partition_date.between(first, last))
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    used = {f"{r.table_name}/{r.partition_date}": r.last_run_id for r in rows if r.status == "validated"}
+    primary = spec.label_sources[0]
+    validated = all(r.status == "validated" for r in rows) and any(r.table_name == primary for r in rows)
+    return dict(sorted(used.items())), validated
+
+
+def build_training_set(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> TrainingSet:
+    """Labels for [as_of − training_days, as_of) with features as known at each event (no leakage)."""
+    end = epoch_seconds(as_of)
+    window = LabelWindow(end - spec.training_days * DAY_S, end, spec.horizon_days * DAY_S)
+    with engine.connect() as conn:
+        labels = spec.build_labels(conn, window)
+    if labels.empty:
+        raise NoTrainingData(
+            f"{spec.name}: no labelled examples in [{dt.datetime.fromtimestamp(window.start_ts, dt.UTC)}, "
+            f"{as_of}) from validated partitions of {', '.join(spec.label_sources)}"
+        )
+    # created_before_event: a feature row backfilled after the event is never used for it.
+    frame = get_historical_features(engine, labels, spec.feature_refs, created_before_event=True)
+    frame = frame.sort_values(["event_ts", "example_id"], kind="stable").reset_index(drop=True)
+    views = {parse_ref(ref, VIEWS)[0] for ref in spec.feature_refs}
+    run_ids, validated = _lineage(engine, spec, window)
+    return TrainingSet(
+        spec_name=spec.name,
+        as_of=as_of,
+        window=window,
+        frame=frame,
+        fingerprint=frame_fingerprint(frame),
+        feature_versions={v.name: v.version for v in sorted(views, key=lambda v: v.name)},
+        validation_run_ids=run_ids,
+        data_validated=validated,
+    )
+
+
+def time_split(
+    frame: pd.DataFrame, split: tuple[float, float, float]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train < validation < holdout in event time, cut at event_ts quantiles (ties stay together)."""
+    if len(split) != 3 or min(split) <= 0 or not np.isclose(sum(split), 1.0):
+        raise ValueError(f"split must be three positive fractions summing to 1, got {split}")
+    ts = frame["event_ts"].to_numpy("int64")
+    first_cut, second_cut = np.quantile(ts, [split[0], split[0] + split[1]], method="lower")
+    parts = (
+        frame[ts < first_cut],
+        frame[(ts >= first_cut) & (ts < second_cut)],
+        frame[ts >= second_cut],
+    )
+    if any(p.empty for p in parts):
+        raise NoTrainingData(
+            f"cannot split {len(frame)} examples by time into {split}: "
+            f"sizes {[len(p) for p in parts]} (too few distinct event times)"
+        )
+    return tuple(p.reset_index(drop=True) for p in parts)  # type: ignore[return-value]
+
+
+def training_fingerprint(data_fingerprint: str, params: dict[str, Any], spec_name: str) -> str:
+    """sha256 of the data fingerprint, the params and the model name: same inputs, same fingerprint."""
+    blob = json.dumps(
+        {"data": data_fingerprint, "params": params, "spec": spec_name}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _fit(pipeline: Pipeline, spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) -> None:
+    """Fit the preprocessing, then the final estimator with early stopping on the validation split."""
+    columns = spec.input_columns
+    final = pipeline.steps[-1][1]
+    if "eval_set" not in inspect.signature(final.fit).parameters or len(pipeline.steps) < 2:
+        pipeline.fit(train[columns], train["label"])
+        return
+    prep = pipeline[:-1]  # shares its step objects with the pipeline, so they are fitted in place
+    x_train = prep.fit_transform(train[columns], train["label"])
+    x_valid = prep.transform(valid[columns])
+    final.fit(x_train, train["label"], eval_set=[(x_valid, valid["label"])], verbose=False)
+
+
+def train_model(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
+    """Split by time and fit the spec's pipeline, deterministically for the spec's seed."""
+    if training_set.spec_name != spec.name:
+        raise ValueError(f"training set was built for {training_set.spec_name}, not {spec.name}")
+    train, valid, holdout = time_split(training_set.frame, spec.split)
+    for name, part in (("train", train), ("validation", valid)):
+        if part["label"].nunique() < 2:
+            raise NoTrainingData(f"{spec.name}: the {name} split has a single class; cannot fit")
+    params: dict[str, Any] = {**spec.params, "seed": spec.seed}
+    fingerprint = training_fingerprint(training_set.fingerprint, params, spec.name)
+    pipeline = spec.make_estimator(params)
+    started = time.perf_counter()
+    _fit(pipeline, spec, train, valid)
+    fit_seconds = time.perf_counter() - started
+    best = getattr(pipeline.steps[-1][1], "best_iteration", None)
+    fitted = {
+        **params,
+        "best_iteration": None if best is None else int(best),
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "n_holdout": len(holdout),
+    }
+    lineage = {
+        "as_of": training_set.as_of.isoformat(),
+        "feature_versions": training_set.feature_versions,
+        "validation_run_ids": training_set.validation_run_ids,
+        "data_validated": training_set.data_validated,
+    }
+    return TrainedModel(
+        spec_name=spec.name,
+        pipeline=pipeline,
+        train=train,
+        valid=valid,
+        holdout=holdout,
+        params=fitted,
+        training_fingerprint=fingerprint,
+        data_fingerprint=training_set.fingerprint,
+        fit_seconds=fit_seconds,
+        lineage=lineage,
+    )
