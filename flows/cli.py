@@ -122,6 +122,11 @@ def demo(
     result = build_features(validate_first=False)
     console.print(f"built {sum(map(len, result['built'].values()))} feature partitions")
     features_list()
+    from flows.models import pipeline
+
+    # As of the end of the simulated period, so every model trains on the whole history.
+    as_of = dt.datetime.combine(dt.date(2026, 1, 5) + dt.timedelta(days=days), dt.time(), dt.UTC)
+    _print_pipeline(pipeline(as_of=as_of))
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
 
 
@@ -202,6 +207,174 @@ def features_get(
         created_before_event=no_backfill_leak,
     )
     console.print(f"wrote {rows:,} rows to {out}")
+
+
+def _as_of(value: str | None) -> dt.datetime | None:
+    """An --as-of option: a date means the end of that day (UTC); a date-time is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date or date-time (YYYY-MM-DD[THH:MM])") from None
+    if len(value) == 10:
+        moment += dt.timedelta(days=1)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _model(name: str) -> str:
+    from tasks.models.catalog import CATALOG
+
+    if name not in CATALOG:
+        raise typer.BadParameter(f"unknown model {name!r}; the catalog has: {', '.join(sorted(CATALOG))}")
+    return name
+
+
+AsOf = Annotated[str | None, typer.Option("--as-of", help="Train/score as of this date (YYYY-MM-DD), UTC.")]
+ModelName = Annotated[str, typer.Argument(help="A model of the catalog, e.g. ad_ctr.", callback=_model)]
+
+
+@app.command()
+def train(model: ModelName, as_of: AsOf = None) -> None:
+    """Train one model, register it, run its promotion gate and promote it if it passes."""
+    from flows.models import train_model
+
+    result = train_model(model, as_of=_as_of(as_of))
+    _print_training(result)
+
+
+@app.command()
+def score(model: ModelName, as_of: AsOf = None) -> None:
+    """Score every entity with the model's champion and publish the score set."""
+    from flows.models import score_model
+
+    result = score_model(model, as_of=_as_of(as_of))
+    console.print(
+        f"{result['model']} v{result['version']}: {result['rows']:,} rows scored and published "
+        f"in {result['seconds']} s (score set {result['score_set_id']})"
+    )
+
+
+@app.command()
+def run(
+    models: Annotated[
+        list[str] | None, typer.Option("--model", help="Only these models (repeatable).")
+    ] = None,
+    as_of: AsOf = None,
+) -> None:
+    """The whole pipeline: validate, build features, then train, gate and score every model."""
+    from flows.models import pipeline
+
+    for name in models or []:
+        _model(name)
+    results = pipeline(models=models or None, as_of=_as_of(as_of))
+    _print_pipeline(results)
+
+
+models_app = typer.Typer(
+    help="The model registry: list, inspect, pull and roll back models.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List registered models with their champion and latest version."""
+    from tasks.registry import list_models
+    from tasks.settings import get_settings
+
+    table = Table("model", "versions", "champion", "challenger", "latest")
+    for row in list_models(get_settings().mlflow_tracking_uri):
+        table.add_row(
+            row["name"], str(row.get("versions", "")), str(row.get("champion") or "-"),
+            str(row.get("challenger") or "-"), str(row.get("latest_version") or "-"),
+        )  # fmt: skip
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(model: ModelName) -> None:
+    """Show a model's versions, aliases, lineage tags, gate verdicts and champion history."""
+    import json
+
+    from tasks.db import make_engine
+    from tasks.gates import ledger
+    from tasks.registry import show
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    info = show(settings.mlflow_tracking_uri, model)
+    engine = make_engine(settings.db_url)
+    info["champion_history"] = ledger(engine, model)
+    engine.dispose()
+    console.print_json(json.dumps(info, default=str))
+
+
+@models_app.command("pull")
+def models_pull(
+    model: ModelName,
+    to: Annotated[Path, typer.Option("--to", help="Folder to copy the verified model into.")] = Path(
+        "models"
+    ),
+    version: Annotated[
+        int | None, typer.Option(help="A pinned, approved version (default: @champion).")
+    ] = None,
+) -> None:
+    """Copy the approved model (checksum-verified) and its metadata into a folder."""
+    from tasks.registry import pull
+    from tasks.settings import get_settings
+
+    path = pull(get_settings().mlflow_tracking_uri, model, to, version=version)
+    console.print(f"pulled {model} into {path}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    model: ModelName,
+    reason: Annotated[str, typer.Option(help="Why; recorded in the alias ledger.")] = "manual rollback",
+) -> None:
+    """Move @champion back to the previous champion (one ledger entry)."""
+    import getpass
+
+    from tasks.db import make_engine
+    from tasks.gates import rollback
+    from tasks.lifecycle import mlflow_client
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    try:
+        version = rollback(engine, mlflow_client(settings), model, actor=getpass.getuser(), reason=reason)
+    finally:
+        engine.dispose()
+    console.print(f"{model}: champion is now v{version}")
+
+
+def _print_training(result: dict[str, Any]) -> None:
+    verdict = "[green]passed[/]" if result["gate_passed"] else "[red]failed[/]"
+    novelty = "new" if result["created"] else "identical to an existing version"
+    console.print(
+        f"{result['model']} v{result['version']} ({novelty}): gate {verdict} — {result['gate_reason']}; "
+        f"champion v{result['champion']} ({result['detail']})"
+    )
+
+
+def _print_pipeline(results: dict[str, Any]) -> None:
+    table = Table(
+        "model", "version", "gate", "champion", "promoted", "scored rows", "headline", title="pipeline"
+    )
+    for name, r in results.items():
+        t, s = r["train"], r["score"]
+        headline = ", ".join(f"{k} {v:.3f}" for k, v in list(t["metrics"].items())[:3])
+        champion = f"v{t['champion']}" if t["champion"] else "-"
+        table.add_row(
+            name, str(t["version"]), "passed" if t["gate_passed"] else "failed", champion,
+            "yes" if t["promoted"] else "no", f"{s['rows']:,}" if s else "-", headline,
+        )  # fmt: skip
+    console.print(table)
+    for name, r in results.items():
+        if not r["train"]["gate_passed"]:
+            console.print(f"  {name}: {r['train']['gate_reason']}")
 
 
 @app.command()

@@ -1,0 +1,300 @@
+"""Judge a candidate against its spec's PromotionPolicy (architecture §6).
+
+Every threshold comes from the policy; this module holds no numbers of its own except a
+float tolerance so that a delta equal to its slack is not failed by rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from tasks.gates.metrics import EvaluationLike, higher_is_better, metric_value
+from tasks.gates.report import GateCheck, GateReport
+from tasks.models.spec import ChangeThreshold, PromotionPolicy, SignificanceRule, ValueThreshold
+
+EPS = 1e-12  # rounding tolerance for "delta >= slack" (0.70 - 0.71 must equal -0.01)
+Deltas = Mapping[tuple[str, str], tuple[float, float, float]]
+
+
+def evaluate_gate(
+    policy: PromotionPolicy,
+    *,
+    candidate: EvaluationLike,
+    champion: EvaluationLike | None,
+    baseline: EvaluationLike,
+    deltas: Deltas,
+    data_validated: bool,
+    model: str = "",
+    candidate_version: int | None = None,
+    champion_version: int | None = None,
+) -> GateReport:
+    """Run every check of the policy and return the verdict with one row per check.
+
+    ``deltas[(metric, "baseline"|"champion")]`` is (lower, point, upper) of candidate − other
+    from a paired bootstrap on the same holdout. ``champion`` None means a first run: change
+    thresholds and champion significance are recorded as skipped.
+    """
+    checks: list[GateCheck] = []
+    if policy.is_empty:
+        checks.append(
+            GateCheck("thresholds", None, None, None, "at least one", False, "no thresholds configured")
+        )
+        return _verdict(model, candidate_version, champion_version, checks)
+    if policy.require_validated_data:
+        checks.append(
+            GateCheck(
+                "data_validated",
+                None,
+                None,
+                None,
+                "training data validated",
+                bool(data_validated),
+                "" if data_validated else "training data did not pass validation",
+            )
+        )
+    checks.append(_size_check("candidate", candidate))
+    if champion is not None:
+        checks.append(_size_check("champion", champion))
+    for value in policy.value_thresholds:
+        checks.extend(_value_checks(value, candidate))
+    for metric in policy.beat_baseline:
+        checks.append(_baseline_check(metric, candidate, baseline))
+    for change in policy.change_thresholds:
+        checks.extend(_change_checks(change, candidate, champion))
+    for rule in policy.significance:
+        checks.append(_significance_check(rule, deltas, champion is None))
+    return _verdict(model, candidate_version, champion_version, checks)
+
+
+def _verdict(model: str, candidate: int | None, champion: int | None, checks: list[GateCheck]) -> GateReport:
+    failed = [c for c in checks if c.passed is False]
+    skipped = sum(c.passed is None for c in checks)
+    if failed:
+        reason = "; ".join(_describe(c) for c in failed[:5])
+        if len(failed) > 5:
+            reason += f"; and {len(failed) - 5} more failed checks"
+    else:
+        reason = f"all {len(checks) - skipped} checks passed ({skipped} skipped)"
+    return GateReport(model, candidate, champion, checks, passed=not failed, reason=reason)
+
+
+def _describe(check: GateCheck) -> str:
+    where = f"[{check.slice}]" if check.slice else ""
+    what = f"{check.name} {check.metric or ''}{where}".strip()
+    return f"{what}: {check.detail}" if check.detail else f"{what} failed ({check.threshold})"
+
+
+def _size_check(role: str, evaluation: EvaluationLike) -> GateCheck:
+    n = int(evaluation.n)
+    return GateCheck(
+        "holdout_size",
+        None,
+        role,
+        float(n),
+        "n >= 1",
+        n >= 1,
+        "" if n >= 1 else f"empty evaluation set for the {role}",
+    )
+
+
+def _slice_metrics(evaluation: EvaluationLike, column: str, value: str) -> Mapping[str, float] | None:
+    return evaluation.by_slice.get(column, {}).get(value)
+
+
+def _value_checks(threshold: ValueThreshold, candidate: EvaluationLike) -> list[GateCheck]:
+    bound = _bound_text(threshold.lower, threshold.upper)
+    if threshold.slice is None:
+        targets: list[tuple[str | None, Mapping[str, float] | None]] = [(None, candidate.metrics)]
+    elif "=" in threshold.slice:
+        column, value = threshold.slice.split("=", 1)
+        targets = [(threshold.slice, _slice_metrics(candidate, column, value))]
+    else:  # a bare column: every value of it
+        values = candidate.by_slice.get(threshold.slice) or {}
+        targets = [(f"{threshold.slice}={v}", m) for v, m in sorted(values.items())]
+        if not targets:
+            targets = [(threshold.slice, None)]
+    checks = []
+    for where, metrics in targets:
+        observed = metric_value(metrics, threshold.metric)
+        if observed is None:
+            checks.append(
+                GateCheck(
+                    "value_threshold",
+                    threshold.metric,
+                    where,
+                    _raw(metrics, threshold.metric),
+                    bound,
+                    False,
+                    _missing(metrics, threshold.metric),
+                )
+            )
+            continue
+        ok = (threshold.lower is None or observed >= threshold.lower) and (
+            threshold.upper is None or observed <= threshold.upper
+        )
+        detail = "" if ok else f"{observed:.6g} outside {bound}"
+        checks.append(GateCheck("value_threshold", threshold.metric, where, observed, bound, ok, detail))
+    return checks
+
+
+def _baseline_check(metric: str, candidate: EvaluationLike, baseline: EvaluationLike) -> GateCheck:
+    ours, theirs = metric_value(candidate.metrics, metric), metric_value(baseline.metrics, metric)
+    hib = higher_is_better(metric)
+    threshold = f"{'>' if hib else '<'} baseline"
+    if ours is None or theirs is None:
+        which = "candidate" if ours is None else "baseline"
+        source = candidate.metrics if ours is None else baseline.metrics
+        return GateCheck(
+            "beat_baseline",
+            metric,
+            None,
+            _raw(candidate.metrics, metric),
+            threshold,
+            False,
+            f"{which}: {_missing(source, metric)}",
+        )
+    ok = ours > theirs if hib else ours < theirs
+    threshold = f"{'>' if hib else '<'} {theirs:.6g} (baseline)"
+    detail = "" if ok else f"{ours:.6g} does not beat the baseline's {theirs:.6g}"
+    return GateCheck("beat_baseline", metric, None, ours, threshold, ok, detail)
+
+
+def _change_checks(
+    change: ChangeThreshold, candidate: EvaluationLike, champion: EvaluationLike | None
+) -> list[GateCheck]:
+    hib = higher_is_better(change.metric)
+    threshold = f"{'candidate − champion' if hib else 'champion − candidate'} >= {change.slack:+g}"
+    if champion is None:
+        return [
+            GateCheck(
+                "change_threshold",
+                change.metric,
+                change.slice,
+                None,
+                threshold,
+                None,
+                "skipped: no champion (first run)",
+            )
+        ]
+    if change.slice is None:
+        return [_change_one(change, threshold, None, candidate.metrics, champion.metrics)]
+    ours = candidate.by_slice.get(change.slice)
+    if not ours:
+        return [
+            GateCheck(
+                "change_threshold",
+                change.metric,
+                change.slice,
+                None,
+                threshold,
+                False,
+                f"candidate has no evaluation by slice {change.slice!r}",
+            )
+        ]
+    theirs = champion.by_slice.get(change.slice) or {}
+    checks = []
+    for value, metrics in sorted(ours.items()):
+        where = f"{change.slice}={value}"
+        if value not in theirs:
+            checks.append(
+                GateCheck(
+                    "change_threshold",
+                    change.metric,
+                    where,
+                    metric_value(metrics, change.metric),
+                    threshold,
+                    None,
+                    "skipped: slice value absent from the champion's evaluation",
+                )
+            )
+            continue
+        checks.append(_change_one(change, threshold, where, metrics, theirs[value]))
+    for value in sorted(set(theirs) - set(ours)):
+        checks.append(
+            GateCheck(
+                "change_threshold",
+                change.metric,
+                f"{change.slice}={value}",
+                None,
+                threshold,
+                False,
+                "candidate has no metrics for a slice value the champion has",
+            )
+        )
+    return checks
+
+
+def _change_one(
+    change: ChangeThreshold,
+    threshold: str,
+    where: str | None,
+    ours: Mapping[str, float] | None,
+    theirs: Mapping[str, float] | None,
+) -> GateCheck:
+    cand, champ = metric_value(ours, change.metric), metric_value(theirs, change.metric)
+    if cand is None or champ is None:
+        which, source = ("candidate", ours) if cand is None else ("champion", theirs)
+        return GateCheck(
+            "change_threshold",
+            change.metric,
+            where,
+            _raw(ours, change.metric),
+            threshold,
+            False,
+            f"{which}: {_missing(source, change.metric)}",
+        )
+    delta = cand - champ if higher_is_better(change.metric) else champ - cand
+    ok = delta >= change.slack - EPS
+    detail = f"candidate {cand:.6g} vs champion {champ:.6g} (improvement {delta:+.6g})"
+    return GateCheck("change_threshold", change.metric, where, delta, threshold, ok, detail)
+
+
+def _significance_check(rule: SignificanceRule, deltas: Deltas, first_run: bool) -> GateCheck:
+    hib = higher_is_better(rule.metric)
+    bound = "lower" if hib else "upper"
+    threshold = (
+        f"{bound} CI bound of candidate − {rule.against} "
+        f"{'>' if hib else '<'} {rule.min_delta if hib else -rule.min_delta:+g} ({rule.confidence:.0%})"
+    )
+    name = f"significance_vs_{rule.against}"
+    if rule.against == "champion" and first_run:
+        return GateCheck(name, rule.metric, None, None, threshold, None, "skipped: no champion (first run)")
+    ci = deltas.get((rule.metric, rule.against))
+    if ci is None:
+        return GateCheck(
+            name, rule.metric, None, None, threshold, False, "no bootstrap CI of the delta given"
+        )
+    if len(ci) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in ci):
+        return GateCheck(name, rule.metric, None, None, threshold, False, f"bootstrap CI is not finite: {ci}")
+    lower, point, upper = (float(v) for v in ci)
+    observed = lower if hib else upper
+    ok = observed > rule.min_delta if hib else observed < -rule.min_delta
+    detail = f"delta {point:+.6g}, CI [{lower:+.6g}, {upper:+.6g}]"
+    if not ok:
+        detail += f": not significantly better than the {rule.against}"
+    return GateCheck(name, rule.metric, None, observed, threshold, ok, detail)
+
+
+def _bound_text(lower: float | None, upper: float | None) -> str:
+    low = "-inf" if lower is None else f"{lower:g}"
+    high = "+inf" if upper is None else f"{upper:g}"
+    return f"[{low}, {high}] inclusive"
+
+
+def _raw(metrics: Mapping[str, float] | None, metric: str) -> float | None:
+    """The metric as given (NaN kept, for the report), or None when absent."""
+    if metrics is None or metric not in metrics:
+        return None
+    try:
+        return float(metrics[metric])
+    except (TypeError, ValueError):
+        return None
+
+
+def _missing(metrics: Mapping[str, float] | None, metric: str) -> str:
+    if metrics is None:
+        return "no metrics for this slice"
+    if metric not in metrics:
+        return f"metric {metric!r} is missing"
+    return f"metric {metric!r} is not finite ({metrics[metric]!r})"

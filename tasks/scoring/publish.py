@@ -1,0 +1,278 @@
+"""Score sets: write staged, validate with the `scores` GX suite, publish by one pointer flip.
+
+A batch-scoring run writes its whole output as one *staged* score set (one write transaction,
+so a killed writer leaves nothing behind), validates it, then publishes it by flipping the
+model's row of ``published_scores`` in one transaction. Consumers read ``current_scores`` (the
+published set only), so they see the old complete set or the new complete set, never a mix. Every
+scored row carries the model name, version, ``as_of`` and run id.
+
+Statuses: ``staged`` → ``validated`` (validate_score_set) → ``published`` → ``superseded`` (when a
+newer set is published). Publishing keeps the last ``KEEP_PUBLISHED`` published sets of the model
+and deletes older ones, and staged sets abandoned before them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, column, delete, select, table, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tasks.db import CHUNK_ROWS, insert_frame, write_tx
+from tasks.schema import published_scores, score_sets, scores
+
+KEEP_PUBLISHED = 3
+SUITE = "scores"
+STAGED, VALIDATED, PUBLISHED, SUPERSEDED = "staged", "validated", "published", "superseded"
+REQUIRED = ("entity_key", "score")
+OPTIONAL = ("label", "detail")
+_NAMESPACE = uuid.UUID("5b7c2a0e-3f3d-4c59-9a43-6f1d3c1e7a10")
+
+current_scores = table(
+    "current_scores",
+    *(column(c.name, c.type) for c in scores.columns),
+)
+
+
+class ScoreSetError(RuntimeError):
+    """A score set that cannot be written or published as asked."""
+
+
+class ScoreValidationError(ScoreSetError):
+    """A staged score set broke a rule of the `scores` suite; the message names the rule."""
+
+
+def score_set_id_for(model: str, version: int, as_of: int, run_id: str) -> str:
+    """The deterministic id of a run's score set: a retry of the same run rewrites the same set."""
+    return str(uuid.uuid5(_NAMESPACE, f"{model}\x1f{int(version)}\x1f{int(as_of)}\x1f{run_id}"))
+
+
+def _precheck(frame: pd.DataFrame) -> np.ndarray:
+    """Reject what the scores table cannot hold, naming the suite rule it breaks; returns the keys."""
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in REQUIRED + OPTIONAL]
+    if missing or extra:
+        raise ScoreSetError(
+            f"score frame: expect_table_columns_to_match_set failed: missing {missing}, unexpected {extra} "
+            f"(need {list(REQUIRED)}, optional {list(OPTIONAL)})"
+        )
+    for name in REQUIRED:
+        nulls = int(frame[name].isna().sum())
+        if nulls:
+            raise ScoreSetError(
+                f"score frame: expect_column_values_to_not_be_null failed on {name}: {nulls} nulls"
+            )
+    keys = frame["entity_key"].astype(str).to_numpy(dtype=object)
+    if not pd.Index(keys).is_unique:
+        duplicated = pd.Index(keys).duplicated()
+        raise ScoreSetError(
+            f"score frame: expect_column_values_to_be_unique failed on entity_key: "
+            f"{int(duplicated.sum())} duplicate keys, e.g. {keys[duplicated][:3].tolist()}"
+        )
+    return keys
+
+
+def write_score_set(
+    engine: Engine,
+    *,
+    model: str,
+    version: int,
+    as_of: int,
+    run_id: str,
+    frame: pd.DataFrame,
+    created_ts: int,
+) -> str:
+    """Write a complete *staged* score set in one transaction; returns its id.
+
+    ``frame`` has entity_key and score (optionally label, detail). Re-running the same run
+    (same model, version, as_of, run_id) replaces its staged set; a published one is refused.
+    """
+    keys = _precheck(frame)
+    set_id = score_set_id_for(model, version, as_of, run_id)
+    with write_tx(engine) as conn:
+        status = conn.execute(select(score_sets.c.status).where(score_sets.c.score_set_id == set_id)).scalar()
+        if status in (PUBLISHED, SUPERSEDED):
+            raise ScoreSetError(f"{model}: score set {set_id} of run {run_id} was already published")
+        if status is not None:
+            _delete_sets(conn, [set_id])
+        conn.execute(
+            score_sets.insert().values(
+                score_set_id=set_id,
+                model_name=model,
+                model_version=int(version),
+                as_of=int(as_of),
+                run_id=run_id,
+                rows=len(frame),
+                status=STAGED,
+                created_ts=int(created_ts),
+            )
+        )
+        for start in range(0, len(frame), CHUNK_ROWS):
+            chunk = frame.iloc[start : start + CHUNK_ROWS]
+            rows: dict[str, Any] = {
+                "score_set_id": set_id,
+                "entity_key": keys[start : start + CHUNK_ROWS],
+                "model_name": model,
+                "model_version": int(version),
+                "as_of": int(as_of),
+                "run_id": run_id,
+                "score": chunk["score"].to_numpy(dtype="float64"),
+            }
+            for name in OPTIONAL:
+                if name in chunk.columns:
+                    rows[name] = chunk[name].astype(object).where(chunk[name].notna(), None).to_numpy()
+            insert_frame(conn, scores, pd.DataFrame(rows), ignore_existing=False)
+    return set_id
+
+
+def validate_score_set(engine: Engine, score_set_id: str, score_range: tuple[float, float]) -> None:
+    """Run the `scores` GX suite on a stored set; raise ScoreValidationError naming the broken rule."""
+    from tasks.quality.engine import run_suite
+    from tasks.quality.suites import load_suite
+
+    with engine.connect() as conn:
+        header = _header(conn, score_set_id)
+        frame = pd.read_sql(
+            select(scores.c.entity_key, scores.c.score).where(scores.c.score_set_id == score_set_id), conn
+        )
+    where = f"{header['model_name']} score set {score_set_id}"
+    if len(frame) != int(header["rows"]):
+        raise ScoreValidationError(f"{where}: holds {len(frame)} rows but {header['rows']} were written")
+    frame["entity_key"] = frame["entity_key"].astype(object)
+    frame["score"] = frame["score"].astype("float64")
+    low, high = float(score_range[0]), float(score_range[1])
+    loaded = load_suite(SUITE)
+    result = run_suite(SUITE, frame, loaded.suite, {"score_min": low, "score_max": high})
+    failed = [item for item in result.results if not item.success]
+    if failed:
+        raise ScoreValidationError(f"{where}: " + "; ".join(_failure(item) for item in failed))
+    with write_tx(engine) as conn:
+        conn.execute(
+            update(score_sets)
+            .where(score_sets.c.score_set_id == score_set_id, score_sets.c.status == STAGED)
+            .values(status=VALIDATED)
+        )
+
+
+def publish(engine: Engine, model: str, score_set_id: str, *, published_ts: int) -> None:
+    """Make a validated score set the model's current one (one transaction), then prune old sets."""
+    with write_tx(engine) as conn:
+        query = select(score_sets).where(score_sets.c.score_set_id == score_set_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise ScoreSetError(f"{model}: score set {score_set_id} does not exist")
+        if row.model_name != model:
+            raise ScoreSetError(f"{model}: score set {score_set_id} belongs to {row.model_name}")
+        if row.status == STAGED:
+            raise ScoreSetError(
+                f"{model}: score set {score_set_id} was not validated; run validate_score_set first"
+            )
+        previous = conn.execute(
+            select(published_scores.c.score_set_id).where(published_scores.c.model_name == model)
+        ).scalar()
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        stmt = dialect_insert(published_scores).values(
+            model_name=model, score_set_id=score_set_id, published_ts=int(published_ts)
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["model_name"],
+                set_={"score_set_id": stmt.excluded.score_set_id, "published_ts": stmt.excluded.published_ts},
+            )
+        )
+        conn.execute(
+            update(score_sets).where(score_sets.c.score_set_id == score_set_id).values(status=PUBLISHED)
+        )
+        if previous is not None and previous != score_set_id:
+            conn.execute(
+                update(score_sets).where(score_sets.c.score_set_id == previous).values(status=SUPERSEDED)
+            )
+        _prune(conn, model, score_set_id)
+
+
+def read_current_scores(engine: Engine, model: str) -> pd.DataFrame:
+    """The model's published scores (from the current_scores view), ordered by entity_key."""
+    query = (
+        select(current_scores)
+        .where(current_scores.c.model_name == model)
+        .order_by(current_scores.c.entity_key)
+    )
+    with engine.connect() as conn:
+        return pd.read_sql(query, conn)
+
+
+def published_score_set(engine: Engine, model: str) -> str | None:
+    """The id of the model's published score set, or None."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(published_scores.c.score_set_id).where(published_scores.c.model_name == model)
+        ).scalar()
+
+
+def score_set_status(engine: Engine, score_set_id: str) -> str | None:
+    """A score set's status, or None when it does not exist."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(score_sets.c.status).where(score_sets.c.score_set_id == score_set_id)
+        ).scalar()
+
+
+# --- internals -------------------------------------------------------------------------
+
+
+def _header(conn: Connection, score_set_id: str) -> dict[str, Any]:
+    row = conn.execute(select(score_sets).where(score_sets.c.score_set_id == score_set_id)).first()
+    if row is None:
+        raise ScoreSetError(f"score set {score_set_id} does not exist")
+    return dict(row._mapping)
+
+
+def _failure(item: Any) -> str:
+    config = item.expectation_config
+    kind = config.type if config is not None else "?"
+    column_name = config.kwargs.get("column") if config is not None else None
+    result = item.result or {}
+    observed = result.get("observed_value")
+    if observed is None and "unexpected_count" in result:
+        sample = (result.get("partial_unexpected_list") or [])[:3]
+        observed = f"{result['unexpected_count']} rows, e.g. {sample}"
+    where = f" on {column_name}" if column_name else ""
+    note = f" ({config.notes})" if config is not None and config.notes else ""
+    return f"{kind} failed{where}: observed {observed}{note}"
+
+
+def _delete_sets(conn: Connection, ids: list[str]) -> None:
+    if ids:
+        conn.execute(delete(scores).where(scores.c.score_set_id.in_(ids)))
+        conn.execute(delete(score_sets).where(score_sets.c.score_set_id.in_(ids)))
+
+
+def _prune(conn: Connection, model: str, current: str) -> None:
+    """Keep the last KEEP_PUBLISHED published sets (and the current one); drop older ones."""
+    history = conn.execute(
+        select(score_sets.c.score_set_id, score_sets.c.created_ts)
+        .where(score_sets.c.model_name == model, score_sets.c.status.in_([PUBLISHED, SUPERSEDED]))
+        .order_by(score_sets.c.created_ts.desc(), score_sets.c.score_set_id.desc())
+    ).all()
+    kept = [r for r in history if r.score_set_id == current]
+    kept += [r for r in history if r.score_set_id != current][: KEEP_PUBLISHED - 1]
+    keep_ids = {r.score_set_id for r in kept}
+    drop = [r.score_set_id for r in history if r.score_set_id not in keep_ids]
+    if kept:
+        # Staged or validated sets older than every kept published set were abandoned.
+        oldest = min(r.created_ts for r in kept)
+        drop += list(
+            conn.execute(
+                select(score_sets.c.score_set_id).where(
+                    score_sets.c.model_name == model,
+                    score_sets.c.status.in_([STAGED, VALIDATED]),
+                    score_sets.c.created_ts < oldest,
+                )
+            ).scalars()
+        )
+    _delete_sets(conn, drop)

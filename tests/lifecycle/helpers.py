@@ -1,0 +1,110 @@
+"""Small fixtures for the lifecycle tests: evaluations, gate reports and tiny logged models."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.gates import GateReport
+
+
+@dataclass
+class Evaluation:
+    """Structural copy of tasks.models.evaluation.Evaluation (written concurrently)."""
+
+    metrics: dict[str, float]
+    by_slice: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    n: int = 1000
+
+
+def ev(
+    n: int = 1000, by_slice: dict[str, dict[str, dict[str, float]]] | None = None, **metrics: float
+) -> Evaluation:
+    """An evaluation with the given overall metrics."""
+    return Evaluation(dict(metrics), by_slice or {}, n)
+
+
+def passing_report(model: str, candidate: int, champion: int | None) -> GateReport:
+    """A gate report that passed (what a real gate run would hand to promote)."""
+    return GateReport(model, candidate, champion, [], passed=True, reason="test: all checks passed")
+
+
+@contextmanager
+def _tracking(uri: str) -> Iterator[None]:
+    """mlflow.sklearn.log_model only uses the fluent context; scope it to this call."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def training_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A tiny deterministic binary problem."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] + 0.3 * rng.normal(size=60) > 0).astype(int)
+    return x, y
+
+
+def log_tiny_model(uri: str, experiment_id: str, *, seed: int, fmt: str = "pickle") -> str:
+    """Fit a LogisticRegression and log it with log_model(name="model") in a new run; returns run id."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.create_run(experiment_id)
+    x, y = training_data(seed)
+    model = LogisticRegression().fit(x, y)
+    with _tracking(uri), mlflow.start_run(run_id=run.info.run_id):
+        mlflow.sklearn.log_model(
+            model, name="model", pip_requirements=["scikit-learn"], serialization_format=fmt
+        )
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def log_runs_layout_model(uri: str, experiment_id: str, tmp: Path, *, seed: int) -> str:
+    """The pre-MLflow-3 layout: the model directory as plain run artifacts under model/."""
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.create_run(experiment_id)
+    x, y = training_data(seed)
+    path = tmp / f"saved-{run.info.run_id}"
+    mlflow.sklearn.save_model(
+        LogisticRegression().fit(x, y),
+        str(path),
+        pip_requirements=["scikit-learn"],
+        serialization_format="pickle",
+    )
+    client.log_artifacts(run.info.run_id, str(path), "model")
+    return run.info.run_id
+
+
+class Payload:
+    """Unpickling this creates the marker file: the code a malicious artifact would run."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path(self.marker).touch, ())
+
+
+def finite(value: float | None) -> bool:
+    """True for a finite float."""
+    return value is not None and math.isfinite(value)

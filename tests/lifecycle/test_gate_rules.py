@@ -1,0 +1,217 @@
+"""Gate semantics (architecture §6), pure: no database, no MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.gates import GateReport, evaluate_gate, higher_is_better
+from tasks.models.spec import ChangeThreshold, PromotionPolicy, SignificanceRule, ValueThreshold
+from tests.lifecycle.helpers import Evaluation, ev
+
+NAN = float("nan")
+BASE = ev(auc=0.60, log_loss=0.30)
+POLICY = PromotionPolicy(
+    value_thresholds=(ValueThreshold("auc", lower=0.65),),
+    change_thresholds=(ChangeThreshold("auc", slack=-0.01),),
+    beat_baseline=("auc",),
+)
+
+
+def gate(policy: PromotionPolicy = POLICY, *, champion=None, candidate=None, deltas=None, validated=True):  # type: ignore[no-untyped-def]
+    return evaluate_gate(
+        policy,
+        candidate=candidate if candidate is not None else ev(auc=0.72, log_loss=0.2),
+        champion=champion,
+        baseline=BASE,
+        deltas=deltas or {},
+        data_validated=validated,
+        model="churn",
+        candidate_version=2,
+        champion_version=None if champion is None else 1,
+    )
+
+
+def failed(report: GateReport) -> list[tuple[str, str | None, str | None]]:
+    return [(c.name, c.metric, c.slice) for c in report.failed]
+
+
+def test_better_candidate_passes() -> None:
+    report = gate(champion=ev(auc=0.70))
+    assert report.passed, report.reason
+    assert "checks passed" in report.reason
+
+
+@pytest.mark.parametrize(
+    ("candidate", "why"),
+    [
+        (ev(auc=0.66), "change_threshold"),  # M1: worse than the champion beyond the slack
+        (ev(auc=NAN), "is not finite"),  # M1: NaN metric never passes
+        (ev(log_loss=0.2), "is missing"),  # M1: missing metric never passes
+        (ev(n=0, auc=0.9), "empty evaluation set"),  # M1: empty eval set
+    ],
+)
+def test_m1_not_promoted_with_reason(candidate, why) -> None:  # type: ignore[no-untyped-def]
+    report = gate(champion=ev(auc=0.70), candidate=candidate)
+    assert not report.passed
+    assert why in report.reason
+    assert report.failed
+
+
+def test_nan_in_champion_or_baseline_fails() -> None:
+    assert not gate(champion=ev(auc=NAN)).passed
+    nan_base = evaluate_gate(
+        PromotionPolicy(beat_baseline=("auc",)),
+        candidate=ev(auc=0.8),
+        champion=None,
+        baseline=ev(auc=NAN),
+        deltas={},
+        data_validated=True,
+    )
+    assert not nan_base.passed and "baseline" in nan_base.reason
+
+
+def test_m2_better_overall_worse_on_critical_slice() -> None:
+    policy = PromotionPolicy(
+        change_thresholds=(ChangeThreshold("auc", 0.0), ChangeThreshold("auc", -0.01, "region"))
+    )
+    champion = ev(auc=0.70, by_slice={"region": {"eu": {"auc": 0.70}, "us": {"auc": 0.71}}})
+    candidate = ev(auc=0.74, by_slice={"region": {"eu": {"auc": 0.78}, "us": {"auc": 0.65}}})
+    report = gate(policy, champion=champion, candidate=candidate)
+    assert not report.passed
+    assert failed(report) == [("change_threshold", "auc", "region=us")]
+    checked = {c.slice: c.passed for c in report.checks if c.name == "change_threshold"}
+    assert checked == {None: True, "region=eu": True, "region=us": False}
+
+
+def test_slice_value_missing_from_champion_is_skipped_and_recorded() -> None:
+    policy = PromotionPolicy(change_thresholds=(ChangeThreshold("auc", -0.01, "region"),))
+    champion = ev(auc=0.70, by_slice={"region": {"eu": {"auc": 0.70}}})
+    candidate = ev(auc=0.71, by_slice={"region": {"eu": {"auc": 0.70}, "apac": {"auc": 0.1}}})
+    report = gate(policy, champion=champion, candidate=candidate)
+    assert report.passed
+    skipped = [c for c in report.checks if c.passed is None]
+    assert [(c.slice, c.status) for c in skipped] == [("region=apac", "skip")]
+    assert "absent from the champion" in skipped[0].detail
+
+
+def test_slice_metric_nan_fails() -> None:
+    policy = PromotionPolicy(change_thresholds=(ChangeThreshold("auc", -0.01, "region"),))
+    champion = ev(auc=0.70, by_slice={"region": {"eu": {"auc": 0.70}}})
+    candidate = ev(auc=0.71, by_slice={"region": {"eu": {"auc": NAN}}})
+    assert failed(gate(policy, champion=champion, candidate=candidate)) == [
+        ("change_threshold", "auc", "region=eu")
+    ]
+
+
+def test_first_run_skips_change_and_champion_rules_but_not_value_or_baseline() -> None:
+    policy = PromotionPolicy(
+        value_thresholds=(ValueThreshold("auc", lower=0.65),),
+        change_thresholds=(ChangeThreshold("auc", 0.05),),
+        significance=(SignificanceRule("auc", "champion"), SignificanceRule("auc", "baseline")),
+        beat_baseline=("auc",),
+    )
+    deltas = {("auc", "baseline"): (0.05, 0.12, 0.2)}
+    report = gate(policy, deltas=deltas)
+    assert report.passed, report.reason
+    statuses = {(c.name, c.status) for c in report.checks}
+    assert ("change_threshold", "skip") in statuses
+    assert ("significance_vs_champion", "skip") in statuses
+    assert ("significance_vs_baseline", "pass") in statuses
+    assert ("value_threshold", "pass") in statuses and ("beat_baseline", "pass") in statuses
+    # ...and value thresholds and the baseline comparison still bite on a first run.
+    assert failed(gate(policy, candidate=ev(auc=0.64), deltas=deltas)) == [("value_threshold", "auc", None)]
+    assert failed(gate(policy, candidate=ev(auc=0.59), deltas=deltas))[1] == ("beat_baseline", "auc", None)
+
+
+def test_no_thresholds_means_no_promotion() -> None:
+    report = gate(PromotionPolicy(), champion=None, candidate=ev(auc=0.99))
+    assert not report.passed
+    assert report.reason.endswith("no thresholds configured")
+
+
+@pytest.mark.parametrize(
+    ("auc", "passed"), [(0.65, True), (0.80, True), (0.6499999, False), (0.8000001, False)]
+)
+def test_value_bounds_are_inclusive(auc: float, passed: bool) -> None:
+    policy = PromotionPolicy(value_thresholds=(ValueThreshold("auc", lower=0.65, upper=0.80),))
+    assert gate(policy, candidate=ev(auc=auc)).passed is passed
+
+
+def test_value_threshold_on_a_slice_value() -> None:
+    policy = PromotionPolicy(value_thresholds=(ValueThreshold("auc", lower=0.6, slice="region=eu"),))
+    good = ev(auc=0.7, by_slice={"region": {"eu": {"auc": 0.6}}})
+    assert gate(policy, candidate=good).passed
+    assert not gate(policy, candidate=ev(auc=0.7)).passed  # the slice is missing: fail, never pass
+
+
+@pytest.mark.parametrize(
+    ("metric", "slack", "champion", "candidate", "passed"),
+    [
+        # negative slack: an allowed regression, up to and including the slack
+        ("auc", -0.01, 0.71, 0.70, True),
+        ("auc", -0.01, 0.71, 0.699, False),
+        # positive slack: a required improvement
+        ("auc", 0.02, 0.70, 0.72, True),
+        ("auc", 0.02, 0.70, 0.719, False),
+        # lower-is-better: the sign flips (champion − candidate >= slack)
+        ("log_loss", -0.01, 0.30, 0.31, True),
+        ("log_loss", -0.01, 0.30, 0.311, False),
+        ("log_loss", 0.02, 0.30, 0.28, True),
+        ("log_loss", 0.02, 0.30, 0.285, False),
+    ],
+)
+def test_signed_slack_both_ways(
+    metric: str, slack: float, champion: float, candidate: float, passed: bool
+) -> None:
+    policy = PromotionPolicy(change_thresholds=(ChangeThreshold(metric, slack),))
+    report = gate(policy, champion=Evaluation({metric: champion}), candidate=Evaluation({metric: candidate}))
+    assert report.passed is passed, report.reason
+
+
+@pytest.mark.parametrize(
+    ("metric", "ci", "passed"),
+    [
+        ("auc", (0.001, 0.02, 0.04), True),
+        ("auc", (-0.001, 0.02, 0.04), False),  # CI crosses zero: not significant
+        ("log_loss", (-0.04, -0.02, -0.001), True),  # lower is better: the upper bound must be < 0
+        ("log_loss", (-0.04, -0.02, 0.001), False),
+        ("auc", (NAN, 0.02, 0.04), False),
+    ],
+)
+def test_significance_rule(metric: str, ci: tuple[float, float, float], passed: bool) -> None:
+    policy = PromotionPolicy(significance=(SignificanceRule(metric, "champion"),))
+    report = gate(policy, champion=ev(auc=0.7, log_loss=0.3), deltas={(metric, "champion"): ci})
+    assert report.passed is passed, report.reason
+
+
+def test_significance_min_delta_and_missing_ci() -> None:
+    policy = PromotionPolicy(significance=(SignificanceRule("auc", "baseline", min_delta=0.01),))
+    assert not gate(policy, deltas={("auc", "baseline"): (0.005, 0.02, 0.03)}).passed
+    assert gate(policy, deltas={("auc", "baseline"): (0.011, 0.02, 0.03)}).passed
+    assert "no bootstrap CI" in gate(policy).reason
+
+
+def test_data_gate_precondition() -> None:
+    report = gate(validated=False, champion=ev(auc=0.70))
+    assert not report.passed and "did not pass validation" in report.reason
+    lenient = PromotionPolicy(
+        value_thresholds=(ValueThreshold("auc", lower=0.1),), require_validated_data=False
+    )
+    assert gate(lenient, validated=False).passed
+
+
+def test_report_renders_and_round_trips() -> None:
+    report = gate(champion=ev(auc=NAN))
+    markdown = report.to_markdown()
+    assert "| check | metric |" in markdown and "FAIL" in markdown and "churn" in markdown
+    data = json.loads(report.to_json())  # NaN observed values become null: valid JSON
+    assert GateReport.from_dict(data).to_dict() == report.to_dict()
+
+
+def test_metric_directions() -> None:
+    assert higher_is_better("auc") and higher_is_better("ndcg@10") and higher_is_better("hit_rate")
+    assert not higher_is_better("log_loss") and not higher_is_better("pinball_0.9")
+    with pytest.raises(ValueError, match="unknown metric"):
+        higher_is_better("vibes")

@@ -1,0 +1,294 @@
+"""Compare-and-set promotion, the alias ledger, rollback and reconcile (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+from sqlalchemy import Engine
+
+from tasks.gates import (
+    NoChampion,
+    NothingToRollBack,
+    PromotionError,
+    PromotionResult,
+    current_champion,
+    evaluate_gate,
+    ledger,
+    promote,
+    reconcile_alias,
+    record_gate_verdict,
+    resolve_champion,
+    rollback,
+)
+from tasks.models.spec import ChangeThreshold, PromotionPolicy, ValueThreshold
+from tasks.registry import TamperedModel, UnapprovedModel, load_approved, register_candidate
+from tasks.registry.tags import SHA_TAG
+from tests.lifecycle.conftest import Store
+from tests.lifecycle.helpers import ev, passing_report
+
+POLICY = PromotionPolicy(
+    value_thresholds=(ValueThreshold("auc", lower=0.6),),
+    change_thresholds=(ChangeThreshold("auc", slack=0.0),),
+    beat_baseline=("auc",),
+)
+
+
+def versions(client: MlflowClient, store: Store, name: str, count: int) -> list[int]:
+    """Register one real model, then further versions of the same artifact (cheap)."""
+    info = register_candidate(client, name, store.runs["a"], tags={"training_fingerprint": "tf"})
+    out = [info.version]
+    for _ in range(count - 1):
+        mv = client.create_model_version(
+            name, source=info.source, run_id=info.run_id, tags={SHA_TAG: info.sha256}
+        )
+        out.append(int(mv.version))
+    return out
+
+
+def alias(client: MlflowClient, name: str) -> int | None:
+    value = client.get_registered_model(name).aliases.get("champion")
+    return None if value is None else int(value)
+
+
+def do_promote(
+    engine: Engine, client: MlflowClient, name: str, version: int, expected: int | None, ts: int
+) -> PromotionResult:
+    return promote(
+        engine,
+        client,
+        name,
+        candidate_version=version,
+        expected_champion=expected,
+        report=passing_report(name, version, expected),
+        actor="test",
+        flow_run_id=f"flow-{version}",
+        reason=f"promote v{version}",
+        created_ts=ts,
+    )
+
+
+def test_first_promotion_then_compare_and_set(
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
+) -> None:
+    v1, v2, v3 = versions(client, mlflow_store, model_name, 3)
+    assert current_champion(engine, model_name) is None
+    with pytest.raises(NoChampion):
+        resolve_champion(engine, client, model_name)
+    first = do_promote(engine, client, model_name, v1, None, 100)
+    assert first.promoted and first.alias_moved and first.from_version is None
+    assert current_champion(engine, model_name) == v1 == alias(client, model_name)
+    assert client.get_model_version(model_name, str(v1)).tags["gate"] == "passed"
+    # A stale expectation (the gate compared against "no champion") loses and writes nothing.
+    stale = do_promote(engine, client, model_name, v2, None, 101)
+    assert (stale.promoted, stale.lost_race, stale.current_champion) == (False, True, v1)
+    assert len(ledger(engine, model_name)) == 1 and alias(client, model_name) == v1
+    second = do_promote(engine, client, model_name, v3, v1, 102)
+    assert second.promoted and resolve_champion(engine, client, model_name) == v3
+    rows = ledger(engine, model_name)
+    assert [(r["from_version"], r["to_version"], r["action"], r["created_ts"]) for r in rows] == [
+        (None, v1, "promote", 100),
+        (v1, v3, "promote", 102),
+    ]
+    assert json.loads(rows[1]["report"])["candidate_version"] == v3
+    assert rows[1]["actor"] == "test" and rows[1]["flow_run_id"] == f"flow-{v3}"
+
+
+def test_m1_failed_gate_is_not_promoted_and_reason_recorded(
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
+) -> None:
+    v1, v2 = versions(client, mlflow_store, model_name, 2)
+    do_promote(engine, client, model_name, v1, None, 1)
+    report = evaluate_gate(
+        POLICY,
+        candidate=ev(auc=0.65),
+        champion=ev(auc=0.70),
+        baseline=ev(auc=0.5),
+        deltas={},
+        data_validated=True,
+        model=model_name,
+        candidate_version=v2,
+        champion_version=v1,
+    )
+    record_gate_verdict(client, report)
+    with pytest.raises(PromotionError, match="gate failed"):
+        promote(
+            engine,
+            client,
+            model_name,
+            candidate_version=v2,
+            expected_champion=v1,
+            report=report,
+            actor="test",
+            flow_run_id=None,
+            reason="nope",
+        )
+    tags = client.get_model_version(model_name, str(v2)).tags
+    assert tags["gate_verdict"] == "failed" and "change_threshold" in tags["gate_reason"]
+    assert json.loads(tags["gate_report"])["passed"] is False
+    assert current_champion(engine, model_name) == v1 == alias(client, model_name)
+    assert len(ledger(engine, model_name)) == 1
+    with pytest.raises(UnapprovedModel):  # never approved, so not loadable pinned either
+        load_approved(mlflow_store.uri, model_name, version=v2)
+
+
+def test_report_must_match_the_promotion(
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
+) -> None:
+    v1, v2 = versions(client, mlflow_store, model_name, 2)
+    with pytest.raises(PromotionError, match="compared against"):
+        promote(
+            engine,
+            client,
+            model_name,
+            candidate_version=v1,
+            expected_champion=None,
+            report=passing_report(model_name, v1, v2),
+            actor="t",
+            flow_run_id=None,
+            reason="r",
+        )
+    with pytest.raises(PromotionError, match="judged"):
+        promote(
+            engine,
+            client,
+            model_name,
+            candidate_version=v1,
+            expected_champion=None,
+            report=passing_report(model_name, v2, None),
+            actor="t",
+            flow_run_id=None,
+            reason="r",
+        )
+
+
+def test_m3_racing_promotions(
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
+) -> None:
+    racers = 4
+    pool = versions(client, mlflow_store, model_name, 3 * racers)
+    champion: int | None = None
+    winners: list[int] = []
+    for round_ in range(3):
+        candidates = pool[round_ * racers : (round_ + 1) * racers]
+        barrier = threading.Barrier(racers)
+        results: dict[int, Any] = {}
+
+        def race(
+            version: int,
+            expected: int | None = champion,
+            results: dict[int, Any] = results,
+            barrier: threading.Barrier = barrier,
+        ) -> None:
+            barrier.wait()
+            try:
+                results[version] = do_promote(engine, client, model_name, version, expected, 1000 + version)
+            except Exception as exc:  # any error (e.g. "database is locked") fails the test
+                results[version] = exc
+
+        threads = [threading.Thread(target=race, args=(v,)) for v in candidates]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        errors = [r for r in results.values() if isinstance(r, BaseException)]
+        assert not errors, errors
+        won = [v for v, r in results.items() if r.promoted]
+        assert len(won) == 1, results
+        lost = [r for r in results.values() if not r.promoted]
+        assert all(r.lost_race and r.current_champion == won[0] for r in lost)
+        champion = won[0]
+        winners.append(champion)
+    rows = ledger(engine, model_name)
+    assert [r["to_version"] for r in rows] == winners
+    assert [r["from_version"] for r in rows] == [None, *winners[:-1]]  # each from = previous to
+    assert current_champion(engine, model_name) == winners[-1]
+    assert reconcile_alias(engine, client, model_name) == winners[-1] == alias(client, model_name)
+    assert client.get_model_version(model_name, str(winners[-1])).tags["gate"] == "passed"
+
+
+def test_m4_rollback_is_one_call(
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
+) -> None:
+    v1, v2, v3 = versions(client, mlflow_store, model_name, 3)
+    with pytest.raises(NothingToRollBack):
+        rollback(engine, client, model_name, actor="oncall", reason="no champion yet")
+    do_promote(engine, client, model_name, v1, None, 1)
+    with pytest.raises(NothingToRollBack, match="first champion"):
+        rollback(engine, client, model_name, actor="oncall", reason="nothing before v1")
+    do_promote(engine, client, model_name, v2, v1, 2)
+    do_promote(engine, client, model_name, v3, v2, 3)
+    assert rollback(engine, client, model_name, actor="oncall", reason="v3 is bad", created_ts=4) == v2
+    assert current_champion(engine, model_name) == v2 == alias(client, model_name)
+    last = ledger(engine, model_name)[-1]
+    assert (last["action"], last["from_version"], last["to_version"], last["actor"], last["reason"]) == (
+        "rollback",
+        v3,
+        v2,
+        "oncall",
+        "v3 is bad",
+    )
+    assert client.get_model_version(model_name, str(v3)).tags["gate"] == "rolled_back"
+    with pytest.raises(UnapprovedModel):
+        load_approved(mlflow_store.uri, model_name, version=v3)
+    assert load_approved(mlflow_store.uri, model_name).version == v2
+    # Rollbacks pop the history: v2 -> v1, then nothing is left.
+    assert rollback(engine, client, model_name, actor="oncall", reason="v2 too") == v1
+    with pytest.raises(NothingToRollBack):
+        rollback(engine, client, model_name, actor="oncall", reason="again")
+    # After a rollback the gate compares against the restored champion.
+    assert do_promote(engine, client, model_name, v3, v1, 9).promoted
+
+
+def test_reconcile_repairs_the_alias_from_the_database(
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
+) -> None:
+    v1, v2 = versions(client, mlflow_store, model_name, 2)
+    client.set_registered_model_alias(model_name, "champion", str(v2))  # set behind the ledger's back
+    assert reconcile_alias(engine, client, model_name) is None
+    assert alias(client, model_name) is None
+    do_promote(engine, client, model_name, v1, None, 1)
+    client.set_registered_model_alias(model_name, "champion", str(v2))  # a slow writer's stale move
+    assert resolve_champion(engine, client, model_name) == v1 == alias(client, model_name)
+
+
+def test_m4_alias_moves_during_scoring_run(
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from tasks.scoring import publish, read_current_scores, validate_score_set, write_score_set
+
+    v1, v2 = versions(client, mlflow_store, model_name, 2)
+    do_promote(engine, client, model_name, v1, None, 1)
+    version = resolve_champion(engine, client, model_name)  # once, at the start of the run
+    approved = load_approved(mlflow_store.uri, model_name, version=version)
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    first = approved.model.predict_proba(x[:20])[:, 1]
+    do_promote(engine, client, model_name, v2, v1, 2)  # the alias moves mid-run
+    assert alias(client, model_name) == v2
+    second = approved.model.predict_proba(x[20:])[:, 1]
+    frame = pd.DataFrame(
+        {"entity_key": [f"u{i}" for i in range(40)], "score": np.concatenate([first, second])}
+    )
+    set_id = write_score_set(
+        engine, model=model_name, version=version, as_of=10, run_id="r1", frame=frame, created_ts=10
+    )
+    validate_score_set(engine, set_id, (0.0, 1.0))
+    publish(engine, model_name, set_id, published_ts=11)
+    scored = read_current_scores(engine, model_name)
+    assert len(scored) == 40 and set(scored["model_version"]) == {v1}
+
+
+def test_tampered_champion_refused_after_promotion(
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
+) -> None:
+    (v1,) = versions(client, mlflow_store, model_name, 1)
+    do_promote(engine, client, model_name, v1, None, 1)
+    client.set_model_version_tag(model_name, str(v1), SHA_TAG, "0" * 64)  # recorded checksum disagrees
+    with pytest.raises(TamperedModel):
+        load_approved(mlflow_store.uri, model_name)
