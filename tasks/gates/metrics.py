@@ -1,8 +1,4 @@
-"""Metric direction, and the structural shape of an evaluation the gate reads.
-
-``higher_is_better`` is a local copy of the table in ``tasks.models.evaluation`` (written
-concurrently); once that module exists the two should become one.
-"""
+"""Metric direction (the one table of it), and the structural shape of an evaluation the gate reads."""
 
 from __future__ import annotations
 

@@ -92,16 +92,6 @@ METRICS: dict[str, WeightedMetric] = {
     "ece": _ece,
     "pred_obs_ratio": _pred_obs_ratio,
 }
-_HIGHER_IS_BETTER = {"auc": True, "log_loss": False, "normalized_entropy": False, "ece": False}
-
-
-def higher_is_better(metric: str) -> bool:
-    """The metric's direction; pred_obs_ratio has a target (1), not a direction, and is refused."""
-    if metric not in _HIGHER_IS_BETTER:
-        raise ValueError(
-            f"metric {metric!r} has no direction; directed metrics: {', '.join(sorted(_HIGHER_IS_BETTER))}"
-        )
-    return _HIGHER_IS_BETTER[metric]
 
 
 def _arrays(y: Array | pd.Series, pred: Array | pd.Series) -> tuple[Array, Array]:
