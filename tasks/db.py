@@ -88,7 +88,7 @@ def _column_values(series: pd.Series) -> list[Any]:
         return [None if v != v else v for v in values.tolist()]
     if pd.api.types.is_integer_dtype(series.dtype) and not series.hasnans:
         return series.to_numpy(dtype="int64").tolist()
-    return [None if pd.isna(v) else v for v in series.tolist()]
+    return series.to_numpy(dtype=object, na_value=None).tolist()  # type: ignore[call-overload]
 
 
 def _insert_sqlite(conn: Connection, table: Table, frame: pd.DataFrame, ignore: bool) -> int:
@@ -108,9 +108,11 @@ def _insert_sqlite(conn: Connection, table: Table, frame: pd.DataFrame, ignore: 
 
 
 def _sqlite_values(series: pd.Series) -> list[Any]:
+    if isinstance(series.dtype, pd.ArrowDtype) and pa.types.is_date32(series.dtype.pyarrow_dtype):
+        # SQLAlchemy's Date type stores ISO text on SQLite; bind the same here.
+        return series.astype("string[pyarrow]").to_numpy(dtype=object, na_value=None).tolist()  # type: ignore[call-overload]
     values = _column_values(series)
     if values and hasattr(next((v for v in values if v is not None), None), "isoformat"):
-        # SQLAlchemy's Date type stores ISO text on SQLite; bind the same here.
         return [None if v is None else v.isoformat() for v in values]
     return values
 
@@ -189,7 +191,8 @@ def _dates_as_dates(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     frame = frame.copy(deep=False)
     for column in convert:
-        frame[column] = frame[column].dt.date
+        # Whole days, vectorised: SQLite binds them as ISO text, COPY as arrow date32.
+        frame[column] = frame[column].astype("date32[pyarrow]")
     return frame
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -142,23 +143,26 @@ def _ingest_group(
         if len(typed)
         else {}
     )
-    keys = combined["event_date"].map(lambda d: d.isoformat()).to_numpy()
-    for batch in dated:
+    # Batches were concatenated in order, so each partition is one contiguous slice.
+    start = 0
+    for batch, frame in zip(dated, frames, strict=True):
         day = dt.date.fromisoformat(batch.key)
         verdict = verdicts.get(day) or quality.validate_empty(table, day, max_ts=max_ts)
-        positions = (keys == batch.key).nonzero()[0]
+        stop = start + len(frame)
         results.append(
             _commit_partition(
                 engine,
                 table,
                 batch,
                 verdict,
-                typed.iloc[positions],
-                combined.iloc[positions],
+                typed.iloc[start:stop],
+                combined.iloc[start:stop],
                 dupes[batch.key],
+                offset=start,
                 flow_run_id=flow_run_id,
             )
         )
+        start = stop
     return results
 
 
@@ -171,21 +175,22 @@ def _commit_partition(
     original: pd.DataFrame,
     duplicates: int,
     *,
+    offset: int,
     flow_run_id: str | None,
 ) -> PartitionResult:
     """Write one partition's outcome in one transaction: rows, quarantine, run, status."""
     partition = dt.date.fromisoformat(batch.key)
     run_id = str(uuid.uuid4())
     # verdict.bad_rows positions index the whole group; rebase them onto this partition.
-    index_of = {int(p): i for i, p in enumerate(typed.index)}
     bad = verdict.bad_rows.copy()
-    bad["row"] = bad["row"].map(index_of)
-    bad = bad.dropna(subset=["row"]).astype({"row": int})
-    bad_positions = set(bad["row"].tolist())
+    bad["row"] = bad["row"].to_numpy(dtype="int64") - offset
+    bad = bad[(bad["row"] >= 0) & (bad["row"] < len(typed))]
+    is_bad = np.zeros(len(typed), dtype=bool)
+    is_bad[bad["row"].to_numpy(dtype="int64")] = True
 
     quarantined = bad
     if not verdict.accepted:
-        rest = [i for i in range(len(typed)) if i not in bad_positions]
+        rest = np.flatnonzero(~is_bad)
         quarantined = pd.concat(
             [
                 bad,
@@ -200,11 +205,7 @@ def _commit_partition(
             ],
             ignore_index=True,
         ).astype({"row": "int64"})
-    good = (
-        typed.iloc[[i for i in range(len(typed)) if i not in bad_positions]]
-        if verdict.accepted
-        else typed.iloc[0:0]
-    )
+    good = typed.iloc[np.flatnonzero(~is_bad)] if verdict.accepted else typed.iloc[0:0]
     columns = [c.name for c in raw_table(table).columns]
     try:
         with write_tx(engine) as conn:

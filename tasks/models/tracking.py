@@ -162,18 +162,21 @@ def _log_everything(
         lineage = folder / "lineage.json"
         lineage.write_text(json.dumps(trained.lineage, sort_keys=True, indent=1, default=str))
         client.log_artifact(run_id, str(lineage))
-    # Model.log resolves the tracking store globally; the run itself is named explicitly.
+    # Model.log resolves the tracking store globally, and it files the logged model under the
+    # *active* run's experiment (else the Default one, whose artifacts land in ./mlruns), so
+    # the run is made active for this one call; its id is still named explicitly.
     mlflow.set_tracking_uri(tracking_uri)
     started = time.perf_counter()
-    info = mlflow.sklearn.log_model(
-        trained.pipeline,
-        name=MODEL_NAME,
-        run_id=run_id,
-        serialization_format="cloudpickle",
-        signature=infer_signature(x_sig, pred),
-        input_example=x_sig.head(5),
-        pip_requirements=pip_requirements(),
-    )
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.sklearn.log_model(
+            trained.pipeline,
+            name=MODEL_NAME,
+            run_id=run_id,
+            serialization_format="cloudpickle",
+            signature=infer_signature(x_sig, pred),
+            input_example=x_sig.head(5),
+            pip_requirements=pip_requirements(),
+        )
     client.log_metric(run_id, "log_model_seconds", time.perf_counter() - started, now)
     client.set_tag(run_id, "model_uri", info.model_uri)
 

@@ -199,7 +199,7 @@ def test_sigkill_mid_ingest_then_rerun_equals_clean_run(engine: Engine, db_url: 
     worker = _worker(db_url, killed_root)
     deadline = time.monotonic() + 120
     while _count(engine, validation_runs) == 0 and time.monotonic() < deadline and worker.poll() is None:
-        time.sleep(0.02)
+        time.sleep(0.005)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     assert 0 < _count(engine, validation_runs) < 12, "the kill should land between two batches"

@@ -89,4 +89,5 @@ def warm_mlflow(tmp_path_factory: pytest.TempPathFactory) -> None:
     run_id = client.create_run(ensure_experiment(uri, folder / "artifacts", "warm-up")).info.run_id
     mlflow.set_tracking_uri(uri)
     model = LogisticRegression().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
-    mlflow.sklearn.log_model(model, name="model", run_id=run_id, pip_requirements=pip_requirements())
+    with mlflow.start_run(run_id=run_id):  # files the logged model under this run's experiment
+        mlflow.sklearn.log_model(model, name="model", run_id=run_id, pip_requirements=pip_requirements())
