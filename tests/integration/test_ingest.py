@@ -109,6 +109,25 @@ def test_bad_rows_go_to_quarantine_and_threshold_decides(
         assert "amount" in first.message and "2026-01-05" in first.message
 
 
+@pytest.mark.parametrize(("nulls", "accepted"), [(1, True), (30, False)], ids=["partly-null", "all-null"])
+def test_null_keys_are_quarantined_or_reject_the_batch(
+    engine: Engine, tmp_path: Path, nulls: int, accepted: bool
+) -> None:
+    """D2: a null user_key is a bad row; a whole column of them rejects the partition."""
+    frame = good_frame("raw_gifts", n=30)
+    frame["user_key"] = frame["user_key"].astype(object)
+    frame.loc[: nulls - 1, "user_key"] = None
+    _land(tmp_path, "raw_gifts", frame)
+    (result,) = ingest_table(engine, tmp_path, "raw_gifts", max_ts=MAX_TS)
+    assert result.accepted is accepted
+    assert result.rows_loaded == (30 - nulls if accepted else 0)
+    with engine.connect() as conn:
+        rules = conn.execute(
+            select(quarantine.c.rule, quarantine.c.column_name).where(quarantine.c.rule != BATCH_REJECTED)
+        ).all()
+    assert len(rules) == nulls and set(rules) == {("expect_column_values_to_not_be_null", "user_key")}
+
+
 def test_empty_batch_is_rejected_never_a_vacuous_pass(engine: Engine, tmp_path: Path) -> None:
     columns = [c for c in good_frame("raw_gifts").columns if c != "event_date"]
     landing.write_empty(tmp_path, "raw_gifts", DAY, columns)
