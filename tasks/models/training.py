@@ -99,8 +99,12 @@ def build_training_set(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> T
             f"{spec.name}: no labelled examples in [{dt.datetime.fromtimestamp(window.start_ts, dt.UTC)}, "
             f"{as_of}) from validated partitions of {', '.join(spec.label_sources)}"
         )
-    # created_before_event: a feature row backfilled after the event is never used for it.
-    frame = get_historical_features(engine, labels, spec.feature_refs, created_before_event=True)
+    # The same retrieval scoring uses (get_online_features does not filter on created_ts), so
+    # training and scoring vectors agree. Feature rows are point-in-time correct by
+    # construction (a row's window ends at its feature_ts), so a backfill - every feature row
+    # built after the events it describes - is safe to train on; filtering on created_ts
+    # would null every feature of a backfilled history.
+    frame = get_historical_features(engine, labels, spec.feature_refs)
     frame = frame.sort_values(["event_ts", "example_id"], kind="stable").reset_index(drop=True)
     views = {parse_ref(ref, VIEWS)[0] for ref in spec.feature_refs}
     run_ids, validated = _lineage(engine, spec, window)

@@ -33,7 +33,9 @@ VENV_ROOT = Path(
     os.environ.get("LIVEYIELD_BENCH_VENVS", Path(tempfile.gettempdir()) / "liveyield-bench-venvs")
 )
 RESULT_TAG = "BENCH_RESULT "
-SECTION_ORDER = ["ingest", "retrieval"]
+SECTION_ORDER = ["ingest", "retrieval", "lifecycle"]
+# Load average when this benchmark process started (imported at start): other users share the cores.
+START_LOADAVG = os.getloadavg()
 
 Params = dict[str, Any]
 Case = Callable[[Params], dict[str, Any]]
@@ -259,9 +261,21 @@ def write_section(name: str, markdown: str) -> Path:
     """Write one benchmark's section and refresh RESULTS.md from every section present."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.md"
-    path.write_text(markdown.rstrip() + "\n")
+    path.write_text(markdown.rstrip() + "\n\n" + load_note() + "\n")
     assemble(os.environ.get("LIVEYIELD_BENCH_DATE") or dt.date.today().isoformat())
     return path
+
+
+def load_note() -> str:
+    """One line: the load average before this benchmark started and when it wrote its results."""
+    end = os.getloadavg()
+    fmt = "/".join  # 1 / 5 / 15-minute averages
+    return (
+        f"Load average (1/5/15 min) on this {os.cpu_count()}-core machine: before the benchmark "
+        f"{fmt(f'{v:.2f}' for v in START_LOADAVG)}, when it finished {fmt(f'{v:.2f}' for v in end)}. "
+        "The benchmark's own processes add about 1–2; anything well above that means other work "
+        "(other people's tests) shared the cores and the figures above are pessimistic."
+    )
 
 
 def assemble(date: str) -> Path:

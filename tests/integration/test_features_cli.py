@@ -88,3 +88,21 @@ def test_features_get_matches_a_reference_join_and_never_reads_oracle(
         build_training_set(engine, spec, as_of)
     reads = [s for s in seen if re.search(r"\b(FROM|JOIN)\s+\"?oracle_", s, re.IGNORECASE)]
     assert len(seen) > 100 and reads == []
+
+
+def test_training_sees_features_of_a_backfilled_history(statements: tuple[Engine, list[str]]) -> None:
+    """Features built after the fact (a backfill: created_ts after every event) still train.
+
+    Scoring reads features without a created_ts filter, so training must too, or the two
+    would see different vectors (and a backfilled history would train on nulls).
+    """
+    from tasks.featurestore import backfill
+
+    engine, _ = statements
+    later = int(dt.datetime(2030, 1, 1, tzinfo=dt.UTC).timestamp())
+    for view in ("user_watch", "user_ads"):
+        backfill(engine, CATALOG[view], START, START + dt.timedelta(days=DAYS - 1), created_ts=later)
+    as_of = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
+    frame = build_training_set(engine, MODELS["ad_ctr"], as_of).frame
+    assert frame["user_watch__watch_minutes_7d"].notna().mean() > 0.5
+    assert frame["user_ads__ad_impressions_28d"].notna().mean() > 0.5
