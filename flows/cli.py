@@ -106,7 +106,8 @@ def validate(
 
 @app.command()
 def demo(
-    users: Annotated[int, typer.Option(help="Users on the demo platform.", callback=_positive)] = 2000,
+    # 5,000 users give the rarest label (ad conversions) a holdout large enough to judge.
+    users: Annotated[int, typer.Option(help="Users on the demo platform.", callback=_positive)] = 5000,
     days: Annotated[int, typer.Option(help="Days to simulate.", callback=_positive)] = 28,
 ) -> None:
     """Simulate a platform and run the pipeline that exists so far, then print a summary."""

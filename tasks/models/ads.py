@@ -242,5 +242,7 @@ ad_cvr = ModelSpec(
     policy=_policy(auc_floor=0.58, ece_ceiling=0.05, max_ne=0.995),
     scoring=ScoringTarget(entity="user", key="user_key", context=REFERENCE_CONTEXT),
     label_sources=LABEL_SOURCES,
-    training_days=21,
+    # Conversions are rare (about one impression in 180): this model learns from clicks only
+    # and needs the longest label window that four weeks of history give it.
+    training_days=28,
 )

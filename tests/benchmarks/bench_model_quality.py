@@ -2,7 +2,7 @@
 
     python -m tests.benchmarks.bench_model_quality [--quick]
 
-Builds the demo platform (2,000 users, 120 streamers, 28 days, seed 7; --quick: 800 users,
+Builds the demo platform (5,000 users, 312 streamers, 28 days, seed 7; --quick: 800 users,
 14 days), trains ad_ctr and ad_cvr as the train-model flow does, and reports holdout AUC
 against the oracle AUC of the simulator's true probabilities, ECE, normalised entropy,
 predicted/observed ratio and the paired-bootstrap CI of the log-loss gain over the base rate.
@@ -57,7 +57,7 @@ def _row(name: str, engine, as_of: dt.datetime) -> list[object]:  # type: ignore
 def main(argv: list[str]) -> None:
     """Build the platform, train both ad models, write the results section."""
     quick = "--quick" in argv
-    users, streamers, days = (800, 60, 14) if quick else (2000, 120, 28)
+    users, streamers, days = (800, 60, 14) if quick else (5000, 312, 28)
     with tempfile.TemporaryDirectory(prefix="ly-quality-") as tmp:
         home = Path(tmp)
         settings = get_settings(
@@ -78,7 +78,8 @@ def main(argv: list[str]) -> None:
             "## Model quality: ad_ctr and ad_cvr on the demo simulator",
             "",
             f"{users:,} users, {streamers} streamers, {days} days, seed 7; as_of = end of the simulated "
-            f"period; 21-day label window, 70/15/15 split by event time. One run (training is "
+            f"period; label windows of 21 days (ad_ctr) and 28 days (ad_cvr), 70/15/15 split by event "
+            f"time. One run (training is "
             f"deterministic for a seed).",
             "",
             common.table(header, rows),
