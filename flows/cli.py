@@ -284,12 +284,11 @@ def models_list() -> None:
     from tasks.registry import list_models
     from tasks.settings import get_settings
 
-    table = Table("model", "versions", "champion", "challenger", "latest")
+    table = Table("model", "champion", "challenger", "latest version")
     for row in list_models(get_settings().mlflow_tracking_uri):
-        table.add_row(
-            row["name"], str(row.get("versions", "")), str(row.get("champion") or "-"),
-            str(row.get("challenger") or "-"), str(row.get("latest_version") or "-"),
-        )  # fmt: skip
+        aliases = row.get("aliases", {})
+        champion, challenger = (f"v{aliases[a]}" if a in aliases else "-" for a in ("champion", "challenger"))
+        table.add_row(row["name"], champion, challenger, str(row.get("latest_version") or "-"))
     console.print(table)
 
 
