@@ -79,6 +79,9 @@ def test_train_gate_promote_score_and_consume(
     # A consumer pulls the approved model and scores a frame with it.
     assert main(["models", "pull", "ad_ctr", "--to", str(tmp_path / "pulled")]) == 0
     assert "pulled ad_ctr" in capsys.readouterr().out
+    assert main(["models", "list"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if "ad_ctr" in line]
+    assert len(listed) == 1 and listed[0].count("v1") == 2  # champion and challenger
     approved = load_approved(settings.mlflow_tracking_uri, "ad_ctr")
     spec = catalog.get_spec("ad_ctr")
     frame = pd.DataFrame({c: [0.0, 1.0] for c in spec.input_columns})
