@@ -23,7 +23,16 @@ class FeatureBuildError(RuntimeError):
     """One or more feature views could not be built."""
 
 
-@flow(name="build-features", log_prints=True)
+def _run_name() -> str:
+    """build-features-<first>-<last> (or -all), readable in the UI."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    start, end = params.get("start"), params.get("end")
+    return f"build-features-{start or 'first'}-{end or 'last'}" + ("-full" if params.get("full") else "")
+
+
+@flow(name="build-features", flow_run_name=_run_name, log_prints=True)
 def build_features(
     start: dt.date | None = None,
     end: dt.date | None = None,
