@@ -229,7 +229,7 @@ def score(
         frame=scored,
         created_ts=now,
     )
-    validate_score_set(engine, set_id, spec.scoring.score_range)
+    validate_score_set(engine, set_id, spec.scoring.score_range, frame=scored)
     publish(engine, spec.name, set_id, published_ts=now)
     return {
         "model": spec.name,

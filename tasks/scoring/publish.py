@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, column, delete, select, table, update
+from sqlalchemy import Connection, Engine, column, delete, func, select, table, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tasks.db import CHUNK_ROWS, insert_frame, write_tx
@@ -128,19 +128,33 @@ def write_score_set(
     return set_id
 
 
-def validate_score_set(engine: Engine, score_set_id: str, score_range: tuple[float, float]) -> None:
-    """Run the `scores` GX suite on a stored set; raise ScoreValidationError naming the broken rule."""
+def validate_score_set(
+    engine: Engine, score_set_id: str, score_range: tuple[float, float], frame: pd.DataFrame | None = None
+) -> None:
+    """Run the `scores` GX suite on a stored set; raise ScoreValidationError naming the broken rule.
+
+    ``frame`` is the (entity_key, score) frame the caller just wrote with write_score_set: the
+    suite then runs on it instead of reading the set back (a second full read costs as much as
+    the write), and the stored set is checked to hold exactly its rows. Without it the stored
+    rows are read and checked.
+    """
     from tasks.quality.engine import run_suite
     from tasks.quality.suites import load_suite
 
     with engine.connect() as conn:
         header = _header(conn, score_set_id)
-        frame = pd.read_sql(
-            select(scores.c.entity_key, scores.c.score).where(scores.c.score_set_id == score_set_id), conn
-        )
+        where_set = scores.c.score_set_id == score_set_id
+        if frame is None:
+            frame = pd.read_sql(select(scores.c.entity_key, scores.c.score).where(where_set), conn)
+            stored = len(frame)
+        else:
+            frame = frame[["entity_key", "score"]].copy()
+            stored = int(conn.execute(select(func.count()).select_from(scores).where(where_set)).scalar_one())
     where = f"{header['model_name']} score set {score_set_id}"
-    if len(frame) != int(header["rows"]):
-        raise ScoreValidationError(f"{where}: holds {len(frame)} rows but {header['rows']} were written")
+    if stored != int(header["rows"]) or len(frame) != stored:
+        raise ScoreValidationError(
+            f"{where}: holds {stored} rows but {header['rows']} were written ({len(frame)} checked)"
+        )
     frame["entity_key"] = frame["entity_key"].astype(object)
     frame["score"] = frame["score"].astype("float64")
     low, high = float(score_range[0]), float(score_range[1])

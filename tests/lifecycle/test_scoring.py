@@ -197,3 +197,16 @@ def test_r4_sigkill_before_publish_and_mid_write(engine: Engine, db_url: str) ->
     # The killed-before-publish set is complete but was never published; the mid-write one left nothing.
     assert statuses[staged_id] == "staged" and staged_rows == 100_000
     assert len(statuses) == 3
+
+
+def test_validating_the_written_frame_checks_rows_and_range(engine: Engine) -> None:
+    """The in-memory path: the suite runs on the frame just written, the stored count must match."""
+    from tasks.scoring import ScoreValidationError
+
+    written = pd.DataFrame({"entity_key": ["a", "b", "c"], "score": [0.1, 0.5, 0.9]})
+    set_id = write_score_set(engine, model="m", version=1, as_of=10, run_id="r", frame=written, created_ts=11)
+    with pytest.raises(ScoreValidationError, match="holds 3 rows"):
+        validate_score_set(engine, set_id, (0.0, 1.0), frame=pd.concat([written, written.iloc[:1]]))
+    with pytest.raises(ScoreValidationError):
+        validate_score_set(engine, set_id, (0.0, 1.0), frame=written.assign(score=[0.1, 0.5, 1.5]))
+    validate_score_set(engine, set_id, (0.0, 1.0), frame=written)
