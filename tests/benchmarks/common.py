@@ -33,7 +33,7 @@ VENV_ROOT = Path(
     os.environ.get("LIVEYIELD_BENCH_VENVS", Path(tempfile.gettempdir()) / "liveyield-bench-venvs")
 )
 RESULT_TAG = "BENCH_RESULT "
-SECTION_ORDER = ["ingest", "retrieval", "lifecycle"]
+SECTION_ORDER = ["ingest", "retrieval", "lifecycle", "model_quality"]
 # Load average when this benchmark process started (imported at start): other users share the cores.
 START_LOADAVG = os.getloadavg()
 

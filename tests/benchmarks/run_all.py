@@ -18,7 +18,7 @@ import time
 
 from tests.benchmarks import common
 
-BENCHMARKS = ["bench_ingest", "bench_retrieval", "bench_lifecycle"]
+BENCHMARKS = ["bench_ingest", "bench_retrieval", "bench_lifecycle", "bench_model_quality"]
 
 
 def main(argv: list[str]) -> int:
