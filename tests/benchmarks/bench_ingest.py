@@ -13,7 +13,6 @@ reported apart ("prep"), because the platform's path has to do that work too.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import shutil
 import sys
 import tempfile
@@ -92,38 +91,6 @@ def case_prepare(p: Params) -> dict[str, Any]:
     return {"tables": out}
 
 
-def _sqlite_tuples(frame: Any) -> list[tuple[Any, ...]]:
-    """Column-wise conversion to DB-API tuples: None for missing, ISO text for dates."""
-    import pandas as pd
-
-    columns = []
-    for name in frame.columns:
-        s = frame[name]
-        if pd.api.types.is_datetime64_any_dtype(s.dtype):
-            values = s.dt.strftime("%Y-%m-%d").to_numpy(dtype=object, na_value=None).tolist()
-        elif pd.api.types.is_integer_dtype(s.dtype) and not s.hasnans:
-            values = s.to_numpy(dtype="int64").tolist()
-        else:
-            values = s.to_numpy(dtype=object, na_value=None).tolist()
-        columns.append(values)
-    return list(zip(*columns, strict=True))
-
-
-def _csv_buffer(frame: Any) -> bytes:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    frame = frame.copy(deep=False)
-    frame["event_date"] = frame["event_date"].dt.date
-    buffer = io.BytesIO()
-    pacsv.write_csv(
-        pa.Table.from_pandas(frame, preserve_index=False),
-        buffer,
-        pacsv.WriteOptions(include_header=False),
-    )
-    return buffer.getvalue()
-
-
 def case_load(p: Params) -> dict[str, Any]:
     """Load one typed frame into an empty raw table: tasks.db.insert_frame or the raw limit."""
     import pandas as pd
@@ -143,39 +110,8 @@ def case_load(p: Params) -> dict[str, Any]:
         with write_tx(engine) as conn:
             insert_frame(conn, target, frame)
         seconds = time.perf_counter() - start
-    elif engine.dialect.name == "postgresql":
-        import psycopg
-
-        t0 = time.perf_counter()
-        data = _csv_buffer(frame)
-        prep = time.perf_counter() - t0
-        view = memoryview(data)
-        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(dsn) as raw:
-            cols = ", ".join(frame.columns)
-            start = time.perf_counter()
-            with raw.cursor() as cur, cur.copy(f"COPY {name} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-                for i in range(0, len(view), 1 << 20):
-                    copy.write(view[i : i + (1 << 20)])
-            raw.commit()
-            seconds = time.perf_counter() - start
     else:
-        import sqlite3
-
-        t0 = time.perf_counter()
-        rows = _sqlite_tuples(frame)
-        prep = time.perf_counter() - t0
-        raw_db = sqlite3.connect(engine.url.database, isolation_level=None)
-        raw_db.execute("PRAGMA journal_mode=WAL")
-        raw_db.execute("PRAGMA synchronous=NORMAL")
-        marks = ", ".join("?" for _ in frame.columns)
-        sql = f"INSERT INTO {name} ({', '.join(frame.columns)}) VALUES ({marks})"
-        start = time.perf_counter()
-        raw_db.execute("BEGIN IMMEDIATE")
-        raw_db.executemany(sql, rows)
-        raw_db.execute("COMMIT")
-        seconds = time.perf_counter() - start
-        raw_db.close()
+        prep, seconds = common.raw_limit_write(engine, name, frame)
     with engine.connect() as conn:
         stored = int(conn.execute(select(func.count()).select_from(target)).scalar_one())
     engine.dispose()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import shutil
 import sys
 import tempfile
@@ -282,55 +281,7 @@ def _raw_write(engine: Any, frame: Any) -> tuple[float, float]:
 
     from tasks.schema import scores
 
-    cols = ", ".join(frame.columns)
-    if engine.dialect.name == "postgresql":
-        import psycopg
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-
-        t0 = time.perf_counter()
-        buffer = io.BytesIO()
-        pacsv.write_csv(
-            pa.Table.from_pandas(frame, preserve_index=False),
-            buffer,
-            pacsv.WriteOptions(include_header=False),
-        )
-        view = memoryview(buffer.getvalue())
-        prep = time.perf_counter() - t0
-        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(dsn) as raw:
-            start = time.perf_counter()
-            with raw.cursor() as cur, cur.copy(f"COPY scores ({cols}) FROM STDIN (FORMAT csv)") as copy:
-                for i in range(0, len(view), 1 << 20):
-                    copy.write(view[i : i + (1 << 20)])
-            raw.commit()
-            seconds = time.perf_counter() - start
-    else:
-        import sqlite3
-
-        t0 = time.perf_counter()
-        rows = list(
-            zip(
-                *(
-                    frame[c].to_numpy().tolist()
-                    if frame[c].dtype.kind in "if"
-                    else frame[c].astype(object).tolist()
-                    for c in frame.columns
-                ),
-                strict=True,
-            )
-        )
-        prep = time.perf_counter() - t0
-        raw_db = sqlite3.connect(engine.url.database, isolation_level=None)
-        raw_db.execute("PRAGMA journal_mode=WAL")
-        raw_db.execute("PRAGMA synchronous=NORMAL")
-        sql = f"INSERT INTO scores ({cols}) VALUES ({', '.join('?' for _ in frame.columns)})"
-        start = time.perf_counter()
-        raw_db.execute("BEGIN IMMEDIATE")
-        raw_db.executemany(sql, rows)
-        raw_db.execute("COMMIT")
-        seconds = time.perf_counter() - start
-        raw_db.close()
+    prep, seconds = common.raw_limit_write(engine, scores.name, frame)
     with engine.connect() as conn:
         stored = int(conn.execute(select(func.count()).select_from(scores)).scalar_one())
     if stored != len(frame):
