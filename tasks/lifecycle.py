@@ -27,13 +27,17 @@ from tasks.gates import (
 )
 from tasks.models.catalog import get_spec
 from tasks.models.evaluation import (
-    baseline_predictions,
+    Evaluation,
+    baseline_roles,
     bootstrap_ci,
     bootstrap_delta,
     evaluate,
+    evaluation_frame,
     oracle_report,
-    predict,
+    predict_frame,
+    stored_predictions,
 )
+from tasks.models.metrics import NO_BOOTSTRAP
 from tasks.models.scoring_frame import build_scoring_frame
 from tasks.models.spec import ModelSpec
 from tasks.models.tracking import load_holdout, log_training_run
@@ -53,8 +57,13 @@ def mlflow_client(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
-def _slices(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[[c for c in spec.slices if c in frame.columns]]
+def _baselines(spec: ModelSpec, frame: pd.DataFrame) -> dict[str, Evaluation]:
+    """Every baseline's evaluation on the stored evaluation frame, by baseline name."""
+    y = frame["label"].to_numpy("float64")
+    return {
+        name: evaluate(spec, y, stored_predictions(frame, role), frame)
+        for name, role in baseline_roles(spec).items()
+    }
 
 
 def train_candidate(
@@ -70,19 +79,21 @@ def train_candidate(
     spec = get_spec(model)
     training_set = build_training_set(engine, spec, as_of)
     trained = train_model(spec, training_set)
-    holdout = trained.holdout
-    y = holdout["label"].to_numpy()
-    pred = predict(spec, trained.pipeline, holdout)
-    base = baseline_predictions(spec, trained.train, holdout)
-    evaluation = evaluate(spec, y, pred, _slices(spec, holdout))
+    frame = evaluation_frame(spec, trained.pipeline, trained.train, trained.holdout)
+    y = frame["label"].to_numpy("float64")
+    pred = stored_predictions(frame, "candidate")
+    evaluation = evaluate(spec, y, pred, frame)
+    baselines = _baselines(spec, frame)
     ci = {
-        metric: bootstrap_ci(spec, metric, y, pred, n_boot=CI_BOOT, confidence=0.95, seed=spec.seed)
+        metric: bootstrap_ci(
+            spec, metric, y, pred, rows=frame, n_boot=CI_BOOT, confidence=0.95, seed=spec.seed
+        )
         for metric in spec.metrics
-        if metric in ("auc", "log_loss", "normalized_entropy", "ece")
+        if metric not in NO_BOOTSTRAP
     }
     lineage = {
         "training_fingerprint": trained.training_fingerprint,
-        "holdout_fingerprint": frame_fingerprint(holdout),
+        "holdout_fingerprint": frame_fingerprint(trained.holdout),
         "data_fingerprint": trained.data_fingerprint,
         "feature_versions": json.dumps(training_set.feature_versions, sort_keys=True),
         "validation_run_ids": _fit(json.dumps(sorted(set(training_set.validation_run_ids.values())))),
@@ -96,10 +107,12 @@ def train_candidate(
         spec=spec,
         trained=trained,
         evaluation=evaluation,
-        baseline_evaluation=evaluate(spec, y, base, _slices(spec, holdout)),
-        oracle=oracle_report(engine, spec, holdout, pred=pred),
+        baseline_evaluation=baselines[spec.baseline],
+        extra_baselines={k: v for k, v in baselines.items() if k != spec.baseline},
+        oracle=oracle_report(engine, spec, frame, pred=pred),
         ci=ci,
         tags=lineage,
+        frame=frame,
     )
     return {
         "model": spec.name,
@@ -107,6 +120,7 @@ def train_candidate(
         "examples": len(training_set.frame),
         "fit_seconds": round(trained.fit_seconds, 2),
         "metrics": {k: round(v, 5) for k, v in evaluation.metrics.items()},
+        "headline": _headline(spec, evaluation, baselines),
     }
 
 
@@ -123,20 +137,21 @@ def gate(settings: Settings, engine: Engine, model: str, version: int, run_id: s
     """Judge a candidate against its policy, the baseline and the champion on the same holdout."""
     spec = get_spec(model)
     client = mlflow_client(settings)
-    holdout = load_holdout(settings.mlflow_tracking_uri, run_id)
-    y = holdout["label"].to_numpy()
-    pred = holdout["prediction"].to_numpy()
-    base = holdout["baseline_prediction"].to_numpy()
+    frame = load_holdout(settings.mlflow_tracking_uri, run_id)
+    y = frame["label"].to_numpy("float64")
+    pred = stored_predictions(frame, "candidate")
+    base = stored_predictions(frame, "baseline")
     champion_version = current_champion(engine, spec.name)
-    champion_eval = champion_pred = None
+    champion_eval: Evaluation | None = None
+    champion_pred: pd.DataFrame | None = None
     if champion_version is not None and champion_version != version:
         resolve_champion(engine, client, spec.name)  # re-point a drifted MLflow alias first
         champion = load_approved(settings.mlflow_tracking_uri, spec.name, version=champion_version)
-        champion_pred = predict(spec, champion.model, holdout)
-        champion_eval = evaluate(spec, y, champion_pred, _slices(spec, holdout))
+        champion_pred = predict_frame(spec, champion.model, frame)
+        champion_eval = evaluate(spec, y, champion_pred, frame)
     elif champion_version == version:
         champion_pred = pred
-        champion_eval = evaluate(spec, y, pred, _slices(spec, holdout))
+        champion_eval = evaluate(spec, y, pred, frame)
     deltas: dict[tuple[str, str], tuple[float, float, float]] = {}
     for rule in spec.policy.significance:
         other = base if rule.against == "baseline" else champion_pred
@@ -147,15 +162,18 @@ def gate(settings: Settings, engine: Engine, model: str, version: int, run_id: s
                 y,
                 pred,
                 other,
+                rows=frame,
                 n_boot=rule.n_boot,
                 confidence=rule.confidence,
                 seed=spec.seed,
             )
+    baselines = _baselines(spec, frame)
     report = evaluate_gate(
         spec.policy,
-        candidate=evaluate(spec, y, pred, _slices(spec, holdout)),
+        candidate=evaluate(spec, y, pred, frame),
         champion=champion_eval,
-        baseline=evaluate(spec, y, base, _slices(spec, holdout)),
+        baseline=baselines[spec.baseline],
+        extra_baselines={k: v for k, v in baselines.items() if k != spec.baseline},
         deltas=deltas,
         data_validated=client.get_run(run_id).data.tags.get("data_validated") == "true",
         model=spec.name,
@@ -209,13 +227,13 @@ def score(
     started = time.perf_counter()
     version = resolve_champion(engine, mlflow_client(settings), spec.name)  # once per run
     approved = load_approved(settings.mlflow_tracking_uri, spec.name, version=version)
-    frame = build_scoring_frame(engine, spec, as_of)
+    build = spec.build_scoring_frame or build_scoring_frame
+    frame = build(engine, spec, as_of)
     parts = [
-        pd.DataFrame(
-            {
-                "entity_key": frame[spec.scoring.key].iloc[i : i + SCORE_CHUNK].astype(str).to_numpy(),
-                "score": predict(spec, approved.model, frame.iloc[i : i + SCORE_CHUNK]),
-            }
+        _score_rows(
+            spec,
+            frame.iloc[i : i + SCORE_CHUNK],
+            predict_frame(spec, approved.model, frame.iloc[i : i + SCORE_CHUNK]),
         )
         for i in range(0, len(frame), SCORE_CHUNK)
     ]
@@ -238,6 +256,25 @@ def score(
         "score_set_id": set_id,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _headline(spec: ModelSpec, evaluation: Evaluation, baselines: dict[str, Evaluation]) -> str:
+    """The primary metric against each baseline, e.g. "auc 0.658 (base_rate 0.500)"."""
+    metric = spec.primary_metric
+    against = ", ".join(f"{name} {b.metrics.get(metric, float('nan')):.3f}" for name, b in baselines.items())
+    return f"{metric} {evaluation.metrics.get(metric, float('nan')):.3f} ({against})"
+
+
+def _score_rows(spec: ModelSpec, frame: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """The published rows of one chunk: the spec's own format, else one score per entity key."""
+    if spec.format_scores is not None:
+        return spec.format_scores(spec, frame.reset_index(drop=True), predictions)
+    return pd.DataFrame(
+        {
+            "entity_key": frame[spec.scoring.key].astype(str).to_numpy(),
+            "score": predictions["prediction"].to_numpy("float64"),
+        }
+    )
 
 
 def _fit(value: str, limit: int = 5000) -> str:

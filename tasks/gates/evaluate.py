@@ -28,12 +28,14 @@ def evaluate_gate(
     model: str = "",
     candidate_version: int | None = None,
     champion_version: int | None = None,
+    extra_baselines: Mapping[str, EvaluationLike] | None = None,
 ) -> GateReport:
     """Run every check of the policy and return the verdict with one row per check.
 
     ``deltas[(metric, "baseline"|"champion")]`` is (lower, point, upper) of candidate − other
     from a paired bootstrap on the same holdout. ``champion`` None means a first run: change
-    thresholds and champion significance are recorded as skipped.
+    thresholds and champion significance are recorded as skipped. ``extra_baselines`` (name ->
+    evaluation) are further naive baselines every beat_baseline metric must also beat.
     """
     checks: list[GateCheck] = []
     if policy.is_empty:
@@ -60,6 +62,8 @@ def evaluate_gate(
         checks.extend(_value_checks(value, candidate))
     for metric in policy.beat_baseline:
         checks.append(_baseline_check(metric, candidate, baseline))
+        for name, other in sorted((extra_baselines or {}).items()):
+            checks.append(_baseline_check(metric, candidate, other, name))
     for change in policy.change_thresholds:
         checks.extend(_change_checks(change, candidate, champion))
     for rule in policy.significance:
@@ -138,12 +142,14 @@ def _value_checks(threshold: ValueThreshold, candidate: EvaluationLike) -> list[
     return checks
 
 
-def _baseline_check(metric: str, candidate: EvaluationLike, baseline: EvaluationLike) -> GateCheck:
+def _baseline_check(
+    metric: str, candidate: EvaluationLike, baseline: EvaluationLike, name: str = "baseline"
+) -> GateCheck:
     ours, theirs = metric_value(candidate.metrics, metric), metric_value(baseline.metrics, metric)
     hib = higher_is_better(metric)
-    threshold = f"{'>' if hib else '<'} baseline"
+    threshold = f"{'>' if hib else '<'} {name}"
     if ours is None or theirs is None:
-        which = "candidate" if ours is None else "baseline"
+        which = "candidate" if ours is None else name
         source = candidate.metrics if ours is None else baseline.metrics
         return GateCheck(
             "beat_baseline",
@@ -155,8 +161,8 @@ def _baseline_check(metric: str, candidate: EvaluationLike, baseline: Evaluation
             f"{which}: {_missing(source, metric)}",
         )
     ok = ours > theirs if hib else ours < theirs
-    threshold = f"{'>' if hib else '<'} {theirs:.6g} (baseline)"
-    detail = "" if ok else f"{ours:.6g} does not beat the baseline's {theirs:.6g}"
+    threshold = f"{'>' if hib else '<'} {theirs:.6g} ({name})"
+    detail = "" if ok else f"{ours:.6g} does not beat the {name}'s {theirs:.6g}"
     return GateCheck("beat_baseline", metric, None, ours, threshold, ok, detail)
 
 

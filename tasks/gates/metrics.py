@@ -6,7 +6,23 @@ import math
 from collections.abc import Mapping
 from typing import Protocol
 
-_HIGHER = ("auc", "pr_auc", "ndcg", "map", "mrr", "hit_rate", "recall", "precision", "silhouette")
+_HIGHER = (
+    "auc",
+    "pr_auc",
+    "ndcg",
+    "map",
+    "mrr",
+    "hit_rate",
+    "recall",
+    "precision",
+    "silhouette",
+    "lift",
+    "gini",
+    "coverage",
+    "catalog_coverage",
+    "ari",
+    "stability",
+)
 _HIGHER_EXACT = frozenset({"stability", "accuracy", "f1", "r2", "coverage"})
 _LOWER = (
     "log_loss",
@@ -20,6 +36,11 @@ _LOWER = (
     "pinball",
     "deviance",
     "brier",
+    "tweedie_deviance",
+    "davies_bouldin",
+    "violation_rate",
+    "overprovision",
+    "cost",
 )
 
 

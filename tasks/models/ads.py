@@ -21,6 +21,7 @@ from tasks.featurestore.definitions import DAY_S
 from tasks.featurestore.views import CATEGORY_VOCABULARY
 from tasks.models.context import FeatureValue, TopChoice
 from tasks.models.estimators import CategoryShare, make_boosted_pipeline
+from tasks.models.evaluation import binary_oracle
 from tasks.models.spec import (
     ChangeThreshold,
     LabelWindow,
@@ -223,6 +224,7 @@ ad_ctr = ModelSpec(
     scoring=ScoringTarget(entity="user", key="user_key", context=REFERENCE_CONTEXT),
     label_sources=LABEL_SOURCES,
     training_days=21,
+    oracle=binary_oracle("oracle_ad_impressions", "p_click"),
 )
 
 ad_cvr = ModelSpec(
@@ -245,4 +247,5 @@ ad_cvr = ModelSpec(
     # Conversions are rare (about one impression in 180): this model learns from clicks only
     # and needs the longest label window that four weeks of history give it.
     training_days=28,
+    oracle=binary_oracle("oracle_ad_impressions", "p_convert"),
 )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tasks.models.ads import ad_ctr, ad_cvr
 from tasks.models.spec import ModelSpec
 
@@ -15,21 +13,11 @@ class UnknownModel(KeyError):
         return str(self.args[0]) if self.args else "unknown model"
 
 
-@dataclass(frozen=True)
-class OracleTarget:
-    """Where the simulator's true probability of a model's label lives (evaluation only)."""
-
-    table: str
-    column: str
-
-
-CATALOG: dict[str, ModelSpec] = {spec.name: spec for spec in (ad_ctr, ad_cvr)}
-
-# Joined on example_id = event_id; real data has no oracle rows and gets an empty report.
-ORACLE_TARGETS: dict[str, OracleTarget] = {
-    "ad_ctr": OracleTarget("oracle_ad_impressions", "p_click"),
-    "ad_cvr": OracleTarget("oracle_ad_impressions", "p_convert"),
-}
+_SPECS: tuple[ModelSpec, ...] = (
+    ad_ctr,
+    ad_cvr,
+)
+CATALOG: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 
 
 def get_spec(name: str) -> ModelSpec:

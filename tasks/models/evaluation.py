@@ -1,29 +1,33 @@
-"""Binary-classifier evaluation: metrics, slices, the naive baseline, paired bootstrap and the oracle.
+"""Evaluation for every kind of model: predictions, metrics, slices, baselines, paired bootstrap, oracle.
 
-Every metric is computed from row weights, so one vectorised implementation serves the point
-estimate (all weights 1) and every bootstrap replicate (multinomial counts) alike. A metric that
-is undefined on the rows given (one class only, no rows) is NaN, never an exception.
+One path serves every kind. A model's predictions are a frame ("prediction", plus extras such as
+"lower"/"upper" for intervals); metrics (tasks/models/metrics) read those columns, the label and any
+evaluation-frame column by name. Every metric is computed from row weights, so one vectorised
+implementation serves the point estimate (all weights 1) and every bootstrap replicate
+(multinomial counts) alike. Rows of ranking frames are grouped by "query_id": a replicate then
+resamples whole queries. A metric undefined on the rows given is NaN, never an exception.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, select
 
-from tasks.models.catalog import ORACLE_TARGETS
+from tasks.models.metrics import METRICS, NO_BOOTSTRAP
+from tasks.models.metrics.common import group_index
 from tasks.models.spec import ModelSpec
 from tasks.schema import ORACLE_TABLES
 
-ECE_BINS = 15
-EPS = 1e-15  # probabilities are clipped to [EPS, 1 − EPS] for log loss
 BOOT_CELLS = 4_000_000  # replicates × rows evaluated per chunk: bounds bootstrap memory
+GROUP_COLUMN = "query_id"
 
 Array = np.ndarray
-WeightedMetric = Callable[[Array, Array, Array], Array]  # (y, p, w[k, n]) -> metric[k]
+Predictions = Array | pd.Series | pd.DataFrame
 
 
 @dataclass
@@ -35,138 +39,197 @@ class Evaluation:
     n: int
 
 
-def _safe_div(num: Array, den: Array) -> Array:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+class _Cols(Mapping[str, Array]):
+    """The columns a metric reads: label, prediction columns, then evaluation-frame columns.
+
+    Frame columns are converted (and, for a slice, masked) only when a metric reads them.
+    """
+
+    def __init__(self, own: dict[str, Array], rows: pd.DataFrame | None, mask: Array | None = None) -> None:
+        self._own = own
+        self._rows = rows
+        self._mask = mask
+
+    def __getitem__(self, key: str) -> Array:
+        if key not in self._own:
+            if self._rows is None or key not in self._rows.columns:
+                raise KeyError(key)
+            values = self._rows[key].to_numpy()
+            self._own[key] = values if self._mask is None else values[self._mask]
+        return self._own[key]
+
+    def __iter__(self) -> Iterator[str]:
+        extra = [] if self._rows is None else [c for c in self._rows.columns if c not in self._own]
+        return iter([*self._own, *extra])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._own or (self._rows is not None and key in self._rows.columns)
+
+    @property
+    def n(self) -> int:
+        """Rows."""
+        return len(self._own["label"])
+
+    def subset(self, mask: Array) -> _Cols:
+        """The same columns on the rows where mask is true."""
+        full = mask if self._mask is None else _compose(self._mask, mask)
+        return _Cols({k: v[mask] for k, v in self._own.items()}, self._rows, full)
 
 
-def _log_loss(y: Array, p: Array, w: Array) -> Array:
-    q = np.clip(p, EPS, 1 - EPS)
-    losses = -(y * np.log(q) + (1 - y) * np.log(1 - q))
-    return _safe_div(w @ losses, w.sum(axis=1))
+def _compose(outer: Array, inner: Array) -> Array:
+    """A mask over the full frame selecting the rows ``inner`` selects among ``outer``'s rows."""
+    full = np.zeros(len(outer), dtype=bool)
+    full[np.flatnonzero(outer)[inner]] = True
+    return full
 
 
-def _base_entropy(y: Array, w: Array) -> Array:
-    rate = _safe_div(w @ y, w.sum(axis=1))
-    r = np.clip(rate, EPS, 1 - EPS)
-    entropy = -(r * np.log(r) + (1 - r) * np.log(1 - r))
-    # One class only: the base rate predicts perfectly, so NE is undefined.
-    return np.where((rate > 0) & (rate < 1), entropy, np.nan)
+def _prediction_columns(pred: Predictions, n: int) -> dict[str, Array]:
+    if isinstance(pred, pd.DataFrame):
+        if "prediction" not in pred.columns:
+            raise ValueError("a prediction frame needs a 'prediction' column")
+        columns = {c: pred[c].to_numpy() for c in pred.columns}
+    else:
+        columns = {"prediction": np.asarray(pred)}
+    for name, values in columns.items():
+        if values.shape != (n,):
+            raise ValueError(f"labels and {name} differ in shape: {(n,)} vs {values.shape}")
+    columns["prediction"] = np.asarray(columns["prediction"], dtype="float64")
+    return columns
 
 
-def _normalized_entropy(y: Array, p: Array, w: Array) -> Array:
-    return _safe_div(_log_loss(y, p, w), _base_entropy(y, w))
+def _columns(y: Array | pd.Series, pred: Predictions, rows: pd.DataFrame | None) -> _Cols:
+    label = np.asarray(y, dtype="float64")
+    if label.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional, got shape {label.shape}")
+    if rows is not None and len(rows) != len(label):
+        raise ValueError(f"evaluation frame has {len(rows)} rows for {len(label)} labels")
+    own = {"label": label, **_prediction_columns(pred, len(label))}
+    return _Cols(own, None if rows is None else rows.reset_index(drop=True))
 
 
-def _auc(y: Array, p: Array, w: Array) -> Array:
-    """Weighted ROC AUC (ties count one half) from one sort shared by every replicate."""
-    order = np.argsort(p, kind="stable")
-    sorted_p, sorted_y, sorted_w = p[order], y[order], w[:, order]
-    starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
-    pos = np.add.reduceat(sorted_w * sorted_y, starts, axis=1)
-    neg = np.add.reduceat(sorted_w * (1 - sorted_y), starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    num = (pos * (below + 0.5 * neg)).sum(axis=1)
-    total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
-    return _safe_div(num, total_pos * total_neg)
-
-
-def _ece(y: Array, p: Array, w: Array) -> Array:
-    """Expected calibration error over 15 equal-width bins of the prediction."""
-    bins = np.minimum((p * ECE_BINS).astype(np.int64), ECE_BINS - 1)
-    one_hot = np.zeros((len(p), ECE_BINS))
-    one_hot[np.arange(len(p)), bins] = 1.0
-    observed = (w * y) @ one_hot
-    predicted = (w * p) @ one_hot
-    return _safe_div(np.abs(observed - predicted).sum(axis=1), w.sum(axis=1))
-
-
-def _pred_obs_ratio(y: Array, p: Array, w: Array) -> Array:
-    return _safe_div(w @ p, w @ y)
-
-
-METRICS: dict[str, WeightedMetric] = {
-    "auc": _auc,
-    "log_loss": _log_loss,
-    "normalized_entropy": _normalized_entropy,
-    "ece": _ece,
-    "pred_obs_ratio": _pred_obs_ratio,
-}
-
-
-def _arrays(y: Array | pd.Series, pred: Array | pd.Series) -> tuple[Array, Array]:
-    y_arr = np.asarray(y, dtype="float64")
-    p_arr = np.asarray(pred, dtype="float64")
-    if y_arr.shape != p_arr.shape or y_arr.ndim != 1:
-        raise ValueError(f"labels and predictions differ in shape: {y_arr.shape} vs {p_arr.shape}")
-    return y_arr, p_arr
-
-
-def metric_value(metric: str, y: Array | pd.Series, pred: Array | pd.Series) -> float:
-    """One metric on all rows (NaN when undefined)."""
+def _check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; known: {', '.join(sorted(METRICS))}")
-    y_arr, p_arr = _arrays(y, pred)
-    if len(y_arr) == 0:
+
+
+def _value(metric: str, cols: _Cols) -> float:
+    if cols.n == 0:
         return float("nan")
-    return float(METRICS[metric](y_arr, p_arr, np.ones((1, len(y_arr))))[0])
+    return float(METRICS[metric](cols, np.ones((1, cols.n)))[0])
 
 
-def _check_binary(spec: ModelSpec) -> None:
-    if spec.kind != "binary":
-        raise ValueError(f"{spec.name}: evaluation here covers binary classifiers, not {spec.kind}")
+def metric_value(
+    metric: str, y: Array | pd.Series, pred: Predictions, rows: pd.DataFrame | None = None
+) -> float:
+    """One metric on all rows (NaN when undefined)."""
+    _check_metric(metric)
+    return _value(metric, _columns(y, pred, rows))
 
 
 def evaluate(
-    spec: ModelSpec, y: Array | pd.Series, pred: Array | pd.Series, slices: pd.DataFrame
+    spec: ModelSpec, y: Array | pd.Series, pred: Predictions, rows: pd.DataFrame | None = None
 ) -> Evaluation:
-    """The spec's metrics overall and for every value of every slice column."""
-    _check_binary(spec)
-    y_arr, p_arr = _arrays(y, pred)
-    overall = {m: metric_value(m, y_arr, p_arr) for m in spec.metrics}
+    """The spec's metrics overall and for every value of every slice column of ``rows``."""
+    for metric in spec.metrics:
+        _check_metric(metric)
+    cols = _columns(y, pred, rows)
+    overall = {m: _value(m, cols) for m in spec.metrics}
     by_slice: dict[str, dict[str, dict[str, float]]] = {}
+    frame = rows if rows is not None else pd.DataFrame()
     for column in spec.slices:
-        if column not in slices.columns:
+        if column not in frame.columns:
             continue
-        values = slices[column].astype(object).where(slices[column].notna(), "missing").astype(str).to_numpy()
-        by_slice[column] = {
-            value: {m: metric_value(m, y_arr[values == value], p_arr[values == value]) for m in spec.metrics}
-            for value in sorted(set(values))
-        }
-    return Evaluation(metrics=overall, by_slice=by_slice, n=len(y_arr))
+        series = frame[column]
+        values = series.astype(object).where(series.notna(), "missing").astype(str).to_numpy()
+        by_slice[column] = {}
+        for value in sorted(set(values)):
+            part = cols.subset(values == value)
+            by_slice[column][value] = {m: _value(m, part) for m in spec.metrics}
+    return Evaluation(metrics=overall, by_slice=by_slice, n=cols.n)
 
 
-def predict(spec: ModelSpec, model: object, frame: pd.DataFrame) -> np.ndarray:
-    """Positive-class probabilities of a fitted pipeline (or pyfunc model) on a frame's inputs."""
+def predict_frame(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
+    """A fitted model's predictions on a frame's inputs: "prediction" plus any extra columns.
+
+    A model with ``predict_frame`` gives its own columns (intervals, embeddings…); otherwise a
+    binary model gives the positive-class probability and any other kind ``predict``.
+    """
     inputs = frame[spec.input_columns]
-    if hasattr(model, "predict_proba"):
-        return np.asarray(model.predict_proba(inputs)[:, 1], dtype="float64")
-    out = model.predict(inputs)  # type: ignore[attr-defined]
-    return np.asarray(out, dtype="float64").reshape(len(frame), -1)[:, -1]
+    if hasattr(model, "predict_frame"):
+        out = model.predict_frame(inputs)
+        if "prediction" not in out.columns or len(out) != len(frame):
+            raise ValueError(f"{spec.name}: predict_frame must give a 'prediction' per row")
+        out = out.reset_index(drop=True)
+        out["prediction"] = out["prediction"].astype("float64")
+        return out
+    if spec.kind == "binary" and hasattr(model, "predict_proba"):
+        values = np.asarray(model.predict_proba(inputs)[:, 1], dtype="float64")
+    else:
+        raw = np.asarray(model.predict(inputs), dtype="float64")
+        values = raw.reshape(len(frame), -1)[:, -1] if raw.ndim > 1 else raw
+    return pd.DataFrame({"prediction": values})
 
 
-def baseline_predictions(
-    spec: ModelSpec, train_frame: pd.DataFrame, holdout_frame: pd.DataFrame
-) -> np.ndarray:
-    """The naive baseline's predictions on the holdout: "base_rate" is the training label mean."""
-    if spec.baseline != "base_rate":
-        raise ValueError(f"{spec.name}: unknown baseline {spec.baseline!r}")
-    if train_frame.empty:
-        raise ValueError(f"{spec.name}: the baseline needs training rows")
-    return np.full(len(holdout_frame), float(train_frame["label"].mean()))
+def predict(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """The "prediction" column of predict_frame as a float array."""
+    return predict_frame(spec, model, frame)["prediction"].to_numpy("float64")
 
 
-def _weight_chunks(n_rows: int, n_boot: int, seed: int) -> list[Array]:
-    """Multinomial row counts of each bootstrap replicate, in chunks that bound memory."""
+def baseline_frame(spec: ModelSpec, name: str, train: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
+    """One naive baseline's predictions on the holdout.
+
+    "base_rate": the training label mean. "column:<c>": the holdout column c (the label builder
+    computed it from the past: seasonal naive, last 7 days, popularity…), with "<c>_lower" and
+    "<c>_upper" as its interval when present.
+    """
+    if name == "base_rate":
+        if train.empty:
+            raise ValueError(f"{spec.name}: the base-rate baseline needs training rows")
+        return pd.DataFrame({"prediction": np.full(len(holdout), float(train["label"].mean()))})
+    if name.startswith("column:"):
+        column = name.split(":", 1)[1]
+        if column not in holdout.columns:
+            raise ValueError(f"{spec.name}: baseline column {column!r} is not in the label frame")
+        out = {"prediction": holdout[column].to_numpy("float64")}
+        for extra in ("lower", "upper"):
+            if f"{column}_{extra}" in holdout.columns:
+                out[extra] = holdout[f"{column}_{extra}"].to_numpy("float64")
+        return pd.DataFrame(out)
+    raise ValueError(f"{spec.name}: unknown baseline {name!r} (use 'base_rate' or 'column:<name>')")
+
+
+def baseline_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The primary baseline first, then the extra ones."""
+    return (spec.baseline, *spec.extra_baselines)
+
+
+def baseline_predictions(spec: ModelSpec, train: pd.DataFrame, holdout: pd.DataFrame) -> np.ndarray:
+    """The primary baseline's point predictions on the holdout."""
+    return baseline_frame(spec, spec.baseline, train, holdout)["prediction"].to_numpy("float64")
+
+
+def _unit_weights(cols: _Cols, n_boot: int, seed: int) -> Iterator[Array]:
+    """Row weights of each bootstrap replicate, in chunks that bound memory.
+
+    Rows are the units, or whole queries when the frame has a query_id column (a resampled
+    query keeps all its candidates, so per-query metrics stay defined).
+    """
     rng = np.random.default_rng(seed)
-    per_chunk = max(1, BOOT_CELLS // max(n_rows, 1))
-    chunks = []
+    if GROUP_COLUMN in cols:
+        codes, first = group_index(np.asarray(cols[GROUP_COLUMN]))
+        n_units = len(first)
+    else:
+        codes, n_units = None, cols.n
+    per_chunk = max(1, BOOT_CELLS // max(cols.n, 1))
     for start in range(0, n_boot, per_chunk):
         k = min(per_chunk, n_boot - start)
-        idx = rng.integers(0, n_rows, size=(k, n_rows))
-        flat = (idx + np.arange(k)[:, None] * n_rows).ravel()
-        chunks.append(np.bincount(flat, minlength=k * n_rows).reshape(k, n_rows).astype("float64"))
-    return chunks
+        idx = rng.integers(0, n_units, size=(k, n_units))
+        flat = (idx + np.arange(k)[:, None] * n_units).ravel()
+        counts = np.bincount(flat, minlength=k * n_units).reshape(k, n_units).astype("float64")
+        yield counts if codes is None else counts[:, codes]
 
 
 def _interval(point: float, replicates: Array, confidence: float) -> tuple[float, float, float]:
@@ -182,24 +245,22 @@ def bootstrap_delta(
     spec: ModelSpec,
     metric: str,
     y: Array | pd.Series,
-    pred_a: Array | pd.Series,
-    pred_b: Array | pd.Series,
+    pred_a: Predictions,
+    pred_b: Predictions,
     *,
+    rows: pd.DataFrame | None = None,
     n_boot: int = 200,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Paired bootstrap over rows of metric(a) − metric(b): (lower, point, upper)."""
-    _check_binary(spec)
-    y_arr, a = _arrays(y, pred_a)
-    _, b = _arrays(y, pred_b)
-    point = metric_value(metric, y_arr, a) - metric_value(metric, y_arr, b)
-    if len(y_arr) == 0:
-        return float("nan"), float("nan"), float("nan")
+    """Paired bootstrap over rows (or queries) of metric(a) − metric(b): (lower, point, upper)."""
+    _check_metric(metric)
+    a, b = _columns(y, pred_a, rows), _columns(y, pred_b, rows)
+    point = _value(metric, a) - _value(metric, b)
+    if a.n == 0 or metric in NO_BOOTSTRAP:
+        return float("nan"), point, float("nan")
     fn = METRICS[metric]
-    replicates = np.concatenate(
-        [fn(y_arr, a, w) - fn(y_arr, b, w) for w in _weight_chunks(len(y_arr), n_boot, seed)]
-    )
+    replicates = np.concatenate([fn(a, w) - fn(b, w) for w in _unit_weights(a, n_boot, seed)])
     return _interval(point, replicates, confidence)
 
 
@@ -207,66 +268,131 @@ def bootstrap_ci(
     spec: ModelSpec,
     metric: str,
     y: Array | pd.Series,
-    pred: Array | pd.Series,
+    pred: Predictions,
     *,
+    rows: pd.DataFrame | None = None,
     n_boot: int = 200,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
     """Percentile bootstrap interval of one metric: (lower, point, upper)."""
-    _check_binary(spec)
-    y_arr, p = _arrays(y, pred)
-    point = metric_value(metric, y_arr, p)
-    if len(y_arr) == 0:
-        return float("nan"), float("nan"), float("nan")
+    _check_metric(metric)
+    cols = _columns(y, pred, rows)
+    point = _value(metric, cols)
+    if cols.n == 0 or metric in NO_BOOTSTRAP:
+        return float("nan"), point, float("nan")
     fn = METRICS[metric]
-    replicates = np.concatenate([fn(y_arr, p, w) for w in _weight_chunks(len(y_arr), n_boot, seed)])
+    replicates = np.concatenate([fn(cols, w) for w in _unit_weights(cols, n_boot, seed)])
     return _interval(point, replicates, confidence)
 
 
-def _oracle_probabilities(engine: Engine, table_name: str, column: str, frame: pd.DataFrame) -> pd.Series:
-    """True probabilities by example_id for the holdout's event dates (bound values only)."""
+OracleHook = Callable[[Engine, pd.DataFrame, pd.DataFrame], dict[str, float]]
+
+
+def _oracle_values(engine: Engine, table_name: str, column: str, key: str, ids: pd.Series) -> pd.Series:
+    """Oracle values by key for the given ids (bound values only, in chunks)."""
     table = ORACLE_TABLES[table_name]
-    days = pd.to_datetime(frame["event_ts"], unit="s", utc=True).dt.date
-    query = select(table.c.event_id, table.c[column]).where(
-        and_(table.c.event_date >= min(days), table.c.event_date <= max(days))
-    )
+    wanted = sorted({str(v) for v in ids.dropna()})
+    found: dict[str, float] = {}
     with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    truth = pd.Series({r[0]: float(r[1]) for r in rows}, dtype="float64")
-    return frame["example_id"].map(truth)
+        for i in range(0, len(wanted), 5000):
+            chunk = wanted[i : i + 5000]
+            query = select(table.c[key], table.c[column]).where(and_(table.c[key].in_(chunk)))
+            found.update({str(r[0]): float(r[1]) for r in conn.execute(query)})
+    return ids.astype(str).map(pd.Series(found, dtype="float64"))
+
+
+def binary_oracle(
+    table: str,
+    column: str,
+    key: str = "event_id",
+    example_column: str = "example_id",
+    transform: Callable[[pd.Series, pd.DataFrame], pd.Series] | None = None,
+) -> OracleHook:
+    """An oracle hook for a classifier: the simulator's true probability (or a monotone score of
+    it) per example, joined on ``example_column`` = ``table.key``; AUC of the truth vs the model.
+
+    ``transform(values, holdout)`` turns the stored trait into the example's score (e.g. a daily
+    hazard into the probability of no activity over the horizon). Evaluation only.
+    """
+
+    def report(engine: Engine, holdout: pd.DataFrame, predictions: pd.DataFrame) -> dict[str, float]:
+        if holdout.empty or example_column not in holdout.columns:
+            return {}
+        truth = _oracle_values(engine, table, column, key, holdout[example_column])
+        if transform is not None:
+            truth = transform(truth, holdout)
+        known = truth.notna().to_numpy()
+        if not known.any():
+            return {}
+        y = holdout["label"].to_numpy("float64")[known]
+        p_true = truth.to_numpy("float64")[known]
+        p_model = predictions["prediction"].to_numpy("float64")[known]
+        out = {
+            "n": float(known.sum()),
+            "coverage": float(known.mean()),
+            "oracle_auc": metric_value("auc", y, p_true),
+            "model_auc": metric_value("auc", y, p_model),
+        }
+        out["auc_ratio"] = out["model_auc"] / out["oracle_auc"]
+        if transform is None:  # a true probability: its log loss and distance are meaningful
+            out["oracle_log_loss"] = metric_value("log_loss", y, p_true)
+            out["oracle_normalized_entropy"] = metric_value("normalized_entropy", y, p_true)
+            out["model_log_loss"] = metric_value("log_loss", y, p_model)
+            out["prob_mae"] = float(np.mean(np.abs(p_model - p_true)))
+        return out
+
+    return report
 
 
 def oracle_report(
-    engine: Engine, spec: ModelSpec, holdout_frame: pd.DataFrame, pred: Array | None = None
+    engine: Engine, spec: ModelSpec, holdout_frame: pd.DataFrame, pred: Predictions | None = None
 ) -> dict[str, float]:
-    """How close the model gets to the simulator's truth on the holdout; {} without oracle rows.
+    """How close the model gets to the simulator's truth on the holdout; {} without an oracle.
 
     ``pred`` defaults to the frame's "prediction" column. Reads oracle_* tables: evaluation only.
     """
-    target = ORACLE_TARGETS.get(spec.name)
-    if target is None or holdout_frame.empty:
+    if spec.oracle is None or holdout_frame.empty:
         return {}
-    truth = _oracle_probabilities(engine, target.table, target.column, holdout_frame)
-    known = truth.notna().to_numpy()
-    if not known.any():
-        return {}
-    y = holdout_frame["label"].to_numpy("float64")[known]
-    p_true = truth.to_numpy("float64")[known]
-    report = {
-        "n": float(known.sum()),
-        "coverage": float(known.mean()),
-        "oracle_auc": metric_value("auc", y, p_true),
-        "oracle_log_loss": metric_value("log_loss", y, p_true),
-        "oracle_normalized_entropy": metric_value("normalized_entropy", y, p_true),
-    }
-    if pred is None and "prediction" in holdout_frame.columns:
+    if pred is None:
         pred = holdout_frame["prediction"].to_numpy("float64")
-    if pred is not None:
-        p_model = np.asarray(pred, dtype="float64")[known]
-        report["model_auc"] = metric_value("auc", y, p_model)
-        report["auc_ratio"] = report["model_auc"] / report["oracle_auc"]
-        report["model_log_loss"] = metric_value("log_loss", y, p_model)
-        # Distance to the truth itself: mean absolute error of the predicted probability.
-        report["prob_mae"] = float(np.mean(np.abs(p_model - p_true)))
-    return report
+    frame = pred if isinstance(pred, pd.DataFrame) else pd.DataFrame({"prediction": np.asarray(pred)})
+    return spec.oracle(engine, holdout_frame.reset_index(drop=True), frame.reset_index(drop=True))
+
+
+# --- the stored evaluation frame: holdout + candidate and baseline predictions, side by side ---
+
+
+def _role_columns(role: str) -> tuple[str, str]:
+    """(column of the point prediction, prefix of the extra columns) of a role."""
+    return ("prediction", "pred__") if role == "candidate" else (f"{role}_prediction", f"{role}__")
+
+
+def baseline_roles(spec: ModelSpec) -> dict[str, str]:
+    """Stored role of each baseline: "baseline" for the primary, "baseline1", "baseline2"… for extras."""
+    return {name: ("baseline" if i == 0 else f"baseline{i}") for i, name in enumerate(baseline_names(spec))}
+
+
+def attach_predictions(frame: pd.DataFrame, predictions: pd.DataFrame, role: str) -> pd.DataFrame:
+    """The frame with a role's prediction columns added under their stored names."""
+    point, prefix = _role_columns(role)
+    renamed = {c: point if c == "prediction" else prefix + c for c in predictions.columns}
+    return frame.assign(**{renamed[c]: predictions[c].to_numpy() for c in predictions.columns})
+
+
+def stored_predictions(frame: pd.DataFrame, role: str) -> pd.DataFrame:
+    """A role's prediction frame back from the stored evaluation frame."""
+    point, prefix = _role_columns(role)
+    out = {"prediction": frame[point].to_numpy("float64")}
+    out.update({c[len(prefix) :]: frame[c].to_numpy() for c in frame.columns if c.startswith(prefix)})
+    return pd.DataFrame(out)
+
+
+def evaluation_frame(spec: ModelSpec, model: Any, train: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
+    """The holdout plus the candidate's and every baseline's predictions (stored by runs, read by gates)."""
+    frame = attach_predictions(
+        holdout.reset_index(drop=True), predict_frame(spec, model, holdout), "candidate"
+    )
+    for name, role in baseline_roles(spec).items():
+        frame = attach_predictions(frame, baseline_frame(spec, name, train, holdout), role)
+    return frame

@@ -6,13 +6,14 @@ threshold a model is judged by lives in its spec's PromotionPolicy and nowhere e
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from sklearn.pipeline import Pipeline
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 TaskKind = Literal["binary", "regression", "forecast", "ranking", "clustering", "plan"]
 
@@ -110,7 +111,7 @@ class ModelSpec:
     feature_refs: tuple[str, ...]  # "view:feature" references into the feature store
     context_features: tuple[str, ...]  # columns of the label frame used as model inputs
     categorical: tuple[str, ...]  # which inputs (features or context) are categorical
-    make_estimator: Callable[[Mapping[str, Any]], Pipeline]
+    make_estimator: Callable[[Mapping[str, Any]], Any]  # an sklearn Pipeline or any fit/predict object
     params: Mapping[str, Any]
     baseline: str  # e.g. "base_rate"
     metrics: tuple[str, ...]
@@ -125,6 +126,15 @@ class ModelSpec:
     retrain_cron: str = "0 3 * * 1"  # weekly by default
     score_cron: str = "30 4 * * *"
     seed: int = 7
+    extra_baselines: tuple[str, ...] = ()  # beat_baseline metrics must beat these too
+    # (engine, holdout, prediction frame) -> the simulator-truth report; oracle tables are read only here.
+    oracle: Callable[[Engine, pd.DataFrame, pd.DataFrame], dict[str, float]] | None = None
+    # The rows to score at as_of; default: every entity of the scoring target, features as of as_of.
+    build_scoring_frame: Callable[[Engine, ModelSpec, dt.datetime], pd.DataFrame] | None = None
+    # (spec, scoring frame, prediction frame) -> published rows; default: entity_key + score.
+    format_scores: Callable[[ModelSpec, pd.DataFrame, pd.DataFrame], pd.DataFrame] | None = None
+    # (stored evaluation frame, folder) -> image files logged under plots/; None: the kind's default.
+    plots: Callable[[pd.DataFrame, Path], list[Path]] | None = None
 
     @property
     def input_columns(self) -> list[str]:

@@ -19,7 +19,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from tasks.models.evaluation import Evaluation, baseline_predictions, predict
+from tasks.models.evaluation import (
+    Evaluation,
+    evaluation_frame,
+    predict,
+    stored_predictions,
+)
 from tasks.models.plots import write_plots
 from tasks.models.spec import ModelSpec
 from tasks.models.training import TrainedModel
@@ -61,13 +66,16 @@ def run_metrics(
     baseline_evaluation: Evaluation,
     oracle: Mapping[str, float],
     ci: Mapping[str, tuple[float, float, float]],
+    extra_baselines: Mapping[str, Evaluation] | None = None,
 ) -> dict[str, float]:
-    """The flat metric dict of a run: overall, per slice, baseline, CIs and oracle."""
+    """The flat metric dict of a run: overall, per slice, baselines, CIs and oracle."""
     metrics = dict(evaluation.metrics)
     for column, values in evaluation.by_slice.items():
         for value, by_metric in values.items():
             metrics.update({_key(m, f"{column}_{value}"): v for m, v in by_metric.items()})
     metrics.update({_key("baseline", m): v for m, v in baseline_evaluation.metrics.items()})
+    for i, (_, other) in enumerate(sorted((extra_baselines or {}).items()), start=1):
+        metrics.update({_key(f"baseline_{i}", m): v for m, v in other.metrics.items()})
     for name, (low, _, high) in ci.items():
         metrics[_key(name, "ci_low")] = low
         metrics[_key(name, "ci_high")] = high
@@ -98,8 +106,14 @@ def log_training_run(
     oracle: Mapping[str, float],
     ci: Mapping[str, tuple[float, float, float]],
     tags: Mapping[str, str] | None = None,
+    extra_baselines: Mapping[str, Evaluation] | None = None,
+    frame: pd.DataFrame | None = None,
 ) -> str:
-    """Log one training as one MLflow run (run id passed explicitly, never the thread's active run)."""
+    """Log one training as one MLflow run (run id passed explicitly, never the thread's active run).
+
+    ``frame`` is the stored evaluation frame (tasks.models.evaluation.evaluation_frame); it is
+    built here when not given.
+    """
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(tracking_uri, artifact_root, spec.name)
     run_tags = {
@@ -114,9 +128,10 @@ def log_training_run(
     run = client.create_run(experiment_id, tags=run_tags, run_name=f"{spec.name}-train")
     run_id = run.info.run_id
     try:
-        _log_everything(
-            client, tracking_uri, run_id, spec, trained, evaluation, baseline_evaluation, oracle, ci
-        )
+        metrics = run_metrics(evaluation, baseline_evaluation, oracle, ci, extra_baselines)
+        if frame is None:
+            frame = evaluation_frame(spec, trained.pipeline, trained.train, trained.holdout)
+        _log_everything(client, tracking_uri, run_id, spec, trained, metrics, frame)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
@@ -130,14 +145,11 @@ def _log_everything(
     run_id: str,
     spec: ModelSpec,
     trained: TrainedModel,
-    evaluation: Evaluation,
-    baseline_evaluation: Evaluation,
-    oracle: Mapping[str, float],
-    ci: Mapping[str, tuple[float, float, float]],
+    metrics: Mapping[str, float],
+    frame: pd.DataFrame,
 ) -> None:
     # Metric timestamps are the training's as_of (the clock is never read below flows/).
     now = _as_of_ms(trained)
-    metrics = run_metrics(evaluation, baseline_evaluation, oracle, ci)
     client.log_batch(
         run_id,
         metrics=[Metric(k, v, now, 0) for k, v in sorted(metrics.items())],
@@ -148,16 +160,13 @@ def _log_everything(
     x = holdout[spec.input_columns]
     # Integer features can be missing at scoring time: the signature declares them as doubles.
     x_sig = x.astype({c: "float64" for c in x.columns if pd.api.types.is_integer_dtype(x[c].dtype)})
-    pred = predict(spec, trained.pipeline, holdout)
+    pred = frame["prediction"].to_numpy("float64")
     with tempfile.TemporaryDirectory(prefix="ly-run-") as tmp:
         folder = Path(tmp)
-        baseline = baseline_predictions(spec, trained.train, holdout)
-        for path in write_plots(
-            trained.pipeline, holdout["label"].to_numpy(), pred, baseline, folder / "plots"
-        ):
+        for path in _plots(spec, trained, frame, folder / "plots"):
             client.log_artifact(run_id, str(path), "plots")
         parquet = folder / "holdout.parquet"
-        holdout.assign(prediction=pred, baseline_prediction=baseline).to_parquet(parquet, index=False)
+        frame.to_parquet(parquet, index=False)
         client.log_artifact(run_id, str(parquet), "holdout")
         lineage = folder / "lineage.json"
         lineage.write_text(json.dumps(trained.lineage, sort_keys=True, indent=1, default=str))
@@ -181,8 +190,20 @@ def _log_everything(
     client.set_tag(run_id, "model_uri", info.model_uri)
 
 
+def _plots(spec: ModelSpec, trained: TrainedModel, frame: pd.DataFrame, folder: Path) -> list[Path]:
+    """The spec's own plots, else the binary default (ROC, PR, calibration, importance)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if spec.plots is not None:
+        return list(spec.plots(frame, folder))
+    if spec.kind != "binary":
+        return []
+    y = frame["label"].to_numpy("float64")
+    base = stored_predictions(frame, "baseline")["prediction"].to_numpy()
+    return write_plots(trained.pipeline, y, frame["prediction"].to_numpy("float64"), base, folder)
+
+
 def load_holdout(tracking_uri: str, run_id: str) -> pd.DataFrame:
-    """The holdout frame a run was evaluated on (inputs, label, slices, prediction)."""
+    """The stored evaluation frame of a run (inputs, label, slices, candidate and baseline predictions)."""
     client = MlflowClient(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="ly-holdout-") as tmp:
         path = client.download_artifacts(run_id, HOLDOUT_ARTIFACT, tmp)

@@ -45,7 +45,7 @@ class TrainedModel:
     """A fitted pipeline, the frames it was fitted, early-stopped and held out on, and its lineage."""
 
     spec_name: str
-    pipeline: Pipeline
+    pipeline: Any  # an sklearn Pipeline or any fit/predict estimator object
     train: pd.DataFrame
     valid: pd.DataFrame
     holdout: pd.DataFrame
@@ -104,7 +104,7 @@ def build_training_set(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> T
     # construction (a row's window ends at its feature_ts), so a backfill - every feature row
     # built after the events it describes - is safe to train on; filtering on created_ts
     # would null every feature of a backfilled history.
-    frame = get_historical_features(engine, labels, spec.feature_refs)
+    frame = get_historical_features(engine, labels, spec.feature_refs) if spec.feature_refs else labels
     frame = frame.sort_values(["event_ts", "example_id"], kind="stable").reset_index(drop=True)
     views = {parse_ref(ref, VIEWS)[0] for ref in spec.feature_refs}
     run_ids, validated = _lineage(engine, spec, window)
@@ -123,16 +123,22 @@ def build_training_set(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> T
 def time_split(
     frame: pd.DataFrame, split: tuple[float, float, float]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Train < validation < holdout in event time, cut at event_ts quantiles (ties stay together)."""
+    """Train < validation < holdout in event time, cut at event_ts quantiles (ties stay together).
+
+    With a ``target_ts`` column (when an example's outcome is complete, e.g. a forecast's target
+    time) rows whose outcome reaches past the next split's first event are purged, so a training
+    label never overlaps the period a later split is judged on.
+    """
     if len(split) != 3 or min(split) <= 0 or not np.isclose(sum(split), 1.0):
         raise ValueError(f"split must be three positive fractions summing to 1, got {split}")
     ts = frame["event_ts"].to_numpy("int64")
     first_cut, second_cut = np.quantile(ts, [split[0], split[0] + split[1]], method="lower")
-    parts = (
-        frame[ts < first_cut],
-        frame[(ts >= first_cut) & (ts < second_cut)],
-        frame[ts >= second_cut],
-    )
+    train_mask, valid_mask = ts < first_cut, (ts >= first_cut) & (ts < second_cut)
+    if "target_ts" in frame.columns:
+        target = frame["target_ts"].to_numpy("int64")
+        train_mask &= target < first_cut
+        valid_mask &= target < second_cut
+    parts = (frame[train_mask], frame[valid_mask], frame[ts >= second_cut])
     if any(p.empty for p in parts):
         raise NoTrainingData(
             f"cannot split {len(frame)} examples by time into {split}: "
@@ -149,11 +155,25 @@ def training_fingerprint(data_fingerprint: str, params: dict[str, Any], spec_nam
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _fit(pipeline: Pipeline, spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) -> None:
-    """Fit the preprocessing, then the final estimator with early stopping on the validation split."""
+def _accepts_eval_set(fit: Any) -> bool:
+    return "eval_set" in inspect.signature(fit).parameters
+
+
+def _fit(pipeline: Any, spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) -> None:
+    """Fit the preprocessing, then the final estimator with early stopping on the validation split.
+
+    Any other estimator object is fitted whole, given the validation split when its fit takes
+    an ``eval_set``.
+    """
     columns = spec.input_columns
+    if not isinstance(pipeline, Pipeline):
+        if _accepts_eval_set(pipeline.fit):
+            pipeline.fit(train[columns], train["label"], eval_set=[(valid[columns], valid["label"])])
+        else:
+            pipeline.fit(train[columns], train["label"])
+        return
     final = pipeline.steps[-1][1]
-    if "eval_set" not in inspect.signature(final.fit).parameters or len(pipeline.steps) < 2:
+    if not _accepts_eval_set(final.fit) or len(pipeline.steps) < 2:
         pipeline.fit(train[columns], train["label"])
         return
     prep = pipeline[:-1]  # shares its step objects with the pipeline, so they are fitted in place
@@ -168,7 +188,7 @@ def train_model(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
         raise ValueError(f"training set was built for {training_set.spec_name}, not {spec.name}")
     train, valid, holdout = time_split(training_set.frame, spec.split)
     for name, part in (("train", train), ("validation", valid)):
-        if part["label"].nunique() < 2:
+        if spec.kind == "binary" and part["label"].nunique() < 2:
             raise NoTrainingData(f"{spec.name}: the {name} split has a single class; cannot fit")
     params: dict[str, Any] = {**spec.params, "seed": spec.seed}
     fingerprint = training_fingerprint(training_set.fingerprint, params, spec.name)
@@ -176,7 +196,8 @@ def train_model(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
     started = time.perf_counter()
     _fit(pipeline, spec, train, valid)
     fit_seconds = time.perf_counter() - started
-    best = getattr(pipeline.steps[-1][1], "best_iteration", None)
+    final = pipeline.steps[-1][1] if isinstance(pipeline, Pipeline) else pipeline
+    best = getattr(final, "best_iteration", None)
     fitted = {
         **params,
         "best_iteration": None if best is None else int(best),

@@ -28,7 +28,7 @@ KEEP_PUBLISHED = 3
 SUITE = "scores"
 STAGED, VALIDATED, PUBLISHED, SUPERSEDED = "staged", "validated", "published", "superseded"
 REQUIRED = ("entity_key", "score")
-OPTIONAL = ("label", "detail")
+OPTIONAL = ("item", "rank", "lower", "upper", "label", "detail")
 _NAMESPACE = uuid.UUID("5b7c2a0e-3f3d-4c59-9a43-6f1d3c1e7a10")
 
 current_scores = table(
@@ -50,6 +50,13 @@ def score_set_id_for(model: str, version: int, as_of: int, run_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{model}\x1f{int(version)}\x1f{int(as_of)}\x1f{run_id}"))
 
 
+def _items(frame: pd.DataFrame) -> np.ndarray:
+    """The item column as strings ("" where absent: one score per entity)."""
+    if "item" not in frame.columns:
+        return np.full(len(frame), "", dtype=object)
+    return frame["item"].astype(object).where(frame["item"].notna(), "").astype(str).to_numpy(dtype=object)
+
+
 def _precheck(frame: pd.DataFrame) -> np.ndarray:
     """Reject what the scores table cannot hold, naming the suite rule it breaks; returns the keys."""
     missing = [c for c in REQUIRED if c not in frame.columns]
@@ -66,11 +73,12 @@ def _precheck(frame: pd.DataFrame) -> np.ndarray:
                 f"score frame: expect_column_values_to_not_be_null failed on {name}: {nulls} nulls"
             )
     keys = frame["entity_key"].astype(str).to_numpy(dtype=object)
-    if not pd.Index(keys).is_unique:
-        duplicated = pd.Index(keys).duplicated()
+    row_keys = pd.MultiIndex.from_arrays([keys, _items(frame)])
+    if not row_keys.is_unique:
+        duplicated = row_keys.duplicated()
         raise ScoreSetError(
-            f"score frame: expect_column_values_to_be_unique failed on entity_key: "
-            f"{int(duplicated.sum())} duplicate keys, e.g. {keys[duplicated][:3].tolist()}"
+            f"score frame: expect_compound_columns_to_be_unique failed on (entity_key, item): "
+            f"{int(duplicated.sum())} duplicate keys, e.g. {row_keys[duplicated][:3].tolist()}"
         )
     return keys
 
@@ -87,10 +95,12 @@ def write_score_set(
 ) -> str:
     """Write a complete *staged* score set in one transaction; returns its id.
 
-    ``frame`` has entity_key and score (optionally label, detail). Re-running the same run
+    ``frame`` has entity_key and score (optionally item, rank, lower, upper, label, detail;
+    (entity_key, item) is unique, item "" when absent). Re-running the same run
     (same model, version, as_of, run_id) replaces its staged set; a published one is refused.
     """
     keys = _precheck(frame)
+    items = _items(frame)
     set_id = score_set_id_for(model, version, as_of, run_id)
     with write_tx(engine) as conn:
         status = conn.execute(select(score_sets.c.status).where(score_sets.c.score_set_id == set_id)).scalar()
@@ -115,6 +125,7 @@ def write_score_set(
             rows: dict[str, Any] = {
                 "score_set_id": set_id,
                 "entity_key": keys[start : start + CHUNK_ROWS],
+                "item": items[start : start + CHUNK_ROWS],
                 "model_name": model,
                 "model_version": int(version),
                 "as_of": int(as_of),
@@ -122,7 +133,7 @@ def write_score_set(
                 "score": chunk["score"].to_numpy(dtype="float64"),
             }
             for name in OPTIONAL:
-                if name in chunk.columns:
+                if name in chunk.columns and name != "item":
                     rows[name] = chunk[name].astype(object).where(chunk[name].notna(), None).to_numpy()
             insert_frame(conn, scores, pd.DataFrame(rows), ignore_existing=False)
     return set_id
@@ -133,7 +144,7 @@ def validate_score_set(
 ) -> None:
     """Run the `scores` GX suite on a stored set; raise ScoreValidationError naming the broken rule.
 
-    ``frame`` is the (entity_key, score) frame the caller just wrote with write_score_set: the
+    ``frame`` is the score frame the caller just wrote with write_score_set: the
     suite then runs on it instead of reading the set back (a second full read costs as much as
     the write), and the stored set is checked to hold exactly its rows. Without it the stored
     rows are read and checked.
@@ -145,10 +156,14 @@ def validate_score_set(
         header = _header(conn, score_set_id)
         where_set = scores.c.score_set_id == score_set_id
         if frame is None:
-            frame = pd.read_sql(select(scores.c.entity_key, scores.c.score).where(where_set), conn)
+            frame = pd.read_sql(
+                select(scores.c.entity_key, scores.c.item, scores.c.score).where(where_set), conn
+            )
             stored = len(frame)
         else:
-            frame = frame[["entity_key", "score"]].copy()
+            frame = pd.DataFrame(
+                {"entity_key": frame["entity_key"], "item": _items(frame), "score": frame["score"]}
+            )
             stored = int(conn.execute(select(func.count()).select_from(scores).where(where_set)).scalar_one())
     where = f"{header['model_name']} score set {score_set_id}"
     if stored != int(header["rows"]) or len(frame) != stored:
@@ -156,6 +171,7 @@ def validate_score_set(
             f"{where}: holds {stored} rows but {header['rows']} were written ({len(frame)} checked)"
         )
     frame["entity_key"] = frame["entity_key"].astype(object)
+    frame["item"] = frame["item"].astype(object)
     frame["score"] = frame["score"].astype("float64")
     low, high = float(score_range[0]), float(score_range[1])
     loaded = load_suite(SUITE)
@@ -210,11 +226,11 @@ def publish(engine: Engine, model: str, score_set_id: str, *, published_ts: int)
 
 
 def read_current_scores(engine: Engine, model: str) -> pd.DataFrame:
-    """The model's published scores (from the current_scores view), ordered by entity_key."""
+    """The model's published scores (from the current_scores view), ordered by entity_key and item."""
     query = (
         select(current_scores)
         .where(current_scores.c.model_name == model)
-        .order_by(current_scores.c.entity_key)
+        .order_by(current_scores.c.entity_key, current_scores.c.item)
     )
     with engine.connect() as conn:
         return pd.read_sql(query, conn)

@@ -103,7 +103,7 @@ def test_scores_suite_rejects_naming_the_rule(engine: Engine, data: pd.DataFrame
 @pytest.mark.parametrize(
     ("data", "rule"),
     [
-        (frame(3, seed=1).assign(entity_key=["a", "a", "b"]), "expect_column_values_to_be_unique"),
+        (frame(3, seed=1).assign(entity_key=["a", "a", "b"]), "expect_compound_columns_to_be_unique"),
         (frame(3, seed=1).assign(score=[0.1, np.nan, 0.2]), "expect_column_values_to_not_be_null"),
         (frame(3, seed=1).drop(columns="score"), "expect_table_columns_to_match_set"),
         (frame(3, seed=1).assign(extra=1), "expect_table_columns_to_match_set"),

@@ -29,8 +29,9 @@ def build_warehouse(
     days: int,
     seed: int,
     start: dt.date = START,
+    refs: tuple[str, ...] = MODEL_REFS,
 ) -> SimConfig:
-    """Simulate, ingest every raw table and materialise every catalog view; returns the config."""
+    """Simulate, ingest every raw table and materialise the views ``refs`` read; returns the config."""
     config = SimConfig(users=users, streamers=streamers, days=days, seed=seed, start=start)
     config = dataclasses.replace(config, pseudonym_key=b"test-key")
     run_simulation(settings, engine, config)
@@ -38,6 +39,6 @@ def build_warehouse(
         ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + 86_400)
     last = start + dt.timedelta(days=days - 1)
     first = start - dt.timedelta(days=2)  # covers the longest TTL (2 days) at the first event
-    views = [CATALOG[name] for name in sorted({ref.split(":")[0] for ref in MODEL_REFS})]
+    views = [CATALOG[name] for name in sorted({ref.split(":")[0] for ref in refs})]
     materialize_views(engine, views, created_ts=CREATED_TS, start=first, end=last)
     return config
