@@ -229,15 +229,13 @@ def score(
     approved = load_approved(settings.mlflow_tracking_uri, spec.name, version=version)
     build = spec.build_scoring_frame or build_scoring_frame
     frame = build(engine, spec, as_of)
-    parts = [
-        _score_rows(
-            spec,
-            frame.iloc[i : i + SCORE_CHUNK],
-            predict_frame(spec, approved.model, frame.iloc[i : i + SCORE_CHUNK]),
-        )
+    # Predict in chunks (bounded memory), format once: a format may rank across rows of one entity.
+    chunks = [
+        predict_frame(spec, approved.model, frame.iloc[i : i + SCORE_CHUNK])
         for i in range(0, len(frame), SCORE_CHUNK)
     ]
-    scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"entity_key": [], "score": []})
+    predictions = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame({"prediction": []})
+    scored = _score_rows(spec, frame.reset_index(drop=True), predictions)
     set_id = write_score_set(
         engine,
         model=spec.name,
