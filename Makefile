@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: venv demo test test-all lint format bench doctor clean
+.PHONY: venv demo test test-all test-servers lint format bench doctor serve stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: lint ## lint, then the default test suite (SQLite and PostgreSQL)
 test-all: lint ## every test, the slow ones too
 	$(PYTEST) -q
 
+test-servers: venv ## end to end on real Prefect and MLflow servers, worker and UIs (slow; CI runs it)
+	$(PYTEST) -m slow -q tests/integration/test_servers.py
+
 bench: venv ## benchmarks; figures go to tests/benchmarks/RESULTS.md
 	$(BIN)/python -m tests.benchmarks.run_all
 
@@ -38,6 +41,12 @@ format: venv
 
 doctor: venv
 	$(BIN)/liveyield doctor
+
+serve: venv ## start a Prefect server, work pool, worker, deployments and an MLflow server here
+	$(BIN)/liveyield serve
+
+stop: venv ## stop what `make serve` started
+	$(BIN)/liveyield stop
 
 clean:
 	rm -rf .liveyield .pytest_cache .mypy_cache .ruff_cache

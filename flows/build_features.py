@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
 from flows.ingest_validate import ingest_validate
 from tasks import steps
@@ -48,12 +48,20 @@ def build_features(
     names = views or sorted(CATALOG)
     built: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
-    for name in names:
+    progress: Any = create_progress_artifact(  # a UUID when called from sync code
+        0.0, key="feature-build-progress", description=f"Feature views built (0 of {len(names)})"
+    )
+    for done, name in enumerate(names, start=1):
         state = steps.materialize_view(name, created_ts, start, end, full, return_state=True)
         if state.is_completed():
             built[name] = state.result()
         else:
             failed[name] = str(state.message or "failed")
+        update_progress_artifact(
+            progress,
+            100.0 * done / len(names),
+            description=f"Feature views built ({done} of {len(names)}; last: {name})",
+        )
     logger.info("built %d partitions over %d views", sum(map(len, built.values())), len(built))
     lines = ["| view | partitions built |", "|---|---:|"] + [f"| {v} | {len(p)} |" for v, p in built.items()]
     lines += [f"| {v} | FAILED: {msg} |" for v, msg in failed.items()]

@@ -123,11 +123,15 @@ def demo(
     result = build_features(validate_first=False)
     console.print(f"built {sum(map(len, result['built'].values()))} feature partitions")
     features_list()
-    from flows.models import pipeline
+    from flows.models import PipelineFailed, pipeline
 
     # As of the end of the simulated period, so every model trains on the whole history.
     as_of = dt.datetime.combine(dt.date(2026, 1, 5) + dt.timedelta(days=days), dt.time(), dt.UTC)
-    _print_pipeline(pipeline(as_of=as_of))
+    try:
+        _print_pipeline(pipeline(as_of=as_of))
+    except PipelineFailed as exc:
+        _print_pipeline(exc.results)
+        raise CliError(str(exc)) from exc
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
 
 
@@ -264,12 +268,160 @@ def run(
     as_of: AsOf = None,
 ) -> None:
     """The whole pipeline: validate, build features, then train, gate and score every model."""
-    from flows.models import pipeline
+    from flows.models import PipelineFailed, pipeline
 
     for name in models or []:
         _model(name)
-    results = pipeline(models=models or None, as_of=_as_of(as_of))
+    try:
+        results = pipeline(models=models or None, as_of=_as_of(as_of))
+    except PipelineFailed as exc:
+        _print_pipeline(exc.results)
+        raise CliError(str(exc)) from exc
     _print_pipeline(results)
+
+
+@app.command()
+def retrain(
+    model: ModelName,
+    as_of: AsOf = None,
+    build: Annotated[bool, typer.Option(help="Validate landed data and build features first.")] = True,
+    approve: Annotated[
+        bool | None,
+        typer.Option(
+            "--approve/--no-approve",
+            help="Decide now for a model that needs approval (else: in the Prefect UI, on a server).",
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Why, with --approve/--no-approve; recorded in the alias ledger.")
+    ] = None,
+) -> None:
+    """Retrain a model now: its deployment on the Prefect server (else in-process), followed to the end."""
+    import getpass
+
+    from tasks.models.catalog import get_spec
+    from tasks.servers import prefect_api_url
+    from tasks.settings import get_settings
+
+    approver = getpass.getuser()
+    why = reason or ("approved" if approve else "rejected") + " at the command line"
+    api_url = prefect_api_url(get_settings())
+    if api_url is not None:
+        _retrain_on_server(api_url, model, _as_of(as_of), build, approve, approver, why)
+        return
+    if get_spec(model).policy.requires_approval and approve is None:
+        raise CliError(
+            f"{model} needs an approval before promotion and no Prefect server is configured: "
+            "pass --approve or --no-approve (with --reason), or start one with `liveyield serve`"
+        )
+    from flows.models import decided, train_model
+
+    if approve is None:
+        result = train_model(
+            model, as_of=_as_of(as_of), build=build, actor=approver, reason="manual retraining"
+        )
+    else:
+        with decided(approve, approver, why):
+            result = train_model(model, as_of=_as_of(as_of), build=build)
+    _print_training(result)
+
+
+def _retrain_on_server(
+    api_url: str,
+    model: str,
+    as_of: dt.datetime | None,
+    build: bool,
+    approve: bool | None,
+    approver: str,
+    reason: str,
+) -> None:
+    from tasks import remote
+    from tasks.deployments import retrain_deployment
+
+    deployment = retrain_deployment(model)
+    parameters: dict[str, Any] = {
+        "model": model,
+        "build": build,
+        "actor": approver,
+        "reason": "manual retraining",
+    }
+    if as_of is not None:
+        parameters["as_of"] = as_of.isoformat()
+    try:
+        run_id, name = remote.trigger(api_url, deployment, parameters)
+    except remote.RemoteRunError as exc:
+        raise CliError(str(exc)) from None
+    url = remote.flow_run_url(api_url, run_id)
+    console.print(f"{deployment}: flow run {name} — {url}", highlight=False)
+
+    def on_state(state: str, message: str | None) -> None:
+        console.print(
+            f"  {state}" + (f": {message}" if message and state != "Paused" else ""), highlight=False
+        )
+        if state == "Paused" and approve is None:
+            console.print(f"  waiting for an approval: open {url} and resume it (approve, approver, reason)")
+
+    def on_paused() -> dict[str, Any] | None:
+        if approve is None:
+            return None
+        return {"approve": approve, "approver": approver, "reason": reason}
+
+    try:
+        final = remote.follow(api_url, run_id, on_state=on_state, on_paused=on_paused)
+    except KeyboardInterrupt:
+        console.print(f"stopped following; the run goes on: {url}")
+        raise typer.Abort() from None
+    if final != "Completed":
+        raise CliError(f"flow run {name} ended {final}; see {url}")
+    rows = remote.table_artifact(api_url, run_id, f"train-{model.replace('_', '-')}")
+    if not rows:
+        raise CliError(f"flow run {name} completed but left no training summary; see {url}")
+    _print_training(rows[0])
+
+
+@app.command()
+def serve(
+    prefect_port: Annotated[
+        int | None,
+        typer.Option(help="Prefect server port; 0: any free one. [default: LIVEYIELD_PREFECT_PORT or 4200]"),
+    ] = None,
+    mlflow_port: Annotated[
+        int | None,
+        typer.Option(help="MLflow server port; 0: any free one. [default: LIVEYIELD_MLFLOW_PORT or 5000]"),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface the servers listen on.")] = "127.0.0.1",
+    deploy: Annotated[bool, typer.Option(help="Deploy infra/prefect.yaml once the server is up.")] = True,
+) -> None:
+    """Start a Prefect server, its work pool, worker and deployments, and an MLflow server, here."""
+    from tasks.servers import StackError, plan_stack, start_stack
+    from tasks.settings import get_settings
+
+    plan = plan_stack(get_settings(), host=host, prefect_port=prefect_port, mlflow_port=mlflow_port)
+    try:
+        state = start_stack(plan, deploy=deploy, say=lambda line: err.print(line, highlight=False))
+    except StackError as exc:
+        raise CliError(str(exc)) from None
+    table = Table("what", "address", "store", title="liveyield serve")
+    table.add_row("Prefect UI", state["prefect_ui_url"], state["prefect_database"])
+    table.add_row("MLflow UI", state["mlflow_url"], state["mlflow_backend_store"])
+    table.add_row("worker", f"work pool {state['work_pool']}", f"logs in {plan.log_dir}")
+    console.print(table)
+    console.print(
+        "To use them from a shell:\n"
+        f"  export PREFECT_API_URL={state['prefect_api_url']} MLFLOW_TRACKING_URI={state['mlflow_url']}\n"
+        "`liveyield retrain MODEL` finds them on its own; `liveyield stop` stops them.",
+        highlight=False,
+    )
+
+
+@app.command()
+def stop() -> None:
+    """Stop the servers and the worker that `liveyield serve` started (by pid)."""
+    from tasks.servers import stop_stack
+    from tasks.settings import get_settings
+
+    stopped = stop_stack(get_settings().home)
+    console.print(f"stopped {', '.join(stopped)}" if stopped else "nothing to stop")
 
 
 models_app = typer.Typer(
@@ -361,19 +513,22 @@ def _print_training(result: dict[str, Any]) -> None:
 
 def _print_pipeline(results: dict[str, Any]) -> None:
     table = Table(
-        "model", "version", "gate", "champion", "promoted", "scored rows", "headline", title="pipeline"
-    )
+        "model", "version", "gate", "champion", "promoted", "scored rows", "primary metric (baselines)",
+        title="pipeline",
+    )  # fmt: skip
     for name, r in results.items():
+        if "error" in r:
+            table.add_row(name, "-", "[red]error[/]", "-", "-", "-", r["error"][:60])
+            continue
         t, s = r["train"], r["score"]
-        headline = ", ".join(f"{k} {v:.3f}" for k, v in list(t["metrics"].items())[:3])
         champion = f"v{t['champion']}" if t["champion"] else "-"
         table.add_row(
             name, str(t["version"]), "passed" if t["gate_passed"] else "failed", champion,
-            "yes" if t["promoted"] else "no", f"{s['rows']:,}" if s else "-", headline,
+            "yes" if t["promoted"] else "no", f"{s['rows']:,}" if s else "-", t.get("headline", ""),
         )  # fmt: skip
     console.print(table)
     for name, r in results.items():
-        if not r["train"]["gate_passed"]:
+        if "error" not in r and not r["train"]["gate_passed"]:
             console.print(f"  {name}: {r['train']['gate_reason']}")
 
 
