@@ -74,10 +74,10 @@ def run_metrics(
         for value, by_metric in values.items():
             metrics.update({_key(m, f"{column}_{value}"): v for m, v in by_metric.items()})
     metrics.update({_key("baseline", m): v for m, v in baseline_evaluation.metrics.items()})
-    for i, (_, other) in enumerate(sorted((extra_baselines or {}).items()), start=1):
+    for i, (_, other) in enumerate((extra_baselines or {}).items(), start=1):
         metrics.update({_key(f"baseline_{i}", m): v for m, v in other.metrics.items()})
     baselines = [("baseline", baseline_evaluation)]
-    baselines += [(f"baseline_{i}", e) for i, (_, e) in enumerate(sorted((extra_baselines or {}).items()), 1)]
+    baselines += [(f"baseline_{i}", e) for i, (_, e) in enumerate((extra_baselines or {}).items(), 1)]
     for prefix, other in baselines:  # per slice too, so a slice's model value has its baseline beside it
         for column, values in other.by_slice.items():
             for value, by_metric in values.items():

@@ -204,6 +204,8 @@ def train_model(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
         "n_train": len(train),
         "n_valid": len(valid),
         "n_holdout": len(holdout),
+        # What the fit itself chose (e.g. the number of segments), when the estimator reports it.
+        **(pipeline.fitted_params() if hasattr(pipeline, "fitted_params") else {}),
     }
     lineage = {
         "as_of": training_set.as_of.isoformat(),

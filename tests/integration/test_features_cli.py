@@ -15,7 +15,7 @@ from flows.cli import main
 from tasks.db import make_engine
 from tasks.featurestore import CATALOG, feature_table
 from tasks.models.catalog import CATALOG as MODELS
-from tasks.models.training import build_training_set
+from tasks.models.training import NoTrainingData, build_training_set
 from tasks.schema import RAW_TABLES
 from tasks.settings import Settings
 from tasks.warehouse import upgrade_schema
@@ -82,8 +82,14 @@ def test_features_get_matches_a_reference_join_and_never_reads_oracle(
     # Features were built above and training sets are built here: neither read an oracle_*
     # table (the simulator writing them is the only oracle SQL allowed).
     as_of = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
+    built = 0
     for spec in MODELS.values():
-        build_training_set(engine, spec, as_of)
+        try:
+            build_training_set(engine, spec, as_of)
+            built += 1
+        except NoTrainingData:  # six days are too short for the 14-day horizons: labels only
+            pass
+    assert built >= 2  # the ad models at least went all the way through feature retrieval
     reads = [s for s in seen if re.search(r"\b(FROM|JOIN)\s+\"?oracle_", s, re.IGNORECASE)]
     assert len(seen) > 100 and reads == []
 

@@ -46,7 +46,8 @@ def _n_relevant(cols: Cols, y: Array, codes: Array, first: Array) -> Array:
     return _per_query(y, codes, len(first))
 
 
-def _hit_rate(k: int) -> Metric:
+def hit_rate_at(k: int) -> Metric:
+    """The HitRate@k metric."""
     def hit_rate(cols: Cols, w: Array) -> Array:
         codes, rank, y, first = _ranked(cols)
         hits = _per_query(y * (rank <= k), codes, len(first)) > 0
@@ -56,7 +57,8 @@ def _hit_rate(k: int) -> Metric:
     return hit_rate
 
 
-def _recall(k: int) -> Metric:
+def recall_at(k: int) -> Metric:
+    """The Recall@k metric."""
     def recall(cols: Cols, w: Array) -> Array:
         codes, rank, y, first = _ranked(cols)
         found = _per_query(y * (rank <= k), codes, len(first))
@@ -66,7 +68,8 @@ def _recall(k: int) -> Metric:
     return recall
 
 
-def _ndcg(k: int) -> Metric:
+def ndcg_at(k: int) -> Metric:
+    """The NDCG@k metric."""
     def ndcg(cols: Cols, w: Array) -> Array:
         codes, rank, y, first = _ranked(cols)
         dcg = _per_query(np.where(rank <= k, y / np.log2(rank + 1), 0.0), codes, len(first))
@@ -99,13 +102,13 @@ def catalog_coverage_10(cols: Cols, w: Array) -> Array:
 
 
 METRICS: dict[str, Metric] = {
-    "ndcg_10": _ndcg(10),
-    "recall_20": _recall(20),
-    "recall_10": _recall(10),
-    "hit_rate_1": _hit_rate(1),
-    "hit_rate_5": _hit_rate(5),
-    "hit_rate_10": _hit_rate(10),
-    "hit_rate_20": _hit_rate(20),
+    "ndcg_10": ndcg_at(10),
+    "recall_20": recall_at(20),
+    "recall_10": recall_at(10),
+    "hit_rate_1": hit_rate_at(1),
+    "hit_rate_5": hit_rate_at(5),
+    "hit_rate_10": hit_rate_at(10),
+    "hit_rate_20": hit_rate_at(20),
     "mrr": mrr,
     "catalog_coverage_10": catalog_coverage_10,
 }

@@ -1,0 +1,150 @@
+"""churn: will this user be inactive (no live stream watched) for the next 14 days?
+
+Examples are daily user snapshots (tasks/models/snapshots.py): one row per (user, day T at
+00:00 UTC) for users who watched at least once in the 28 days before T; label 1 when the user
+watches nothing in [T, T + 14 d). Scoring covers the same population at as_of's 00:00 UTC.
+
+Oracle (evaluation only): the simulator's probability of 14 silent days given the user's latent
+state at T — already churned, else daily churn hazard and daily activity (tasks/models/user_truth.py).
+Also reported: the AUC of ranking by the churn hazard alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection
+
+from tasks.featurestore.definitions import DAY_S
+from tasks.models.estimators import make_boosted_pipeline
+from tasks.models.plots import outcome_classifier_plots
+from tasks.models.snapshots import (
+    USER_CONTEXT,
+    disjoint_entities,
+    snapshot_times,
+    user_scoring_frame,
+    user_snapshots,
+)
+from tasks.models.spec import (
+    ChangeThreshold,
+    LabelWindow,
+    ModelSpec,
+    PromotionPolicy,
+    ScoringTarget,
+    SignificanceRule,
+    ValueThreshold,
+)
+from tasks.models.user_truth import churned_at, p_inactive, user_oracle
+
+HORIZON_DAYS = 14
+# Train / validation / holdout by time. The label builders keep half the users out of training
+# (snapshots.disjoint_entities), so the holdout gets a quarter of the rows to stay large enough.
+SPLIT = (0.6, 0.15, 0.25)
+CLASSIFIER_METRICS = (
+    "auc",
+    "pr_auc",
+    "lift_top_decile",
+    "ece",
+    "log_loss",
+    "normalized_entropy",
+    "brier",
+    "pred_obs_ratio",
+)
+USER_SLICES = ("region", "user_type")
+LABEL_SOURCES = ("raw_watch_sessions", "raw_users")
+
+FEATURES: tuple[str, ...] = (
+    "user_watch:watch_minutes_1d",
+    "user_watch:watch_minutes_7d",
+    "user_watch:watch_minutes_28d",
+    "user_watch:sessions_1d",
+    "user_watch:sessions_7d",
+    "user_watch:sessions_28d",
+    "user_watch:distinct_streamers_7d",
+    "user_watch:distinct_streamers_28d",
+    "user_watch:days_since_active_28d",
+    "user_profile:days_since_signup",
+    "user_membership:membership_active",
+    "user_gifts:gifts_count_28d",
+    "user_paid_content:paid_content_purchases_28d",
+)
+# Domain knowledge: the longer a user has been silent, the likelier the silence goes on.
+INCREASING = ("user_watch__days_since_active_28d",)
+
+
+def churn_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
+    """Daily snapshots of active users; label = no session in the next 14 days."""
+    horizon = LabelWindow(window.start_ts, window.end_ts, HORIZON_DAYS * DAY_S)
+    frame = user_snapshots(conn, snapshot_times(horizon), horizon_days=HORIZON_DAYS)
+    frame["label"] = (frame["future_active_days"] == 0).astype("int64")
+    return disjoint_entities(frame.drop(columns=["future_active_days", "future_events"]), "user_key", SPLIT)
+
+
+def churn_truth(rows: pd.DataFrame, state: pd.DataFrame) -> dict[str, np.ndarray]:
+    """True P(14 silent days) at each snapshot, and the churn hazard as a second ranking."""
+    ts = rows["event_ts"].to_numpy("int64")
+    hazard = state["hazard"].to_numpy("float64")
+    truth = p_inactive(state["activity"].to_numpy("float64"), hazard, churned_at(state, ts), ts, HORIZON_DAYS)
+    return {"oracle": truth, "hazard": hazard}
+
+
+def user_estimator(features: tuple[str, ...], increasing: tuple[str, ...]) -> Any:
+    """A boosted-tree classifier factory over the features and the snapshot context inputs."""
+    numeric = [*(r.replace(":", "__") for r in features), *USER_CONTEXT]
+
+    def make(params: Mapping[str, Any]) -> Any:
+        return make_boosted_pipeline(params, numeric=numeric, categorical=(), increasing=increasing)
+
+    return make
+
+
+def classifier_policy(*, auc_floor: float, ece_ceiling: float) -> PromotionPolicy:
+    """Value floors, must beat the base rate (significantly, on log loss), bounded drift vs the champion."""
+    return PromotionPolicy(
+        value_thresholds=(
+            ValueThreshold("auc", lower=auc_floor),
+            ValueThreshold("ece", upper=ece_ceiling),
+            ValueThreshold("pred_obs_ratio", lower=0.75, upper=1.25),
+        ),
+        change_thresholds=(
+            ChangeThreshold("auc", slack=-0.01),
+            ChangeThreshold("log_loss", slack=-0.005),
+            ChangeThreshold("auc", slack=-0.05, slice="region"),  # a critical slice
+        ),
+        significance=(SignificanceRule("log_loss", against="baseline", confidence=0.95),),
+        beat_baseline=("log_loss", "auc"),
+    )
+
+
+churn = ModelSpec(
+    name="churn",
+    kind="binary",
+    description=(
+        "Will this user watch nothing in the next 14 days? One example per (user active in the last "
+        "28 days, day at 00:00 UTC); label = no session in [T, T + 14 d)."
+    ),
+    build_labels=churn_labels,
+    feature_refs=FEATURES,
+    context_features=USER_CONTEXT,
+    categorical=(),
+    make_estimator=user_estimator(FEATURES, INCREASING),
+    params={"max_depth": 3, "learning_rate": 0.05, "n_estimators": 400, "min_child_weight": 5.0},
+    baseline="base_rate",
+    metrics=CLASSIFIER_METRICS,
+    primary_metric="auc",
+    slices=USER_SLICES,
+    policy=classifier_policy(auc_floor=0.70, ece_ceiling=0.03),
+    scoring=ScoringTarget(entity="user", key="user_key"),
+    label_sources=LABEL_SOURCES,
+    horizon_days=HORIZON_DAYS,
+    training_days=28,
+    split=SPLIT,
+    retrain_cron="0 3 * * 1",
+    score_cron="0 5 * * *",
+    oracle=user_oracle(churn_truth),
+    build_scoring_frame=user_scoring_frame,
+    plots=outcome_classifier_plots,
+)
