@@ -33,7 +33,16 @@ VENV_ROOT = Path(
     os.environ.get("LIVEYIELD_BENCH_VENVS", Path(tempfile.gettempdir()) / "liveyield-bench-venvs")
 )
 RESULT_TAG = "BENCH_RESULT "
-SECTION_ORDER = ["ingest", "retrieval", "lifecycle", "model_quality"]
+SECTION_ORDER = [
+    "ingest",
+    "retrieval",
+    "lifecycle",
+    "model_quality",
+    "catalog",
+    "forecasts",
+    "recs_retail",
+    "segments_retail",
+]
 # Load average when this benchmark process started (imported at start): other users share the cores.
 START_LOADAVG = os.getloadavg()
 

@@ -18,7 +18,16 @@ import time
 
 from tests.benchmarks import common
 
-BENCHMARKS = ["bench_ingest", "bench_retrieval", "bench_lifecycle", "bench_model_quality"]
+BENCHMARKS = [
+    "bench_ingest",
+    "bench_retrieval",
+    "bench_lifecycle",
+    "bench_model_quality",
+    "bench_catalog",
+    "bench_forecasts",
+    "bench_recs_retail",
+    "bench_segments_retail",
+]
 
 
 def main(argv: list[str]) -> int:
