@@ -38,7 +38,11 @@ def _create_scores(name: str, *, with_items: bool) -> None:
     columns = [
         sa.Column("score_set_id", sa.String(length=36), nullable=False),
         sa.Column("entity_key", sa.String(length=128), nullable=False),
-        *([sa.Column("item", sa.String(length=128), nullable=False, server_default="")] if with_items else []),
+        *(
+            [sa.Column("item", sa.String(length=128), nullable=False, server_default="")]
+            if with_items
+            else []
+        ),
         sa.Column("model_name", sa.String(length=64), nullable=False),
         sa.Column("model_version", sa.Integer(), nullable=False),
         sa.Column("as_of", sa.BigInteger(), nullable=False),
