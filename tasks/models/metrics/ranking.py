@@ -48,6 +48,7 @@ def _n_relevant(cols: Cols, y: Array, codes: Array, first: Array) -> Array:
 
 def hit_rate_at(k: int) -> Metric:
     """The HitRate@k metric."""
+
     def hit_rate(cols: Cols, w: Array) -> Array:
         codes, rank, y, first = _ranked(cols)
         hits = _per_query(y * (rank <= k), codes, len(first)) > 0
@@ -59,6 +60,7 @@ def hit_rate_at(k: int) -> Metric:
 
 def recall_at(k: int) -> Metric:
     """The Recall@k metric."""
+
     def recall(cols: Cols, w: Array) -> Array:
         codes, rank, y, first = _ranked(cols)
         found = _per_query(y * (rank <= k), codes, len(first))
@@ -70,6 +72,7 @@ def recall_at(k: int) -> Metric:
 
 def ndcg_at(k: int) -> Metric:
     """The NDCG@k metric."""
+
     def ndcg(cols: Cols, w: Array) -> Array:
         codes, rank, y, first = _ranked(cols)
         dcg = _per_query(np.where(rank <= k, y / np.log2(rank + 1), 0.0), codes, len(first))
