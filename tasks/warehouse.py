@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Table, and_, func, select
+from sqlalchemy import Connection, Engine, Select, Table, and_, func, select
 
 from tasks.schema import RAW_TABLES, partition_status
 
@@ -52,6 +52,12 @@ def partition_statuses(conn: Connection, table: str | None = None) -> dict[tuple
     if table is not None:
         query = query.where(partition_status.c.table_name == raw_table(table).name)
     return {(r.table_name, r.partition_date): r.status for r in conn.execute(query)}
+
+
+def validated_dates(table: str) -> Select[tuple[dt.date]]:
+    """A subquery of the partition dates of a raw table that passed validation (``IN`` filters)."""
+    ps = partition_status
+    return select(ps.c.partition_date).where(and_(ps.c.table_name == table, ps.c.status == "validated"))
 
 
 def partition_row_count(conn: Connection, table: str, partition: dt.date) -> int:

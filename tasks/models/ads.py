@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, and_, case, func, literal, select
-from sqlalchemy.sql import Select
 
 from tasks.featurestore.definitions import DAY_S
 from tasks.featurestore.views import CATEGORY_VOCABULARY
@@ -31,8 +30,7 @@ from tasks.models.spec import (
     SignificanceRule,
     ValueThreshold,
 )
-from tasks.schema import partition_status
-from tasks.warehouse import raw_table
+from tasks.warehouse import raw_table, validated_dates
 
 NEW_USER_DAYS = 7  # a user younger than this at the impression is "new"
 METRICS = ("auc", "log_loss", "normalized_entropy", "ece", "pred_obs_ratio")
@@ -83,11 +81,6 @@ REFERENCE_CONTEXT: dict[str, Any] = {
 }
 
 
-def _validated(table: str) -> Select[Any]:
-    ps = partition_status
-    return select(ps.c.partition_date).where(and_(ps.c.table_name == table, ps.c.status == "validated"))
-
-
 def _date(ts: int) -> dt.date:
     return dt.datetime.fromtimestamp(ts, dt.UTC).date()
 
@@ -97,13 +90,13 @@ def impression_labels(conn: Connection, window: LabelWindow, *, clicked_only: bo
     imp, ads, users = (raw_table(t) for t in LABEL_SOURCES)
     category = (
         select(ads.c.ad_id, func.min(ads.c.ad_category).label("ad_category"))
-        .where(ads.c.event_date.in_(_validated(ads.name)))
+        .where(ads.c.event_date.in_(validated_dates(ads.name)))
         .group_by(ads.c.ad_id)
         .subquery()
     )
     signup = (
         select(users.c.user_key, func.min(users.c.event_ts).label("signup_ts"))
-        .where(users.c.event_date.in_(_validated(users.name)))
+        .where(users.c.event_date.in_(validated_dates(users.name)))
         .group_by(users.c.user_key)
         .subquery()
     )
@@ -136,7 +129,7 @@ def impression_labels(conn: Connection, window: LabelWindow, *, clicked_only: bo
         .where(
             and_(
                 imp.c.event_date.between(_date(window.start_ts), _date(last_ts)),  # partition pruning
-                imp.c.event_date.in_(_validated(imp.name)),
+                imp.c.event_date.in_(validated_dates(imp.name)),
                 imp.c.event_ts >= window.start_ts,
                 imp.c.event_ts < last_ts,
             )

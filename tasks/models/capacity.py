@@ -47,8 +47,7 @@ from tasks.models.traffic import (
     traffic_scoring_frame,
 )
 from tasks.models.traffic import traffic_forecast as _traffic
-from tasks.schema import partition_status
-from tasks.warehouse import raw_table
+from tasks.warehouse import raw_table, validated_dates
 
 HOUR_S = 3_600
 SOURCE = "raw_traffic"
@@ -73,11 +72,6 @@ VIOLATION_TARGET = 0.0015
 MAX_OVERPROVISION = 0.30
 
 
-def _validated() -> Any:
-    ps = partition_status
-    return select(ps.c.partition_date).where(and_(ps.c.table_name == SOURCE, ps.c.status == "validated"))
-
-
 def _date(ts: int) -> dt.date:
     return dt.datetime.fromtimestamp(ts, dt.UTC).date()
 
@@ -92,7 +86,7 @@ def read_limits(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
         .where(
             and_(
                 raw.c.event_date.between(_date(start_ts), _date(end_ts - 1)),  # partition pruning
-                raw.c.event_date.in_(_validated()),
+                raw.c.event_date.in_(validated_dates(SOURCE)),
                 raw.c.event_ts >= start_ts,
                 raw.c.event_ts < end_ts,
                 raw.c.capacity_viewers.is_not(None),

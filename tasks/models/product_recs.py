@@ -48,7 +48,7 @@ from tasks.models.spec import (
     ValueThreshold,
 )
 from tasks.schema import partition_status
-from tasks.warehouse import raw_table
+from tasks.warehouse import raw_table, validated_dates
 
 TOP_K = 20  # products published per user
 METRICS = ("ndcg_10", "recall_20", "hit_rate_10", "catalog_coverage_10")
@@ -232,11 +232,6 @@ def commerce_data(
     )
 
 
-def _validated(table: str) -> Select[Any]:
-    ps = partition_status
-    return select(ps.c.partition_date).where(and_(ps.c.table_name == table, ps.c.status == "validated"))
-
-
 def _date(ts: int) -> dt.date:
     return dt.datetime.fromtimestamp(ts, dt.UTC).date()
 
@@ -249,7 +244,7 @@ def _frame(conn: Connection, query: Select[Any], columns: Sequence[str]) -> pd.D
 def _in_range(table: Any, start_ts: int, end_ts: int) -> Any:
     return and_(
         table.c.event_date.between(_date(start_ts), _date(end_ts - 1)),  # partition pruning
-        table.c.event_date.in_(_validated(table.name)),
+        table.c.event_date.in_(validated_dates(table.name)),
         table.c.event_ts >= start_ts,
         table.c.event_ts < end_ts,
     )
@@ -283,7 +278,11 @@ def load_commerce(
             func.min(products_t.c.category),
             func.min(products_t.c.price),
         )
-        .where(and_(products_t.c.event_date.in_(_validated(products_t.name)), products_t.c.event_ts < end_ts))
+        .where(
+            and_(
+                products_t.c.event_date.in_(validated_dates(products_t.name)), products_t.c.event_ts < end_ts
+            )
+        )
         .group_by(products_t.c.product_id),
         _PRODUCT_COLUMNS,
     )

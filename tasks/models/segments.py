@@ -29,7 +29,6 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sqlalchemy import Connection, Engine, and_, func, select
-from sqlalchemy.sql import Select
 from threadpoolctl import threadpool_limits
 
 from tasks.featurestore.definitions import DAY_S
@@ -42,8 +41,8 @@ from tasks.models.spec import (
     ScoringTarget,
     ValueThreshold,
 )
-from tasks.schema import oracle_users, partition_status
-from tasks.warehouse import raw_table
+from tasks.schema import oracle_users
+from tasks.warehouse import raw_table, validated_dates
 
 SNAPSHOTS = 8  # daily snapshots ending at as_of - 1 day; each user sits in one of them
 VALUE_DAYS = 28  # the spend window of the value-tier baseline (as the 28-day features)
@@ -423,11 +422,6 @@ def make_segment_model(params: Mapping[str, Any]) -> SegmentModel:
 # --- labels -------------------------------------------------------------------------------
 
 
-def _validated(table: str) -> Select[Any]:
-    ps = partition_status
-    return select(ps.c.partition_date).where(and_(ps.c.table_name == table, ps.c.status == "validated"))
-
-
 def _date(ts: int) -> dt.date:
     return dt.datetime.fromtimestamp(ts, dt.UTC).date()
 
@@ -446,7 +440,7 @@ def _spend_rows(conn: Connection, first_ts: int, last_ts: int) -> pd.DataFrame:
         query = select(table.c.user_key, table.c.event_ts, table.c[column].label("amount")).where(
             and_(
                 table.c.event_date.between(_date(first_ts), _date(last_ts - 1)),
-                table.c.event_date.in_(_validated(name)),
+                table.c.event_date.in_(validated_dates(name)),
                 table.c.event_ts >= first_ts,
                 table.c.event_ts < last_ts,
             )
@@ -487,7 +481,7 @@ def segment_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
         select(users.c.user_key, func.min(users.c.event_ts))
         .where(
             and_(
-                users.c.event_date.in_(_validated(users.name)),
+                users.c.event_date.in_(validated_dates(users.name)),
                 users.c.event_date <= _date(snapshots[-1] - 1),
                 users.c.event_ts < snapshots[-1],
             )

@@ -44,7 +44,7 @@ from tasks.models.scoring_frame import check_fresh
 from tasks.models.spec import LabelWindow, ModelSpec
 from tasks.models.training import NoTrainingData, time_split
 from tasks.schema import partition_status
-from tasks.warehouse import raw_table
+from tasks.warehouse import raw_table, validated_dates
 
 LOOKBACK_DAYS = 28  # the population and context window before a snapshot
 USER_MIN_HISTORY_DAYS = 3  # raw history a user snapshot needs (activity shares are normalised)
@@ -106,11 +106,6 @@ def snapshot_times(window: LabelWindow) -> list[int]:
     return list(range(first, window.end_ts - window.horizon_s + 1, DAY_S))
 
 
-def _validated(table: str) -> Any:
-    ps = partition_status
-    return select(ps.c.partition_date).where(and_(ps.c.table_name == table, ps.c.status == "validated"))
-
-
 def history_start(conn: Connection, table: str) -> dt.date | None:
     """The first validated partition of a raw table (None when it has none)."""
     ps = partition_status
@@ -148,7 +143,7 @@ def daily_grid(conn: Connection, events: EventCount, first: dt.date, last: dt.da
         .where(
             and_(
                 table.c.event_date.between(first, last),  # partition pruning
-                table.c.event_date.in_(_validated(table.name)),
+                table.c.event_date.in_(validated_dates(table.name)),
             )
         )
         .group_by(key, table.c.event_date)
@@ -187,7 +182,7 @@ def _signups(conn: Connection) -> pd.DataFrame:
     users = raw_table("raw_users")
     query = (
         select(users.c.user_key, func.min(users.c.event_ts).label("signup_ts"), func.min(users.c.region))
-        .where(users.c.event_date.in_(_validated(users.name)))
+        .where(users.c.event_date.in_(validated_dates(users.name)))
         .group_by(users.c.user_key)
     )
     rows = conn.execute(query).fetchall()
@@ -325,7 +320,7 @@ def _streamers(conn: Connection) -> pd.DataFrame:
             func.min(streamers.c.category).label("category"),
             func.min(streamers.c.region).label("region"),
         )
-        .where(streamers.c.event_date.in_(_validated(streamers.name)))
+        .where(streamers.c.event_date.in_(validated_dates(streamers.name)))
         .group_by(streamers.c.streamer_id)
     )
     rows = conn.execute(query).fetchall()

@@ -46,8 +46,7 @@ from tasks.models.spec import (
     SignificanceRule,
     ValueThreshold,
 )
-from tasks.schema import partition_status
-from tasks.warehouse import raw_table
+from tasks.warehouse import raw_table, validated_dates
 
 HOUR_S = 3_600
 LOOKBACK_DAYS = 28  # user history the features (and the repeat/new split) look back over
@@ -92,11 +91,6 @@ class History:
     users: pd.DataFrame  # user_key, region
 
 
-def _validated(table: str) -> Select[Any]:
-    ps = partition_status
-    return select(ps.c.partition_date).where(and_(ps.c.table_name == table, ps.c.status == "validated"))
-
-
 def _date(ts: int) -> dt.date:
     return dt.datetime.fromtimestamp(ts, dt.UTC).date()
 
@@ -115,7 +109,7 @@ def _between(table: Any, first_ts: int, end_ts: int, *, inclusive: bool = False)
     upper = table.c.event_ts <= end_ts if inclusive else table.c.event_ts < end_ts
     return and_(
         table.c.event_date.between(_date(first_ts), _date(end_ts)),  # partition pruning
-        table.c.event_date.in_(_validated(table.name)),
+        table.c.event_date.in_(validated_dates(table.name)),
         table.c.event_ts >= first_ts,
         upper,
     )
@@ -149,14 +143,14 @@ def load_history(conn: Connection, start_ts: int, end_ts: int) -> History:
     followed = _read(
         conn,
         select(follows.c.user_key, follows.c.streamer_id, follows.c.event_ts)
-        .where(and_(follows.c.event_date.in_(_validated(follows.name)), follows.c.event_ts < end_ts))
+        .where(and_(follows.c.event_date.in_(validated_dates(follows.name)), follows.c.event_ts < end_ts))
         .order_by(follows.c.event_ts, follows.c.event_id),
         ("event_ts",),
     )
     region = _read(
         conn,
         select(users.c.user_key, func.min(users.c.region).label("region"))
-        .where(users.c.event_date.in_(_validated(users.name)))
+        .where(users.c.event_date.in_(validated_dates(users.name)))
         .group_by(users.c.user_key),
         (),
     )

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,8 +54,7 @@ from tasks.models.spec import (
     ValueThreshold,
 )
 from tasks.models.training import epoch_seconds
-from tasks.schema import partition_status
-from tasks.warehouse import raw_table
+from tasks.warehouse import raw_table, validated_dates
 
 HOUR_S = 3_600
 HORIZON_H = 48
@@ -86,11 +84,6 @@ CATEGORICAL = (SERIES,)
 HORIZON_BANDS = ((1, 6, "01-06h"), (7, 12, "07-12h"), (13, 24, "13-24h"), (25, HORIZON_H, "25-48h"))
 
 
-def _validated() -> Any:
-    ps = partition_status
-    return select(ps.c.partition_date).where(and_(ps.c.table_name == SOURCE, ps.c.status == "validated"))
-
-
 def _date(ts: int) -> dt.date:
     return dt.datetime.fromtimestamp(ts, dt.UTC).date()
 
@@ -112,7 +105,7 @@ def load_traffic(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
         .where(
             and_(
                 raw.c.event_date.between(_date(start_ts), _date(end_ts - 1)),  # partition pruning
-                raw.c.event_date.in_(_validated()),
+                raw.c.event_date.in_(validated_dates(SOURCE)),
                 raw.c.event_ts >= start_ts,
                 raw.c.event_ts < end_ts,
             )

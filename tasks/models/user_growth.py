@@ -31,7 +31,6 @@ day. A campaign that starts after the origin cannot be foreseen; it is in the re
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,7 +60,7 @@ from tasks.models.spec import (
 )
 from tasks.models.training import epoch_seconds
 from tasks.schema import partition_status
-from tasks.warehouse import raw_table
+from tasks.warehouse import raw_table, validated_dates
 
 DAY_S = 86_400
 HORIZON_D = 14
@@ -99,11 +98,6 @@ SLICES = ("series", "horizon")
 NEVER_DAYS = 60.0  # days_since_campaign when no campaign day is in the history
 
 
-def _validated(table: str) -> Any:
-    ps = partition_status
-    return select(ps.c.partition_date).where(and_(ps.c.table_name == table, ps.c.status == "validated"))
-
-
 def _date(ts: int) -> dt.date:
     return dt.datetime.fromtimestamp(ts, dt.UTC).date()
 
@@ -137,7 +131,7 @@ def load_daily(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
         .where(
             and_(
                 users.c.event_date.between(_date(start_ts), _date(end_ts - 1)),
-                users.c.event_date.in_(_validated(users.name)),
+                users.c.event_date.in_(validated_dates(users.name)),
                 users.c.event_ts >= start_ts,
                 users.c.event_ts < end_ts,
             )
@@ -150,7 +144,7 @@ def load_daily(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
         .where(
             and_(
                 watch.c.event_date.between(_date(start_ts), _date(end_ts - 1)),
-                watch.c.event_date.in_(_validated(watch.name)),
+                watch.c.event_date.in_(validated_dates(watch.name)),
                 watch.c.event_ts >= start_ts,
                 watch.c.event_ts < end_ts,
             )
