@@ -30,7 +30,7 @@ test-all: lint ## every test, the slow ones too
 	$(PYTEST) -q
 
 test-servers: venv ## end to end on real Prefect and MLflow servers, worker and UIs (slow; CI runs it)
-	$(PYTEST) -m slow -q tests/integration/test_servers.py
+	$(PYTEST) -m slow -q tests/ops/test_servers.py
 
 bench: venv ## benchmarks; figures go to tests/benchmarks/RESULTS.md
 	$(BIN)/python -m tests.benchmarks.run_all

@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 
 from flows.ingest_validate import ingest_validate
 from tasks import steps
-from tasks.featurestore.views import CATALOG
+from tasks.featurestore.views import FEATURE_VIEWS
 
 
 class FeatureBuildError(RuntimeError):
@@ -45,7 +45,7 @@ def build_features(
     if validate_first:
         ingest_validate(fail_on_rejected=False)
     created_ts = int(dt.datetime.now(dt.UTC).timestamp())
-    names = views or sorted(CATALOG)
+    names = views or sorted(FEATURE_VIEWS)
     built: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
     progress: Any = create_progress_artifact(  # a UUID when called from sync code

@@ -146,14 +146,14 @@ def features_list() -> None:
     """List feature views with their version and freshness."""
     from tasks.db import make_engine
     from tasks.featurestore import freshness
-    from tasks.featurestore.views import CATALOG
+    from tasks.featurestore.views import FEATURE_VIEWS
     from tasks.settings import get_settings
 
     engine = make_engine(get_settings().db_url)
     built = {row["view"]: row for row in freshness(engine)}
     engine.dispose()
     table = Table("view", "entity", "version", "features", "ttl", "partitions", "rows", "fresh until")
-    for name, view in sorted(CATALOG.items()):
+    for name, view in sorted(FEATURE_VIEWS.items()):
         row = built.get(name, {})
         latest = row.get("latest_feature_ts")
         fresh = (
@@ -203,7 +203,7 @@ def features_get(
     ] = False,
 ) -> None:
     """Export a point-in-time-correct training set for the given entity rows."""
-    from tasks.featurestore_export import export_training_set
+    from tasks.featurestore.export import export_training_set
 
     rows = export_training_set(
         entities,
@@ -228,10 +228,10 @@ def _as_of(value: str | None) -> dt.datetime | None:
 
 
 def _model(name: str) -> str:
-    from tasks.models.catalog import CATALOG
+    from tasks.models.catalog import MODELS
 
-    if name not in CATALOG:
-        raise typer.BadParameter(f"unknown model {name!r}; the catalog has: {', '.join(sorted(CATALOG))}")
+    if name not in MODELS:
+        raise typer.BadParameter(f"unknown model {name!r}; the catalog has: {', '.join(sorted(MODELS))}")
     return name
 
 
@@ -300,7 +300,7 @@ def retrain(
     import getpass
 
     from tasks.models.catalog import get_spec
-    from tasks.servers import prefect_api_url
+    from tasks.ops.servers import prefect_api_url
     from tasks.settings import get_settings
 
     approver = getpass.getuser()
@@ -335,8 +335,8 @@ def _retrain_on_server(
     approver: str,
     reason: str,
 ) -> None:
-    from tasks import remote
-    from tasks.deployments import retrain_deployment
+    from tasks.ops import remote
+    from tasks.ops.deployments import retrain_deployment
 
     deployment = retrain_deployment(model)
     parameters: dict[str, Any] = {
@@ -393,7 +393,7 @@ def serve(
     deploy: Annotated[bool, typer.Option(help="Deploy infra/prefect.yaml once the server is up.")] = True,
 ) -> None:
     """Start a Prefect server, its work pool, worker and deployments, and an MLflow server, here."""
-    from tasks.servers import StackError, plan_stack, start_stack
+    from tasks.ops.servers import StackError, plan_stack, start_stack
     from tasks.settings import get_settings
 
     plan = plan_stack(get_settings(), host=host, prefect_port=prefect_port, mlflow_port=mlflow_port)
@@ -417,7 +417,7 @@ def serve(
 @app.command()
 def stop() -> None:
     """Stop the servers and the worker that `liveyield serve` started (by pid)."""
-    from tasks.servers import stop_stack
+    from tasks.ops.servers import stop_stack
     from tasks.settings import get_settings
 
     stopped = stop_stack(get_settings().home)
@@ -535,7 +535,7 @@ def _print_pipeline(results: dict[str, Any]) -> None:
 @app.command()
 def doctor() -> None:
     """Show which database, MLflow store and Prefect API liveyield will use, and check each."""
-    from tasks.doctor import run_checks
+    from tasks.ops.doctor import run_checks
 
     failed = False
     table = Table("component", "uses", "status")
@@ -553,7 +553,7 @@ def _simulate(*, users: int, streamers: int, days: int, seed: int, start: dt.dat
     from tasks.db import make_engine
     from tasks.settings import get_settings, pseudonym_key
     from tasks.simulate import SimConfig
-    from tasks.simulation import run_simulation
+    from tasks.simulate.run import run_simulation
     from tasks.warehouse import upgrade_schema
 
     settings = get_settings()

@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks import landing, steps
-from tasks.quality_report import DataQualityError, summarise, summary_markdown
+from tasks.quality.report import DataQualityError, summarise, summary_markdown
 from tasks.settings import get_settings
 
 

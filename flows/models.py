@@ -28,11 +28,11 @@ from pydantic import Field, WithJsonSchema
 from flows.build_features import build_features
 from tasks import steps
 from tasks.gates import GateReport
-from tasks.models.catalog import CATALOG, get_spec
+from tasks.models.catalog import MODELS, get_spec
 from tasks.settings import code_version, get_settings
 
 # A catalog model name; the deployment form in the UI shows the catalog as a drop-down list.
-ModelName = Annotated[str, WithJsonSchema({"type": "string", "title": "model", "enum": sorted(CATALOG)})]
+ModelName = Annotated[str, WithJsonSchema({"type": "string", "title": "model", "enum": sorted(MODELS)})]
 APPROVAL_TIMEOUT_S = 24 * 3600
 
 
@@ -206,7 +206,7 @@ def pipeline(models: list[ModelName] | None = None, as_of: dt.datetime | None = 
     """Validate, build features once, then train and score every catalog model (or the ones named)."""
     as_of = _as_of(as_of)
     build_features(end=as_of.date())
-    names = models or sorted(CATALOG)
+    names = models or sorted(MODELS)
     progress: Any = create_progress_artifact(  # a UUID when called from sync code
         0.0, key="pipeline-progress", description=f"Models trained and scored (0 of {len(names)})"
     )

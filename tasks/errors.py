@@ -10,7 +10,7 @@ def user_facing(exc: BaseException) -> str | None:
     from tasks.db import DatabaseUnavailable
     from tasks.importer import ImportError_
     from tasks.quality import QualityError
-    from tasks.quality_report import DataQualityError
+    from tasks.quality.report import DataQualityError
     from tasks.warehouse import UnknownTable
 
     if isinstance(exc, (DatabaseUnavailable, UnknownTable, ImportError_, QualityError, DataQualityError)):

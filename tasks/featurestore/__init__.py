@@ -30,11 +30,11 @@ from tasks.featurestore.materialize import (
 )
 from tasks.featurestore.registry import feature_table, freshness, register_view
 from tasks.featurestore.retrieval import ViewNotMaterialized, get_historical_features, get_online_features
-from tasks.featurestore.views import CATALOG, get_view
+from tasks.featurestore.views import FEATURE_VIEWS, get_view
 
 __all__ = [
-    "CATALOG",
     "ENTITIES",
+    "FEATURE_VIEWS",
     "BuildWindow",
     "Entity",
     "Feature",

@@ -157,9 +157,9 @@ def get_historical_features(
 ) -> pd.DataFrame:
     """Point-in-time correct features for each (entity, event_ts) row, in input order, nulls if none."""
     if views is None:
-        from tasks.featurestore.views import CATALOG
+        from tasks.featurestore.views import FEATURE_VIEWS
 
-        views = CATALOG
+        views = FEATURE_VIEWS
     plan = _plan(feature_refs, views)  # refuses undeclared names before any SQL runs
     rows, keys = _entity_rows(entity_df, plan)
     width = 1 + sum(len(r.features) for r in plan)

@@ -357,7 +357,7 @@ WHERE cur.hour_ts >= :part_start
 """,
 )
 
-CATALOG: dict[str, FeatureView] = {
+FEATURE_VIEWS: dict[str, FeatureView] = {
     v.name: v
     for v in (
         user_watch,
@@ -379,7 +379,7 @@ CATALOG: dict[str, FeatureView] = {
 
 def get_view(name: str, views: Mapping[str, FeatureView] | None = None) -> FeatureView:
     """The declared view of that name (from the catalog unless views are given), else UnknownView."""
-    declared = CATALOG if views is None else views
+    declared = FEATURE_VIEWS if views is None else views
     view = declared.get(name)
     if view is None or view.name != name:
         raise UnknownView(f"unknown feature view {name!r}; declared views: {', '.join(sorted(declared))}")

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, and_, func, select
 from tasks.featurestore import feature_table, get_online_features, stale_partitions
 from tasks.featurestore.definitions import ENTITIES, FeatureView, parse_ref
 from tasks.featurestore.registry import is_registered
-from tasks.featurestore.views import CATALOG as VIEWS
+from tasks.featurestore.views import FEATURE_VIEWS as VIEWS
 from tasks.models.context import context_refs, resolve_context
 from tasks.models.spec import ModelSpec
 from tasks.models.training import epoch_seconds

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, and_, select
 
 from tasks.featurestore import get_historical_features
 from tasks.featurestore.definitions import DAY_S, parse_ref
-from tasks.featurestore.views import CATALOG as VIEWS
+from tasks.featurestore.views import FEATURE_VIEWS as VIEWS
 from tasks.models.spec import LabelWindow, ModelSpec
 from tasks.schema import partition_status
 

@@ -30,7 +30,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _table(client: MlflowClient) -> str:
-    from tasks.models.catalog import CATALOG
+    from tasks.models.catalog import MODELS
     from tasks.models.evaluation import baseline_names
 
     lines = [
@@ -38,7 +38,7 @@ def _table(client: MlflowClient) -> str:
         "|---|---|---|---|---|---|",
     ]
     oracle_lines = ["| model | oracle report |", "|---|---|"]
-    for name, spec in sorted(CATALOG.items()):
+    for name, spec in sorted(MODELS.items()):
         experiment = client.get_experiment_by_name(name)
         runs = [] if experiment is None else client.search_runs([experiment.experiment_id], max_results=1)
         if not runs:

@@ -31,7 +31,7 @@ from sqlalchemy import Engine
 from tasks.db import make_engine
 from tasks.models.catalog import get_spec
 from tasks.models.evaluation import baseline_frame, evaluate, predict_frame
-from tasks.models.forecasting import (
+from tasks.models.families.forecasting import (
     SERIES,
     DirectSpec,
     Panel,
@@ -306,7 +306,7 @@ def nab_section() -> str:
     """traffic_forecast per NAB series: the spec's label window, split, estimator and metrics."""
     if not (SHARED_DATA / "nab").exists():
         return f"### NAB series\n\nSkipped: {SHARED_DATA / 'nab'} is absent.\n"
-    from tasks.models.traffic import traffic_labels
+    from tasks.models.catalog.traffic_forecast import traffic_labels
 
     spec = get_spec("traffic_forecast")
     rows = []

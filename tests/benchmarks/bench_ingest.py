@@ -47,7 +47,7 @@ def case_simulate(p: Params) -> dict[str, Any]:
     from tasks.schema import RAW_TABLES
     from tasks.settings import Settings
     from tasks.simulate import SimConfig
-    from tasks.simulation import run_simulation
+    from tasks.simulate.run import run_simulation
 
     engine = _engine(p["url"])
     settings = Settings(home=Path(p["home"]), db_url=p["url"], mlflow_tracking_uri="", prefect_api_url=None)
@@ -400,7 +400,7 @@ def report(
         "(SQLite file in a temp dir / PostgreSQL schema of its own). "
         f"Section wall time {wall / 60:.1f} min.",
         "",
-        "### Simulate (tasks.simulation.run_simulation → landing Parquet + truth tables)",
+        "### Simulate (tasks.simulate.run.run_simulation → landing Parquet + truth tables)",
         "",
     ]
     rows = []

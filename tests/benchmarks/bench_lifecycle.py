@@ -92,9 +92,9 @@ def case_prepare(p: Params) -> dict[str, Any]:
     policy = "catalog"
     if not report.passed:
         policy = f"lenient (AUC > 0.5; the catalog policy refused: {report.reason})"
-        spec = catalog.CATALOG[MODEL]
+        spec = catalog.MODELS[MODEL]
         lenient = PromotionPolicy(value_thresholds=(ValueThreshold("auc", lower=0.5),))
-        catalog.CATALOG[MODEL] = dataclasses.replace(spec, policy=lenient)
+        catalog.MODELS[MODEL] = dataclasses.replace(spec, policy=lenient)
         report = lifecycle.gate(settings, engine, MODEL, registered["version"], trained["run_id"])
     promoted = lifecycle.promote_if_passed(
         settings, engine, report, actor="bench", flow_run_id=None, reason="benchmark"

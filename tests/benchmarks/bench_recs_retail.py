@@ -6,7 +6,7 @@ Imports the UCI Online Retail II file (1,067,371 invoice lines, 2009-12-01 to 20
 through ``liveyield import raw_orders ... --mapping infra/mappings/online_retail_ii.yaml`` into a
 fresh SQLite warehouse: cancellations (negative quantities, "C" invoices), bad-debt adjustments
 (negative prices) and lines without a customer go to quarantine with the rule they broke. Then
-it runs the product_recs model code unchanged (tasks/models/product_recs.py): at each cut-off,
+it runs the product_recs model code unchanged (tasks/models/catalog/product_recs/): at each cut-off,
 candidates from item-kNN co-occurrence, truncated SVD, the customer's own products and
 popularity, fitted on validated orders before the cut-off only, their features, the XGBoost
 rank:ndcg re-ranker and the platform's metric registry.
@@ -36,7 +36,7 @@ from sqlalchemy import Engine, func, select
 
 from tasks.db import make_engine
 from tasks.featurestore.definitions import DAY_S
-from tasks.models import product_recs as pr
+from tasks.models.catalog import product_recs as pr
 from tasks.models.evaluation import bootstrap_delta, evaluate
 from tasks.schema import partition_status, quarantine, raw_orders
 from tests.benchmarks import common

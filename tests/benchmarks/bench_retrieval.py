@@ -144,13 +144,13 @@ def case_materialize(p: Params) -> dict[str, Any]:
     from sqlalchemy import func, select
 
     from tasks.db import make_engine
-    from tasks.featurestore import CATALOG, materialize_incremental
+    from tasks.featurestore import FEATURE_VIEWS, materialize_incremental
     from tasks.featurestore.registry import fs_materializations
     from tasks.ingest import ingest_table
     from tasks.schema import RAW_TABLES
     from tasks.settings import Settings
     from tasks.simulate import SimConfig
-    from tasks.simulation import run_simulation
+    from tasks.simulate.run import run_simulation
     from tasks.warehouse import upgrade_schema
 
     engine = make_engine(p["url"])
@@ -170,7 +170,7 @@ def case_materialize(p: Params) -> dict[str, Any]:
     m = fs_materializations
     rss_before = common.rss_mib()
     begin = time.perf_counter()
-    for view in CATALOG.values():
+    for view in FEATURE_VIEWS.values():
         t = time.perf_counter()
         built = materialize_incremental(engine, view, created_ts=2_000_000_000, start=start, end=end)
         seconds = time.perf_counter() - t

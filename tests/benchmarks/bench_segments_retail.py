@@ -29,8 +29,8 @@ import pandas as pd
 from sqlalchemy import Engine, and_, func, select
 
 from tasks.featurestore.definitions import DAY_S
+from tasks.models.catalog.user_segments import Dimension, SegmentModel, space_matrix, standardise
 from tasks.models.metrics.clustering import METRICS as CLUSTERING
-from tasks.models.segments import Dimension, SegmentModel, space_matrix, standardise
 from tasks.schema import partition_status, quarantine
 from tasks.warehouse import raw_table
 from tests.benchmarks import common

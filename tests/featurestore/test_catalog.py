@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tasks.db import write_tx
-from tasks.featurestore import CATALOG, backfill, freshness, get_historical_features
+from tasks.featurestore import FEATURE_VIEWS, backfill, freshness, get_historical_features
 from tasks.featurestore.views import CATEGORY_VOCABULARY
 from tasks.schema import RAW_TABLES
 from tests.featurestore.helpers import DAY, days, epoch, gift, load, set_status
@@ -153,9 +153,9 @@ def _load_dataset(engine: Engine) -> None:
 def test_catalog_names_follow_the_convention() -> None:
     windowed = re.compile(r"^[a-z0-9_]+_(\d+[dh]|lag_\d+h|total)$")
     states = {"membership_active", "region", "device", "age_band", "channel", "days_since_signup"}
-    assert len(CATALOG) >= 12
-    assert any(v.transform is not None for v in CATALOG.values())
-    for view in CATALOG.values():
+    assert len(FEATURE_VIEWS) >= 12
+    assert any(v.transform is not None for v in FEATURE_VIEWS.values())
+    for view in FEATURE_VIEWS.values():
         for feature in view.features:
             assert windowed.match(feature.name) or feature.name in states, feature.name
         assert view.description
@@ -163,10 +163,10 @@ def test_catalog_names_follow_the_convention() -> None:
 
 def test_every_catalog_view_materialises_with_hand_checked_values(engine: Engine) -> None:
     _load_dataset(engine)
-    for view in CATALOG.values():
+    for view in FEATURE_VIEWS.values():
         backfill(engine, view, D, D, created_ts=epoch(D, 30))
     report = {r["view"]: r for r in freshness(engine)}
-    assert set(report) == set(CATALOG)
+    assert set(report) == set(FEATURE_VIEWS)
     assert all(r["rows"] > 0 and r["partitions_built"] == 1 for r in report.values())
     assert report["region_traffic"]["latest_feature_ts"] == epoch(D, 6)
 
@@ -217,10 +217,10 @@ def test_every_catalog_view_materialises_with_hand_checked_values(engine: Engine
     assert (u1["user_profile__region"], u2["user_profile__region"]) == ("eu", "na")
     assert (u1["user_profile__days_since_signup"], u2["user_profile__days_since_signup"]) == (100, 0)
     assert nobody[user_refs and [c for c in got.columns if "__" in c]].isna().all()
-    assert len(CATEGORY_VOCABULARY) == len(CATALOG["user_category_mix"].features)
+    assert len(CATEGORY_VOCABULARY) == len(FEATURE_VIEWS["user_category_mix"].features)
 
     streamers = pd.DataFrame({"streamer_id": ["s1", "s2"], "event_ts": [epoch(D, 30)] * 2})
-    refs = [f"streamer_activity:{f.name}" for f in CATALOG["streamer_activity"].features]
+    refs = [f"streamer_activity:{f.name}" for f in FEATURE_VIEWS["streamer_activity"].features]
     s = get_historical_features(engine, streamers, [*refs, "streamer_followers:followers_total"])
     s1 = s.iloc[0]
     assert (s1["streamer_activity__unique_viewers_7d"], s1["streamer_activity__watch_minutes_7d"]) == (
@@ -246,7 +246,7 @@ def test_every_catalog_view_materialises_with_hand_checked_values(engine: Engine
     t = get_historical_features(
         engine,
         pd.DataFrame({"region": ["eu"], "event_ts": [epoch(D, 6.5)]}),
-        [f"region_traffic:{f.name}" for f in CATALOG["region_traffic"].features],
+        [f"region_traffic:{f.name}" for f in FEATURE_VIEWS["region_traffic"].features],
     ).iloc[0]
     assert t["region_traffic__concurrent_viewers_1h"] == 100.0
     assert t["region_traffic__concurrent_viewers_lag_1h"] == 4.0

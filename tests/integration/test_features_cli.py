@@ -13,8 +13,8 @@ from sqlalchemy import Engine, event, select
 
 from flows.cli import main
 from tasks.db import make_engine
-from tasks.featurestore import CATALOG, feature_table
-from tasks.models.catalog import CATALOG as MODELS
+from tasks.featurestore import FEATURE_VIEWS, feature_table
+from tasks.models.catalog import MODELS
 from tasks.models.training import NoTrainingData, build_training_set
 from tasks.schema import RAW_TABLES
 from tasks.settings import Settings
@@ -40,7 +40,7 @@ def statements(settings: Settings) -> Iterator[tuple[Engine, list[str]]]:
 def _reference(engine: Engine, entities: pd.DataFrame, ref: str) -> list[object]:
     """A plain as-of lookup per row: latest feature_ts <= event_ts within the TTL, then latest created_ts."""
     view_name, feature = ref.split(":")
-    view = CATALOG[view_name]
+    view = FEATURE_VIEWS[view_name]
     with engine.connect() as conn:
         rows = pd.read_sql(select(feature_table(view)), conn)
     out: list[object] = []
@@ -105,7 +105,7 @@ def test_training_sees_features_of_a_backfilled_history(statements: tuple[Engine
     engine, _ = statements
     later = int(dt.datetime(2030, 1, 1, tzinfo=dt.UTC).timestamp())
     for view in ("user_watch", "user_ads"):
-        backfill(engine, CATALOG[view], START, START + dt.timedelta(days=DAYS - 1), created_ts=later)
+        backfill(engine, FEATURE_VIEWS[view], START, START + dt.timedelta(days=DAYS - 1), created_ts=later)
     as_of = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
     frame = build_training_set(engine, MODELS["ad_ctr"], as_of).frame
     assert frame["user_watch__watch_minutes_7d"].notna().mean() > 0.5

@@ -16,11 +16,11 @@ from flows.ingest_validate import ingest_validate
 from tasks import ingest, landing
 from tasks.db import make_engine, table_checksum
 from tasks.quality import QualityError
-from tasks.quality_report import DataQualityError
+from tasks.quality.report import DataQualityError
 from tasks.schema import RAW_TABLES, identity_users, partition_status, validation_runs
 from tasks.settings import Settings, pseudonym_key
 from tasks.simulate import SimConfig
-from tasks.simulation import run_simulation
+from tasks.simulate.run import run_simulation
 from tasks.warehouse import upgrade_schema
 from tests.data.quality_frames import good_frame
 

@@ -42,8 +42,8 @@ def platform(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[En
     engine = make_engine(settings.db_url)
     upgrade_schema(engine)
     build_warehouse(settings, engine, users=250, streamers=20, days=DAYS, seed=5)
-    spec = catalog.CATALOG["ad_ctr"]
-    monkeypatch.setitem(catalog.CATALOG, "ad_ctr", dataclasses.replace(spec, policy=LENIENT))
+    spec = catalog.MODELS["ad_ctr"]
+    monkeypatch.setitem(catalog.MODELS, "ad_ctr", dataclasses.replace(spec, policy=LENIENT))
     yield engine
     engine.dispose()
 

@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score, mean_tweedie_deviance
 
 from tasks.gates import evaluate_gate
 from tasks.gates.metrics import higher_is_better
-from tasks.models.ads import ad_ctr
+from tasks.models.catalog.ad_ctr import ad_ctr
 from tasks.models.evaluation import (
     attach_predictions,
     bootstrap_ci,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tasks.featurestore import feature_table, get_view
-from tasks.models.catalog import CATALOG, UnknownModel, get_spec
+from tasks.models.catalog import MODELS, UnknownModel, get_spec
 from tasks.models.evaluation import (
     baseline_predictions,
     evaluate,
@@ -22,10 +22,10 @@ from tests.models.conftest import AS_OF, Warehouse
 
 
 def test_catalog_names_and_unknown_model() -> None:
-    assert {"ad_ctr", "ad_cvr"} <= set(CATALOG)
+    assert {"ad_ctr", "ad_cvr"} <= set(MODELS)
     with pytest.raises(UnknownModel, match="declared models: ad_ctr, ad_cvr"):
         get_spec("nope")
-    for spec in CATALOG.values():
+    for spec in MODELS.values():
         assert not spec.policy.is_empty
 
 

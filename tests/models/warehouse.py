@@ -8,13 +8,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from tasks.featurestore import CATALOG, materialize_views
+from tasks.featurestore import FEATURE_VIEWS, materialize_views
 from tasks.ingest import ingest_table
-from tasks.models.ads import CVR_FEATURES as MODEL_REFS
+from tasks.models.families.ad_impressions import CVR_FEATURES as MODEL_REFS
 from tasks.schema import RAW_TABLES
 from tasks.settings import Settings
 from tasks.simulate import SimConfig
-from tasks.simulation import run_simulation
+from tasks.simulate.run import run_simulation
 
 START = dt.date(2026, 1, 5)
 CREATED_TS = 1_700_000_000  # a fixed build time before every event: backfilled rows never leak
@@ -39,6 +39,6 @@ def build_warehouse(
         ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + 86_400)
     last = start + dt.timedelta(days=days - 1)
     first = start - dt.timedelta(days=2)  # covers the longest TTL (2 days) at the first event
-    views = [CATALOG[name] for name in sorted({ref.split(":")[0] for ref in refs})]
+    views = [FEATURE_VIEWS[name] for name in sorted({ref.split(":")[0] for ref in refs})]
     materialize_views(engine, views, created_ts=CREATED_TS, start=first, end=last)
     return config

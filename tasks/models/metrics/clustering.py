@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tasks.models.catalog.user_segments import USER_DIMENSIONS, has_columns, space_matrix, standardise
 from tasks.models.metrics.common import Array, Cols, Metric, safe_div
-from tasks.models.segments import USER_DIMENSIONS, has_columns, space_matrix, standardise
 
 MAX_ROWS = 10_000  # silhouette is O(n²): larger frames are judged on a fixed random subset
 CHUNK = 1_024  # rows of the distance matrix held at once

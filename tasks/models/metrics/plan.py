@@ -2,7 +2,7 @@
 
 Rows are (region, origin, target hour): "prediction" is the capacity the plan allocated to the
 region, "label" the demand that came. The regions of one (origin, target) hour are coupled:
-a region that runs out spills to a neighbour's spare capacity (tasks.models.planning), so
+a region that runs out spills to a neighbour's spare capacity (tasks.models.families.planning), so
 every metric first serves each hour's realised demand on its plan, once for all rows given,
 and then weights the per-row outcomes. Needed columns: "region", "event_ts" (the origin),
 "target_ts"; overprovision also "perfect_capacity" (the same LP fed the realised demand).
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tasks.models.families.planning import TOLERANCE, Backtest, backtest_rows
 from tasks.models.metrics.common import Array, Cols, Metric, safe_div, weighted_mean
-from tasks.models.planning import TOLERANCE, Backtest, backtest_rows
 
 REQUIRED = ("label", "prediction", "region", "event_ts", "target_ts")
 

@@ -1,0 +1,54 @@
+"""ad_cvr: will this click convert?
+
+Examples are the clicked impressions of validated partitions (tasks/models/families/ad_impressions.py);
+scoring gives one per-user score for the reference impression described there.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy import Connection
+
+from tasks.models.evaluation import binary_oracle
+from tasks.models.families.ad_impressions import (
+    CATEGORICAL,
+    CONTEXT,
+    CVR_FEATURES,
+    LABEL_SOURCES,
+    METRICS,
+    REFERENCE_CONTEXT,
+    SLICES,
+    impression_estimator,
+    impression_labels,
+    impression_policy,
+)
+from tasks.models.spec import LabelWindow, ModelSpec, ScoringTarget
+
+
+def cvr_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
+    """ad_cvr examples: every clicked impression, label = converted."""
+    return impression_labels(conn, window, clicked_only=True)
+
+
+ad_cvr = ModelSpec(
+    name="ad_cvr",
+    kind="binary",
+    description="Will this click convert? One example per clicked impression, label = converted.",
+    build_labels=cvr_labels,
+    feature_refs=CVR_FEATURES,
+    context_features=CONTEXT,
+    categorical=CATEGORICAL,
+    make_estimator=impression_estimator(CVR_FEATURES, ("ad_category_share",)),
+    params={"max_depth": 2, "learning_rate": 0.05, "n_estimators": 600, "min_child_weight": 5.0},
+    baseline="base_rate",
+    metrics=METRICS,
+    primary_metric="auc",
+    slices=SLICES,
+    policy=impression_policy(auc_floor=0.58, ece_ceiling=0.05, max_ne=0.995),
+    scoring=ScoringTarget(entity="user", key="user_key", context=REFERENCE_CONTEXT),
+    label_sources=LABEL_SOURCES,
+    # Conversions are rare (about one impression in 180): this model learns from clicks only
+    # and needs the longest label window that four weeks of history give it.
+    training_days=28,
+    oracle=binary_oracle("oracle_ad_impressions", "p_convert"),
+)

@@ -1,0 +1,429 @@
+"""capacity_plan: how much serving capacity to allocate where, planned on the traffic forecast.
+
+Examples are the traffic_forecast rows of the viewers series, one per (region, origin, horizon
+1..48 h); the label is the region's realised concurrent viewers in the target hour. The
+estimator, a CapacityPlanner, fits the traffic forecaster (P10/P50/P90), calibrates on the
+validation split the headroom over the forecast that keeps SLA violations under target with
+the least capacity, and plans every (origin, target hour) with the LP of
+tasks.models.families.planning. Its "prediction" is the capacity allocated to the row's region; the
+backtest metrics (tasks.models.metrics.plan) serve the realised demand on it.
+
+Reference plans ride along as label-frame columns, each the same LP under the same limits:
+"perfect_capacity" (fed the realised demand: the over-provisioning yardstick),
+"static_capacity" (every region at its full limit: today's fixed fleet) and "naive_capacity"
+(fed the demand of the same hour a week earlier). Labels and limits read validated raw_traffic
+partitions only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, and_, func, select
+
+from tasks.models.catalog.traffic_forecast import (
+    LOOKBACK_H,
+    TRAFFIC_INPUTS,
+    make_traffic_estimator,
+    traffic_labels,
+    traffic_scoring_frame,
+)
+from tasks.models.catalog.traffic_forecast import traffic_forecast as _traffic
+from tasks.models.families.forecasting import ORIGIN, SERIES, TARGET
+from tasks.models.families.planning import (
+    NETWORK,
+    TOLERANCE,
+    HourBlocks,
+    Network,
+    Plan,
+    serve_demand,
+    solve_plan,
+)
+from tasks.models.plots import capacity_plots
+from tasks.models.spec import (
+    ChangeThreshold,
+    LabelWindow,
+    ModelSpec,
+    PromotionPolicy,
+    ScoringTarget,
+    SignificanceRule,
+    ValueThreshold,
+)
+from tasks.warehouse import raw_table, validated_dates
+
+HOUR_S = 3_600
+SOURCE = "raw_traffic"
+MEASURE = "viewers"  # capacity is sized in concurrent viewers
+LIMIT = "capacity_limit"
+# What the LP needs on every row besides the forecaster's inputs (origin and target are among those).
+PLAN_INPUTS: tuple[str, ...] = ("region", LIMIT)
+INPUTS: tuple[str, ...] = tuple(dict.fromkeys((*TRAFFIC_INPUTS, *PLAN_INPUTS)))
+METRICS = ("violation_rate", "overprovision", "cost", "violation_rate_viewers")
+# Slices must keep every region of an hour together (spill-over couples them): by horizon only.
+SLICES = ("horizon_band",)
+PLANNER_KEYS = ("violation_target", "max_headroom")
+# The validation split's violation target: well under the gate's 1 % bound, because a later
+# holdout drifts (growth, weekends) and the split is a few days of rows.
+VIOLATION_TARGET = 0.0015
+# Over-provisioning bound. The target is 15 %, but it is out of reach at small regional demand:
+# noise around the mean sets a floor. On the demo platform (about 7 viewers per region-hour) a
+# forecaster that knew the exact mean, with Poisson noise, still needs about 24 % over the
+# perfect-knowledge plan to keep violations under 1 %, and the relative noise shrinks only with
+# the square root of demand (15 % needs roughly 2.6 times the demand). The gate holds the SLA
+# (1 %) and allows the noise floor plus a margin for forecast error at this scale.
+MAX_OVERPROVISION = 0.30
+
+
+def _date(ts: int) -> dt.date:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
+
+
+def read_limits(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
+    """Serving capacity (viewers) per hour × region in [start, end), validated partitions only, carried
+    forward over hours without a report (the limit in force is the latest one reported)."""
+    raw = raw_table(SOURCE)
+    hour = raw.c.event_ts - raw.c.event_ts % HOUR_S
+    query = (
+        select(raw.c.region, hour.label("ts"), func.max(raw.c.capacity_viewers).label("capacity"))
+        .where(
+            and_(
+                raw.c.event_date.between(_date(start_ts), _date(end_ts - 1)),  # partition pruning
+                raw.c.event_date.in_(validated_dates(SOURCE)),
+                raw.c.event_ts >= start_ts,
+                raw.c.event_ts < end_ts,
+                raw.c.capacity_viewers.is_not(None),
+            )
+        )
+        .group_by(raw.c.region, hour)
+    )
+    rows = pd.DataFrame(conn.execute(query).fetchall(), columns=["region", "ts", "capacity"])
+    first = start_ts - start_ts % HOUR_S
+    hours = pd.Index(np.arange(first, end_ts, HOUR_S, dtype="int64"), name="ts")
+    if rows.empty:
+        return pd.DataFrame(np.nan, index=hours, columns=list(NETWORK.regions))
+    rows = rows.astype({"ts": "int64", "capacity": "float64"})
+    limits = rows.pivot_table(index="ts", columns="region", values="capacity", aggfunc="max")
+    return limits.reindex(index=hours, columns=list(NETWORK.regions)).ffill()
+
+
+def limit_at(limits: pd.DataFrame, region: pd.Series, origin: pd.Series) -> np.ndarray:
+    """Each row's limit in force at its origin (the latest hour before it); NaN when never reported."""
+    row = (origin.to_numpy("int64") - int(limits.index[0])) // HOUR_S - 1
+    col = pd.Index(limits.columns).get_indexer(pd.Index(region.astype(str)))
+    ok = (row >= 0) & (row < len(limits)) & (col >= 0)
+    out = np.full(len(row), np.nan)
+    out[ok] = limits.to_numpy("float64")[row[ok], col[ok]]
+    return out
+
+
+def _hours(frame: pd.DataFrame, network: Network = NETWORK) -> HourBlocks:
+    return HourBlocks.of(
+        frame["region"].to_numpy(), frame[ORIGIN].to_numpy(), frame[TARGET].to_numpy(), network
+    )
+
+
+def plan_capacity(
+    frame: pd.DataFrame, load: np.ndarray | pd.Series, network: Network = NETWORK
+) -> np.ndarray:
+    """Per row, the capacity the LP allocates to its region for that load (NaN load: none)."""
+    blocks = _hours(frame, network)
+    loads = np.clip(np.nan_to_num(np.asarray(load, dtype="float64")), 0, None)
+    limit = blocks.spread(np.nan_to_num(frame[LIMIT].to_numpy("float64")))
+    return blocks.gather(solve_plan(blocks.spread(loads), limit, network).capacity)
+
+
+def _viewers(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    return frame[frame["measure"] == MEASURE].reset_index(drop=True)
+
+
+def _with_limits(conn: Connection, frame: pd.DataFrame, end_ts: int) -> pd.DataFrame:
+    """Rows with the serving limit in force at their origin; rows of a region never sized are dropped."""
+    start = int(frame[ORIGIN].min()) - LOOKBACK_H * HOUR_S
+    limits = read_limits(conn, start, end_ts)
+    frame = frame.assign(**{LIMIT: limit_at(limits, frame["region"], frame[ORIGIN])})
+    # An hour plans all its regions together: drop an unsized region from every hour alike.
+    return frame[np.isfinite(frame[LIMIT].to_numpy("float64"))].reset_index(drop=True)
+
+
+def capacity_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
+    """traffic_forecast's viewers rows with the serving limit and the reference plans of each row."""
+    frame = _viewers(traffic_labels(conn, window))
+    if frame.empty:
+        return frame
+    frame = _with_limits(conn, frame, window.end_ts)
+    if frame.empty:
+        return frame
+    frame["perfect_capacity"] = plan_capacity(frame, frame["label"])
+    frame["naive_capacity"] = plan_capacity(frame, frame["snaive_168h"])
+    frame["static_capacity"] = frame[LIMIT].to_numpy("float64")
+    return frame.sort_values(["event_ts", "example_id"], kind="stable").reset_index(drop=True)
+
+
+def capacity_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
+    """The next 48 hours of every region from as_of (traffic_forecast's scoring rows), with limits."""
+    frame = _viewers(traffic_scoring_frame(engine, spec, as_of))
+    with engine.connect() as conn:
+        return _with_limits(conn, frame, int(frame[ORIGIN].max()))
+
+
+def _iso(ts: pd.Series) -> np.ndarray:
+    return pd.to_datetime(ts, unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
+
+
+def format_plan(spec: ModelSpec, frame: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
+    """One row per (region, hour): capacity, expected (P50) and planned load, and the plan's detail."""
+    origin = _iso(frame[ORIGIN])
+    horizon = frame["horizon"].to_numpy("int64")
+    limit = frame[LIMIT].to_numpy("float64")
+    numbers = {c: pred[c].to_numpy("float64") for c in ("headroom", "p10", "p90", "spill_in")}
+    spill_to = pred["spill_to"].astype(str).to_numpy()
+    detail = [
+        json.dumps(
+            {
+                "plan": f"{origin[i]}+{horizon[i]}h",
+                "origin": origin[i],
+                "headroom": round(float(numbers["headroom"][i]), 4),
+                "p10": round(float(numbers["p10"][i]), 3),
+                "p90": round(float(numbers["p90"][i]), 3),
+                "capacity_limit": float(limit[i]),
+                "spill_out": json.loads(spill_to[i]),
+                "spill_in": round(float(numbers["spill_in"][i]), 3),
+            },
+            sort_keys=True,
+        )
+        for i in range(len(frame))
+    ]
+    rank = frame["step"] if "step" in frame else frame["horizon"]
+    return pd.DataFrame(
+        {
+            "entity_key": frame["region"].astype(str).to_numpy(),
+            "item": _iso(frame["target_start_ts"]),
+            "rank": rank.astype("int64").to_numpy(),
+            "score": pred["prediction"].to_numpy("float64"),
+            "lower": pred["lower"].to_numpy("float64"),
+            "upper": pred["upper"].to_numpy("float64"),
+            "detail": detail,
+        }
+    )
+
+
+def _fit_accepts_eval_set(model: Any) -> bool:
+    try:
+        return "eval_set" in inspect.signature(model.fit).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class CapacityPlanner:
+    """A traffic forecaster plus the capacity LP: allocated capacity per (region, origin, target).
+
+    A row's planned load is P50 + headroom × (P90 − P50) of its forecast: headroom 1 plans on
+    the P90; less leans on spill-over into neighbours' spare capacity, more covers rarer peaks.
+    ``fit`` trains the forecaster, then picks on the validation split the least headroom whose
+    backtest keeps the violation rate at or under ``violation_target``: violations fall and
+    over-provisioning rises with the headroom, so that meets the target with the least capacity.
+    """
+
+    def __init__(
+        self,
+        forecaster: Any,
+        forecast_columns: Sequence[str],
+        *,
+        violation_target: float = VIOLATION_TARGET,
+        max_headroom: float = 6.0,
+        network: Network = NETWORK,
+    ) -> None:
+        self.forecaster = forecaster
+        self.forecast_columns = list(forecast_columns)
+        self.violation_target = float(violation_target)
+        self.max_headroom = float(max_headroom)
+        self.network = network
+        self.headroom_ = 1.0
+        self.calibration_: dict[str, float] = {}
+
+    def fit(
+        self, X: pd.DataFrame, y: Any, eval_set: Sequence[tuple[pd.DataFrame, Any]] | None = None
+    ) -> CapacityPlanner:
+        """Fit the forecaster (early-stopped on eval_set when it can be), then calibrate the headroom
+        on the validation split's out-of-sample forecasts (without one, plan on the P90)."""
+        y = np.asarray(y, dtype="float64")
+        inputs = X[self.forecast_columns]
+        if eval_set and _fit_accepts_eval_set(self.forecaster):
+            valid = [(xv[self.forecast_columns], yv) for xv, yv in eval_set]
+            self.forecaster.fit(inputs, y, eval_set=valid)
+        else:
+            self.forecaster.fit(inputs, y)
+        if eval_set and len(eval_set[0][0]):
+            x_valid, y_valid = eval_set[0]
+            self.headroom_ = self.calibrate(
+                [(x_valid, np.asarray(y_valid, dtype="float64"), self.forecast(x_valid))]
+            )
+        return self
+
+    def forecast(self, X: pd.DataFrame) -> pd.DataFrame:
+        """P10, P50 and P90 of each row's load (non-negative and ordered)."""
+        return self._quantiles(self.forecaster.predict_frame(X[self.forecast_columns]))
+
+    @staticmethod
+    def _quantiles(out: pd.DataFrame) -> pd.DataFrame:
+        p50 = np.asarray(out["prediction"], dtype="float64")
+        lower = np.asarray(out["lower"], dtype="float64") if "lower" in out else p50
+        upper = np.asarray(out["upper"], dtype="float64") if "upper" in out else p50
+        q = np.clip(np.sort(np.nan_to_num(np.column_stack([lower, p50, upper])), axis=1), 0, None)
+        return pd.DataFrame({"p10": q[:, 0], "p50": q[:, 1], "p90": q[:, 2]}, index=out.index)
+
+    @staticmethod
+    def planned_load(quantiles: pd.DataFrame, headroom: float) -> np.ndarray:
+        """P50 + headroom × (P90 − P50), never negative."""
+        p50, p90 = quantiles["p50"].to_numpy(), quantiles["p90"].to_numpy()
+        return np.clip(p50 + headroom * (p90 - p50), 0, None)
+
+    def _plan(self, X: pd.DataFrame, load: np.ndarray) -> tuple[HourBlocks, Plan]:
+        blocks = _hours(X, self.network)
+        limit = blocks.spread(np.nan_to_num(X[LIMIT].to_numpy("float64")))
+        return blocks, solve_plan(blocks.spread(load), limit, self.network)
+
+    def backtest_violations(
+        self, blocks: Sequence[tuple[pd.DataFrame, np.ndarray, pd.DataFrame]], headroom: float
+    ) -> float:
+        """Violation rate over (rows, realised demand, quantiles) blocks of the plan with this headroom."""
+        short, total = 0, 0
+        for X, y, quantiles in blocks:
+            hours, plan = self._plan(X, self.planned_load(quantiles, headroom))
+            demand = hours.spread(np.clip(np.nan_to_num(y), 0, None))
+            served = serve_demand(plan.capacity, demand, self.network)
+            short += int((hours.gather(served.shortfall) > TOLERANCE).sum())
+            total += len(y)
+        return short / total if total else 0.0
+
+    def calibrate(
+        self, blocks: Sequence[tuple[pd.DataFrame, np.ndarray, pd.DataFrame]], steps: int = 12
+    ) -> float:
+        """The least headroom in [0, max_headroom] meeting the violation target on the blocks (bisection)."""
+        low, high = 0.0, self.max_headroom
+        at_high = self.backtest_violations(blocks, high)
+        reached = at_high <= self.violation_target
+        if reached:
+            at_low = self.backtest_violations(blocks, low)
+            if at_low <= self.violation_target:
+                high, at_high = low, at_low
+            else:
+                for _ in range(steps):
+                    mid = (low + high) / 2
+                    rate = self.backtest_violations(blocks, mid)
+                    if rate <= self.violation_target:
+                        high, at_high = mid, rate
+                    else:
+                        low = mid
+        # Unreachable (the limits bind): plan as high as allowed, and say so.
+        self.calibration_ = {
+            "headroom": high,
+            "calibration_violation_rate": at_high,
+            "calibration_rows": float(sum(len(b[1]) for b in blocks)),
+            "reached": float(reached),
+        }
+        return high
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Allocated capacity per row (what MLflow's python_function flavour serves)."""
+        return self.predict_frame(X)["prediction"].to_numpy("float64")
+
+    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Allocated capacity ("prediction"), expected load ("lower", P50), planned load ("upper")."""
+        quantiles = self.forecast(X)
+        load = self.planned_load(quantiles, self.headroom_)
+        blocks, plan = self._plan(X, load)
+        return pd.DataFrame(
+            {
+                "prediction": blocks.gather(plan.capacity),
+                "lower": quantiles["p50"].to_numpy(),
+                "upper": load,
+                "p10": quantiles["p10"].to_numpy(),
+                "p90": quantiles["p90"].to_numpy(),
+                "headroom": np.full(len(X), self.headroom_),
+                "spill_out": blocks.gather(plan.spill_out(self.network)),
+                "spill_in": blocks.gather(plan.spill_in(self.network)),
+                "spill_to": self._spill_to(blocks, plan),
+            },
+            index=X.index,
+        )
+
+    def _spill_to(self, blocks: HourBlocks, plan: Plan) -> list[str]:
+        """Per row, JSON {neighbour: viewers} of the load the plan sends away ("{}": none)."""
+        names = self.network.link_names()
+        row_of = {
+            (int(g), int(r)): i for i, (g, r) in enumerate(zip(blocks.hour, blocks.region, strict=True))
+        }
+        per_row: list[dict[str, float]] = [{} for _ in range(len(blocks.hour))]
+        for g, e in zip(*np.nonzero(plan.spill > TOLERANCE), strict=True):
+            row = row_of.get((int(g), int(self.network.edges[e, 0])))
+            if row is not None:
+                per_row[row][names[e][1]] = round(float(plan.spill[g, e]), 3)
+        return [json.dumps(d, sort_keys=True) for d in per_row]
+
+
+def make_capacity_planner(params: Mapping[str, Any]) -> CapacityPlanner:
+    """The spec's estimator: the traffic forecaster (its params) inside a planner (PLANNER_KEYS)."""
+    forecaster = make_traffic_estimator({k: v for k, v in params.items() if k not in PLANNER_KEYS})
+    return CapacityPlanner(
+        forecaster,
+        TRAFFIC_INPUTS,
+        violation_target=float(params.get("violation_target", VIOLATION_TARGET)),
+        max_headroom=float(params.get("max_headroom", 6.0)),
+    )
+
+
+POLICY = PromotionPolicy(
+    value_thresholds=(
+        ValueThreshold("violation_rate", upper=0.01),  # the SLA: under 1 % of region-hours short
+        ValueThreshold("overprovision", upper=MAX_OVERPROVISION),  # vs the perfect-knowledge plan
+    ),
+    change_thresholds=(
+        ChangeThreshold("violation_rate", slack=-0.002),
+        ChangeThreshold("overprovision", slack=-0.02),
+    ),
+    # Cheaper than the static full-limit fleet (which meets the SLA) and the seasonal-naive
+    # plan (which does not), cost counting the shortfall penalty of every unserved viewer-hour.
+    significance=(SignificanceRule("cost", against="baseline", confidence=0.95),),
+    beat_baseline=("cost",),
+)
+
+capacity_plan = ModelSpec(
+    name="capacity_plan",
+    kind="plan",
+    description=(
+        "Serving capacity per region and hour for the next 48 hours: an LP over the traffic "
+        "forecast (serving cost per region, spill-over cost per neighbouring link, within each "
+        "region's limit); one row per (region, origin, horizon), prediction = allocated capacity."
+    ),
+    build_labels=capacity_labels,
+    feature_refs=(),
+    context_features=INPUTS,
+    categorical=(SERIES,),
+    make_estimator=make_capacity_planner,
+    params={**_traffic.params, "violation_target": VIOLATION_TARGET, "max_headroom": 6.0},
+    baseline="column:static_capacity",
+    extra_baselines=("column:naive_capacity",),
+    metrics=METRICS,
+    primary_metric="cost",
+    slices=SLICES,
+    policy=POLICY,
+    scoring=ScoringTarget(entity="region", key="region", score_range=(0.0, float("inf"))),
+    label_sources=(SOURCE,),
+    horizon_days=2,
+    training_days=_traffic.training_days,
+    split=_traffic.split,
+    retrain_cron="15 3 * * *",  # after traffic_forecast's daily retraining
+    score_cron="0 * * * *",
+    build_scoring_frame=capacity_scoring_frame,
+    format_scores=format_plan,
+    plots=capacity_plots,
+)

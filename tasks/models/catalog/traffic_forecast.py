@@ -1,0 +1,269 @@
+"""traffic_forecast: concurrent viewers and bandwidth per region and hour, 48 hours ahead, P50 and P90.
+
+Series: "<region>/viewers" and "<region>/bandwidth" from ``raw_traffic`` (validated partitions
+only), averaged per hour. One direct multi-horizon model serves every series and horizon
+(tasks.models.families.forecasting.IntervalForecaster): forecast origins every ORIGIN_EVERY_H hours in the
+label window, horizons 1..48, inputs from the hours before the origin only (same-hour values of
+the last days, the value a week before the target hour, recent means, the target's hour and
+weekday), level inputs divided by the series' last-week mean. The booster learns the correction
+to the weekly seasonal naive (the value a week before the target hour), so a strongly weekly
+series starts from its best naive forecast and a noisy one learns to smooth it. The interval is
+conformal on out-of-sample residuals (the validation split plus two forward-chaining folds over
+the training origins) per series and horizon: "upper" is the P90 that capacity planning sizes
+to, "lower" the P10.
+
+Stable names another model builds on (capacity_plan plans from this forecast's P90):
+``traffic_labels(conn, window)`` (the label builder), ``make_traffic_estimator(params)`` (the
+estimator factory), ``traffic_scoring_frame(engine, spec, as_of)``, ``TRAFFIC_INPUTS`` and the
+spec ``traffic_forecast``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, and_, func, select
+
+from tasks.models.families.forecasting import (
+    BASE,
+    CALENDAR_INPUTS,
+    HORIZON,
+    LEVEL_INPUTS,
+    ORIGIN,
+    SERIES,
+    TARGET,
+    DirectSpec,
+    Panel,
+    attach_scale,
+    direct_rows,
+    example_ids,
+    make_interval_forecaster,
+    panel_from_long,
+)
+from tasks.models.plots import forecast_plots
+from tasks.models.scoring_frame import StaleFeatures
+from tasks.models.spec import (
+    ChangeThreshold,
+    LabelWindow,
+    ModelSpec,
+    PromotionPolicy,
+    ScoringTarget,
+    ValueThreshold,
+)
+from tasks.models.training import epoch_seconds
+from tasks.warehouse import raw_table, validated_dates
+
+HOUR_S = 3_600
+HORIZON_H = 48
+ORIGIN_EVERY_H = 3  # origins every 3 hours: every hour of the day is a target, training stays fast
+SOURCE = "raw_traffic"
+MEASURES: dict[str, str] = {"viewers": "concurrent_viewers", "bandwidth": "bandwidth_mbps"}
+# The level is the last week's mean: one quiet or stormy day does not rescale the whole forecast.
+DIRECT = DirectSpec(
+    step_s=HOUR_S, horizons=HORIZON_H, season=24, long_season=168, short=3, phases=7, level_window=168
+)
+ANCHOR = "weekly_anchor"  # the value a week before the target hour: the booster learns corrections to it
+LOOKBACK_H = DIRECT.history + 24  # hours of history loaded before the first origin
+METRICS = ("mase", "smape", "coverage_p90", "pinball_p90", "pinball_p50", "coverage_80", "mae")
+SLICES = ("measure", "region", "horizon_band")
+# ORIGIN and TARGET only order the calibration folds; the booster never sees them.
+TRAFFIC_INPUTS: tuple[str, ...] = (
+    *LEVEL_INPUTS,
+    *CALENDAR_INPUTS,
+    SERIES,
+    HORIZON,
+    BASE,
+    ANCHOR,
+    ORIGIN,
+    TARGET,
+)
+CATEGORICAL = (SERIES,)
+HORIZON_BANDS = ((1, 6, "01-06h"), (7, 12, "07-12h"), (13, 24, "13-24h"), (25, HORIZON_H, "25-48h"))
+
+
+def _date(ts: int) -> dt.date:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
+
+
+def load_traffic(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
+    """Hourly mean viewers and bandwidth per region in [start_ts, end_ts), validated partitions only.
+
+    Long rows (series, ts, value); a region without bandwidth (imported series) has no such rows.
+    """
+    raw = raw_table(SOURCE)
+    hour = raw.c.event_ts - raw.c.event_ts % HOUR_S
+    query = (
+        select(
+            raw.c.region,
+            hour.label("ts"),
+            func.avg(raw.c.concurrent_viewers).label("viewers"),
+            func.avg(raw.c.bandwidth_mbps).label("bandwidth"),
+        )
+        .where(
+            and_(
+                raw.c.event_date.between(_date(start_ts), _date(end_ts - 1)),  # partition pruning
+                raw.c.event_date.in_(validated_dates(SOURCE)),
+                raw.c.event_ts >= start_ts,
+                raw.c.event_ts < end_ts,
+            )
+        )
+        .group_by(raw.c.region, hour)
+        .order_by(raw.c.region, hour)
+    )
+    rows = pd.DataFrame(conn.execute(query).fetchall(), columns=["region", "ts", "viewers", "bandwidth"])
+    long = rows.melt(id_vars=["region", "ts"], value_vars=list(MEASURES), var_name="measure")
+    long = long[long["value"].notna()]
+    long[SERIES] = long["region"].astype(str) + "/" + long["measure"]
+    return long.astype({"ts": "int64", "value": "float64"})[[SERIES, "ts", "value"]].reset_index(drop=True)
+
+
+def _panel(conn: Connection, start_ts: int, end_ts: int) -> Panel:
+    rows = load_traffic(conn, start_ts, end_ts)
+    return panel_from_long(rows, step_s=HOUR_S, start_ts=start_ts, end_ts=end_ts)
+
+
+def _band(h: pd.Series) -> pd.Series:
+    out = pd.Series("", index=h.index, dtype=object)
+    for lo, hi, name in HORIZON_BANDS:
+        out[(h >= lo) & (h <= hi)] = name
+    return out
+
+
+def _decorate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ids, slice columns and the bootstrap block (one forecast origin = one block)."""
+    if frame.empty:
+        return frame
+    parts = frame[SERIES].str.split("/", n=1, expand=True)
+    # Scoring rows of a series with less than a week of history fall back to the daily naive.
+    anchor = frame["snaive_168h"].fillna(frame["snaive_24h"]).fillna(frame[BASE])
+    return frame.assign(
+        **{ANCHOR: anchor},
+        example_id=example_ids(frame),
+        region=parts[0],
+        measure=parts[1],
+        horizon_band=_band(frame[HORIZON]),
+        query_id=frame["event_ts"].astype(str),  # rows of one origin are resampled together
+    )
+
+
+def origins(start_ts: int, last_ts: int, every_h: int = ORIGIN_EVERY_H) -> np.ndarray:
+    """Forecast origins in [start_ts, last_ts]: hour boundaries that are multiples of every_h hours."""
+    step = every_h * HOUR_S
+    first = math.ceil(start_ts / step) * step
+    return np.arange(first, last_ts + 1, step, dtype=np.int64)
+
+
+def traffic_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
+    """One row per (origin, series, horizon): origins every 3 h whose 48 h are over by window end."""
+    horizon_s = max(window.horizon_s, HORIZON_H * HOUR_S)
+    last_origin = window.end_ts - horizon_s
+    if last_origin < window.start_ts:
+        return pd.DataFrame()
+    panel_start = window.start_ts - LOOKBACK_H * HOUR_S
+    panel = _panel(conn, panel_start, window.end_ts)
+    frame = direct_rows(panel, origins(window.start_ts, last_origin), DIRECT, labelled=True)
+    if frame.empty:
+        return frame
+    frame = attach_scale(frame, panel, DIRECT.season)
+    frame = _decorate(frame)
+    return frame.sort_values(["event_ts", "example_id"], kind="stable").reset_index(drop=True)
+
+
+def traffic_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
+    """The next 48 hours from as_of (floored to the hour), inputs from validated hours before it.
+
+    When the newest validated hour is older than as_of (partitions validate once a day), the
+    forecast starts where the data ends and the target hours already past are dropped; data
+    older than the whole horizon is refused as stale.
+    """
+    origin = epoch_seconds(as_of) // HOUR_S * HOUR_S
+    start = origin - LOOKBACK_H * HOUR_S
+    with engine.connect() as conn:
+        panel = _panel(conn, start, origin)
+    observed = np.flatnonzero(np.isfinite(panel.values).any(axis=1))
+    if not len(observed):
+        raise StaleFeatures(f"{spec.name}: no validated {SOURCE} hour in the week before {as_of.isoformat()}")
+    data_end = panel.start_ts + (int(observed[-1]) + 1) * HOUR_S
+    if origin - data_end >= HORIZON_H * HOUR_S:
+        newest = dt.datetime.fromtimestamp(data_end, dt.UTC).isoformat()
+        raise StaleFeatures(
+            f"{spec.name}: newest validated {SOURCE} hour ends {newest}, "
+            f"more than {HORIZON_H} h before {as_of.isoformat()}"
+        )
+    trimmed = Panel(
+        panel.start_ts, HOUR_S, panel.series, panel.values[: (data_end - panel.start_ts) // HOUR_S]
+    )
+    frame = direct_rows(trimmed, [data_end], DIRECT, labelled=False)
+    if frame.empty:
+        raise StaleFeatures(f"{spec.name}: too little validated {SOURCE} history before {as_of.isoformat()}")
+    frame = frame[frame["target_start_ts"] >= origin].reset_index(drop=True)
+    frame["step"] = (frame["target_start_ts"] - origin) // HOUR_S + 1
+    return _decorate(frame)
+
+
+def format_traffic_scores(spec: ModelSpec, frame: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
+    """entity_key "<region>/<measure>", item = target hour (ISO UTC), rank = hours ahead, P50/P10/P90."""
+    items = pd.to_datetime(frame["target_start_ts"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    rank = frame["step"] if "step" in frame else frame[HORIZON]
+    return pd.DataFrame(
+        {
+            "entity_key": frame[SERIES].astype(str).to_numpy(),
+            "item": items.to_numpy(),
+            "rank": rank.astype("int64").to_numpy(),
+            "score": pred["prediction"].to_numpy("float64"),
+            "lower": pred["lower"].to_numpy("float64"),
+            "upper": pred["upper"].to_numpy("float64"),
+        }
+    )
+
+
+FEATURES = (*LEVEL_INPUTS, *CALENDAR_INPUTS)
+make_traffic_estimator = make_interval_forecaster(FEATURES, categorical=CATEGORICAL, offset=ANCHOR)
+
+traffic_forecast = ModelSpec(
+    name="traffic_forecast",
+    kind="forecast",
+    description=(
+        "Concurrent viewers and bandwidth per region and hour, 1-48 hours ahead: P50 with P10/P90 "
+        "conformal bounds; one row per (origin, series, horizon)."
+    ),
+    build_labels=traffic_labels,
+    feature_refs=(),
+    context_features=TRAFFIC_INPUTS,
+    categorical=CATEGORICAL,
+    make_estimator=make_traffic_estimator,
+    params={
+        "n_estimators": 300,
+        "learning_rate": 0.08,
+        "max_depth": 6,
+        "min_child_weight": 10.0,
+        "min_calibration": 60,
+        "calibration_folds": 2,
+    },
+    baseline="column:snaive_24h",
+    extra_baselines=("column:snaive_168h",),
+    metrics=METRICS,
+    primary_metric="mase",
+    slices=SLICES,
+    policy=PromotionPolicy(
+        value_thresholds=(ValueThreshold("coverage_p90", lower=0.88, upper=0.92),),
+        change_thresholds=(
+            ChangeThreshold("mase", slack=-0.02),
+            ChangeThreshold("pinball_p90", slack=-0.02),
+        ),
+        beat_baseline=("mase",),
+    ),
+    scoring=ScoringTarget(entity="region", key=SERIES, score_range=(0.0, float("inf"))),
+    label_sources=(SOURCE,),
+    horizon_days=2,
+    training_days=21,
+    split=(0.7, 0.15, 0.15),
+    retrain_cron="0 3 * * *",
+    score_cron="0 * * * *",
+    build_scoring_frame=traffic_scoring_frame,
+    format_scores=format_traffic_scores,
+    plots=forecast_plots,
+)

@@ -1,0 +1,349 @@
+"""user_growth: daily new users and daily active users (DAU) for the next 14 days, P50 with P10/P90.
+
+Series (UTC days): "new_users" = signups in ``raw_users``; "dau" = distinct users starting a
+watch session in ``raw_watch_sessions``; validated partitions only (a validated day without
+rows counts 0, a day not validated is missing). One direct multi-horizon model
+(tasks.models.families.forecasting.IntervalForecaster) serves both series and all 14 horizons: horizon and
+series id are inputs, the target is divided by the series' last-7-day level, so the two series
+(tens vs thousands a day) share what they have in common (weekday pattern, campaign effect, how
+fast a level moves) and DAU, which has only the simulated weeks of history, borrows strength
+from the longer signup history. One model per series would leave DAU with a handful of origins.
+
+Forecast origins: every midnight of the label window whose 14 days are over by its end (a
+rolling-origin backtest: the holdout holds several origins, each with horizons 1..14; target_ts
+lets the time split purge training rows that overlap it).
+
+Campaigns. The simulator's marketing campaigns show up only as signups with channel
+"campaign"; a campaign calendar known in advance is not in the raw data, so everything is read
+from the days before the origin. (1) The signup level (base_level of "new_users") is the mean of
+organic signups, campaign ones excluded: a campaign is a transient on top of a steady level.
+(2) A running campaign (a day with at least CAMPAIGN_SHARE_ON of its signups from "campaign",
+up to yesterday) is expected to go on at its pace so far for as long as the finished campaigns
+in the history lasted (their median length; CAMPAIGN_DAYS_PRIOR days when none finished yet);
+those expected campaign signups per target day are the booster's offset (``campaign_expected``),
+the booster learns the rest. This works from the first campaign on: at demo scale the purged
+training rows hold no origin inside a campaign, so a learned campaign effect alone would be
+nothing. (3) Campaign inputs for the booster: campaign share of signups yesterday (monotone
+increasing) and over 3 days, days the current campaign has run, days since the last campaign
+day. A campaign that starts after the origin cannot be foreseen; it is in the residuals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, and_, case, func, literal, select
+
+from tasks.models.families.forecasting import (
+    BASE,
+    HORIZON,
+    ORIGIN,
+    SERIES,
+    TARGET,
+    DirectSpec,
+    Panel,
+    attach_scale,
+    direct_rows,
+    example_ids,
+    make_interval_forecaster,
+)
+from tasks.models.plots import forecast_plots
+from tasks.models.scoring_frame import StaleFeatures
+from tasks.models.spec import (
+    ChangeThreshold,
+    LabelWindow,
+    ModelSpec,
+    PromotionPolicy,
+    ScoringTarget,
+)
+from tasks.models.training import epoch_seconds
+from tasks.schema import partition_status
+from tasks.warehouse import raw_table, validated_dates
+
+DAY_S = 86_400
+HORIZON_D = 14
+SERIES_NAMES = ("dau", "new_users")
+LABEL_SOURCES = ("raw_users", "raw_watch_sessions")
+DIRECT = DirectSpec(step_s=DAY_S, horizons=HORIZON_D, season=7, long_season=None, short=3, phases=4)
+LOOKBACK_D = 35  # days of history loaded before the first origin (4 weeks of same-weekday values)
+CAMPAIGN_SHARE_ON = 0.2  # a day whose signups are at least this share "campaign" is a campaign day
+# Expected campaign length while the history holds no finished campaign to measure (a prior).
+CAMPAIGN_DAYS_PRIOR = 4
+CAMPAIGN_INPUTS: tuple[str, ...] = (
+    "campaign_share_1d",
+    "campaign_share_3d",
+    "campaign_days",
+    "days_since_campaign",
+)
+EXPECTED = "campaign_expected"  # expected campaign signups on the target day (the model's offset)
+# A lean set on purpose: a few hundred training rows from one series, so inputs that only
+# describe a level's history (long means, spread, a week-over-week ratio) let the trees
+# memorise one past campaign and extrapolate it to an unrelated weekday.
+FEATURES: tuple[str, ...] = (
+    "last_value",
+    "same_phase_1",
+    "same_phase_mean",
+    "mean_short",
+    "mean_season",
+    "trend_season",
+    "target_dow",
+    *CAMPAIGN_INPUTS,
+)
+GROWTH_INPUTS: tuple[str, ...] = (*FEATURES, EXPECTED, SERIES, HORIZON, BASE, ORIGIN, TARGET)
+CATEGORICAL = (SERIES,)
+METRICS = ("mase", "smape", "coverage_80", "mae", "pinball_p50", "pinball_p90")
+SLICES = ("series", "horizon")
+NEVER_DAYS = 60.0  # days_since_campaign when no campaign day is in the history
+
+
+def _date(ts: int) -> dt.date:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
+
+
+def _validated_days(conn: Connection, table: str, start_ts: int, end_ts: int) -> np.ndarray:
+    """Epoch-second midnights of the table's validated partitions in [start_ts, end_ts)."""
+    ps = partition_status
+    dates = conn.execute(
+        select(ps.c.partition_date).where(
+            and_(
+                ps.c.table_name == table,
+                ps.c.status == "validated",
+                ps.c.partition_date.between(_date(start_ts), _date(end_ts - 1)),
+            )
+        )
+    ).scalars()
+    ts = [int(dt.datetime.combine(d, dt.time(), dt.UTC).timestamp()) for d in dates]
+    return np.asarray(sorted(t for t in ts if start_ts <= t < end_ts), dtype=np.int64)
+
+
+def load_daily(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
+    """Per UTC day in [start_ts, end_ts): new_users, campaign signups and dau; NaN where not validated."""
+    users, watch = raw_table("raw_users"), raw_table("raw_watch_sessions")
+    day_u = users.c.event_ts - users.c.event_ts % DAY_S
+    signups = conn.execute(
+        select(
+            day_u.label("ts"),
+            func.count().label("new_users"),
+            func.sum(case((users.c.channel == literal("campaign"), 1), else_=0)).label("campaign"),
+        )
+        .where(
+            and_(
+                users.c.event_date.between(_date(start_ts), _date(end_ts - 1)),
+                users.c.event_date.in_(validated_dates(users.name)),
+                users.c.event_ts >= start_ts,
+                users.c.event_ts < end_ts,
+            )
+        )
+        .group_by(day_u)
+    ).all()
+    day_w = watch.c.event_ts - watch.c.event_ts % DAY_S
+    active = conn.execute(
+        select(day_w.label("ts"), func.count(func.distinct(watch.c.user_key)).label("dau"))
+        .where(
+            and_(
+                watch.c.event_date.between(_date(start_ts), _date(end_ts - 1)),
+                watch.c.event_date.in_(validated_dates(watch.name)),
+                watch.c.event_ts >= start_ts,
+                watch.c.event_ts < end_ts,
+            )
+        )
+        .group_by(day_w)
+    ).all()
+    days = np.arange(start_ts - start_ts % DAY_S, end_ts, DAY_S, dtype=np.int64)
+    frame = pd.DataFrame(
+        index=pd.Index(days, name="ts"), columns=["new_users", "campaign", "dau"], dtype="float64"
+    )
+    # A validated day without rows had none (0); a day never validated stays missing.
+    frame.loc[
+        frame.index.isin(_validated_days(conn, users.name, start_ts, end_ts)), ["new_users", "campaign"]
+    ] = 0.0
+    frame.loc[frame.index.isin(_validated_days(conn, watch.name, start_ts, end_ts)), "dau"] = 0.0
+    for r in signups:
+        if int(r.ts) in frame.index:
+            frame.loc[int(r.ts), ["new_users", "campaign"]] = [float(r.new_users), float(r.campaign or 0)]
+    for r in active:
+        if int(r.ts) in frame.index:
+            frame.loc[int(r.ts), "dau"] = float(r.dau)
+    return frame
+
+
+def _panel(daily: pd.DataFrame) -> Panel:
+    values = daily[list(SERIES_NAMES)].to_numpy("float64")
+    return Panel(int(daily.index[0]), DAY_S, SERIES_NAMES, values)
+
+
+def campaign_inputs(daily: pd.DataFrame, origins_ts: np.ndarray) -> pd.DataFrame:
+    """Campaign inputs per origin plus the running campaign's pace and days left, from days before it."""
+    ts = daily.index.to_numpy("int64")
+    signups = daily["new_users"].to_numpy("float64")
+    campaign = daily["campaign"].to_numpy("float64")
+    rows = []
+    for origin in origins_ts:
+        before = ts < origin
+        n = int(before.sum())
+        s, c = signups[:n], campaign[:n]
+
+        def share(days: int, s: np.ndarray = s, c: np.ndarray = c) -> float:
+            total = np.nansum(s[-days:])
+            return float(np.nansum(c[-days:]) / total) if total > 0 else 0.0
+
+        on = np.where(s > 0, c / np.where(s > 0, s, 1.0), 0.0) >= CAMPAIGN_SHARE_ON
+        run = 0
+        while run < n and on[n - 1 - run]:
+            run += 1
+        last_on = np.flatnonzero(on)
+        # Campaigns that ended before the current run tell how long one lasts.
+        lengths = _run_lengths(on[: n - run])
+        typical = float(np.median(lengths)) if lengths else float(CAMPAIGN_DAYS_PRIOR)
+        rows.append(
+            {
+                "event_ts": int(origin),
+                "campaign_share_1d": share(1) if n else np.nan,
+                "campaign_share_3d": share(3) if n else np.nan,
+                "campaign_days": float(run),
+                "days_since_campaign": float(n - last_on[-1]) if len(last_on) else NEVER_DAYS,
+                "campaign_rate": float(np.nanmean(c[n - run : n])) if run else 0.0,
+                "campaign_left": max(round(typical) - run, 0) if run else 0,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _run_lengths(on: np.ndarray) -> list[int]:
+    """Lengths of the runs of True that ended (a False follows them)."""
+    lengths, run = [], 0
+    for flag in on:
+        if flag:
+            run += 1
+        elif run:
+            lengths.append(run)
+            run = 0
+    return lengths
+
+
+def growth_rows(daily: pd.DataFrame, origins_ts: np.ndarray, *, labelled: bool) -> pd.DataFrame:
+    """Direct rows of both series plus the campaign inputs and offset, from a load_daily frame."""
+    panel = _panel(daily)
+    # The signup level is organic signups (campaign ones excluded): a campaign is a transient on
+    # top of it, carried by the offset below, not a new level.
+    level = panel.values.copy()
+    nu = SERIES_NAMES.index("new_users")
+    level[:, nu] = (daily["new_users"] - daily["campaign"]).to_numpy("float64")
+    frame = direct_rows(panel, origins_ts, DIRECT, labelled=labelled, level=level)
+    if frame.empty:
+        return frame
+    frame = frame.merge(campaign_inputs(daily, np.unique(frame["event_ts"])), on="event_ts", how="left")
+    # A running campaign goes on at its recent pace for its expected remaining days: new users only.
+    running = (frame[SERIES] == "new_users") & (frame[HORIZON] <= frame["campaign_left"])
+    frame[EXPECTED] = np.where(running, frame["campaign_rate"], 0.0)
+    frame = frame.drop(columns=["campaign_rate", "campaign_left"])
+    frame["example_id"] = example_ids(frame)
+    frame["query_id"] = frame["event_ts"].astype(str)  # the bootstrap resamples whole origins
+    return frame.drop(columns=["target_hour", "origin_hour"])
+
+
+def growth_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
+    """One row per (origin midnight, series, horizon 1..14) whose target day is over by window end."""
+    last_origin = window.end_ts - max(window.horizon_s, HORIZON_D * DAY_S)
+    first_origin = -(-window.start_ts // DAY_S) * DAY_S
+    if last_origin < first_origin:
+        return pd.DataFrame()
+    daily = load_daily(conn, first_origin - LOOKBACK_D * DAY_S, window.end_ts)
+    frame = growth_rows(daily, np.arange(first_origin, last_origin + 1, DAY_S), labelled=True)
+    if frame.empty:
+        return frame
+    frame = attach_scale(frame, _panel(daily), DIRECT.season)
+    return frame.sort_values(["event_ts", "example_id"], kind="stable").reset_index(drop=True)
+
+
+def growth_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
+    """The 14 days from as_of's day on, inputs from validated days before it.
+
+    When the newest validated day is older than yesterday, the forecast starts where the data
+    ends and the days already past are dropped; data older than the horizon is refused as stale.
+    """
+    origin = epoch_seconds(as_of) // DAY_S * DAY_S
+    with engine.connect() as conn:
+        daily = load_daily(conn, origin - LOOKBACK_D * DAY_S, origin)
+    observed = np.flatnonzero(daily[list(SERIES_NAMES)].notna().any(axis=1).to_numpy())
+    if not len(observed):
+        raise StaleFeatures(
+            f"{spec.name}: no validated day of {', '.join(LABEL_SOURCES)} before {as_of.date()}"
+        )
+    data_end = int(daily.index[observed[-1]]) + DAY_S
+    if origin - data_end >= HORIZON_D * DAY_S:
+        raise StaleFeatures(
+            f"{spec.name}: newest validated day is {_date(data_end - DAY_S)}, over {HORIZON_D} days old"
+        )
+    frame = growth_rows(daily[daily.index < data_end], np.array([data_end]), labelled=False)
+    if frame.empty:
+        raise StaleFeatures(f"{spec.name}: too little validated history before {as_of.date()}")
+    frame = frame[frame["target_start_ts"] >= origin].reset_index(drop=True)
+    frame["step"] = (frame["target_start_ts"] - origin) // DAY_S + 1
+    return frame
+
+
+def format_growth_scores(spec: ModelSpec, frame: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
+    """entity_key = series, item = target day (ISO date), rank = days ahead, score P50, P10/P90 bounds."""
+    items = pd.to_datetime(frame["target_start_ts"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+    rank = frame["step"] if "step" in frame else frame[HORIZON]
+    return pd.DataFrame(
+        {
+            "entity_key": frame[SERIES].astype(str).to_numpy(),
+            "item": items.to_numpy(),
+            "rank": rank.astype("int64").to_numpy(),
+            "score": pred["prediction"].to_numpy("float64"),
+            "lower": pred["lower"].to_numpy("float64"),
+            "upper": pred["upper"].to_numpy("float64"),
+        }
+    )
+
+
+make_growth_estimator = make_interval_forecaster(
+    FEATURES, categorical=CATEGORICAL, monotone={"campaign_share_1d": 1}, offset=EXPECTED
+)
+
+user_growth = ModelSpec(
+    name="user_growth",
+    kind="forecast",
+    description=(
+        "Daily new users and DAU for the next 14 days: P50 with P10/P90 conformal bounds; one row "
+        "per (origin day, series, horizon)."
+    ),
+    build_labels=growth_labels,
+    feature_refs=(),
+    context_features=GROWTH_INPUTS,
+    categorical=CATEGORICAL,
+    make_estimator=make_growth_estimator,
+    params={
+        "n_estimators": 150,
+        "learning_rate": 0.05,
+        "max_depth": 2,
+        "min_child_weight": 3.0,
+        # The validation split keeps a few rows once the 14-day purge is done: too few to
+        # early-stop on, so the size is fixed and validation only calibrates the intervals.
+        "early_stopping_rounds": 0,
+        "min_calibration": 20,
+        "calibration_folds": 2,
+    },
+    baseline="column:snaive_7d",
+    metrics=METRICS,
+    primary_metric="mase",
+    slices=SLICES,
+    policy=PromotionPolicy(
+        change_thresholds=(ChangeThreshold("mase", slack=-0.05),),
+        beat_baseline=("mase",),
+    ),
+    scoring=ScoringTarget(entity="platform", key=SERIES, score_range=(0.0, float("inf"))),
+    label_sources=LABEL_SOURCES,
+    horizon_days=HORIZON_D,
+    training_days=56,
+    split=(0.6, 0.2, 0.2),
+    retrain_cron="0 3 * * 1",
+    score_cron="30 4 * * *",
+    build_scoring_frame=growth_scoring_frame,
+    format_scores=format_growth_scores,
+    plots=forecast_plots,
+)

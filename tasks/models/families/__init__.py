@@ -1,0 +1,1 @@
+"""Shared model machinery: what several catalog models are built from (not models themselves)."""

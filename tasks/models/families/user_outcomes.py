@@ -1,0 +1,59 @@
+"""Binary outcomes of daily user snapshots (churn and the purchase propensities): the split,
+metrics, slices, estimator and policy shape these models share."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tasks.models.families.snapshots import USER_CONTEXT
+from tasks.models.families.tabular import make_boosted_pipeline
+from tasks.models.spec import (
+    ChangeThreshold,
+    PromotionPolicy,
+    SignificanceRule,
+    ValueThreshold,
+)
+
+# Train / validation / holdout by time. The label builders keep half the users out of training
+# (snapshots.disjoint_entities), so the holdout gets a quarter of the rows to stay large enough.
+SPLIT = (0.6, 0.15, 0.25)
+CLASSIFIER_METRICS = (
+    "auc",
+    "pr_auc",
+    "lift_top_decile",
+    "ece",
+    "log_loss",
+    "normalized_entropy",
+    "brier",
+    "pred_obs_ratio",
+)
+USER_SLICES = ("region", "user_type")
+
+
+def user_estimator(features: tuple[str, ...], increasing: tuple[str, ...]) -> Any:
+    """A boosted-tree classifier factory over the features and the snapshot context inputs."""
+    numeric = [*(r.replace(":", "__") for r in features), *USER_CONTEXT]
+
+    def make(params: Mapping[str, Any]) -> Any:
+        return make_boosted_pipeline(params, numeric=numeric, categorical=(), increasing=increasing)
+
+    return make
+
+
+def classifier_policy(*, auc_floor: float, ece_ceiling: float) -> PromotionPolicy:
+    """Value floors, must beat the base rate (significantly, on log loss), bounded drift vs the champion."""
+    return PromotionPolicy(
+        value_thresholds=(
+            ValueThreshold("auc", lower=auc_floor),
+            ValueThreshold("ece", upper=ece_ceiling),
+            ValueThreshold("pred_obs_ratio", lower=0.75, upper=1.25),
+        ),
+        change_thresholds=(
+            ChangeThreshold("auc", slack=-0.01),
+            ChangeThreshold("log_loss", slack=-0.005),
+            ChangeThreshold("auc", slack=-0.05, slice="region"),  # a critical slice
+        ),
+        significance=(SignificanceRule("log_loss", against="baseline", confidence=0.95),),
+        beat_baseline=("log_loss", "auc"),
+    )

@@ -1,0 +1,1 @@
+"""Operations: local servers, deployments, remote runs and the doctor; no domain logic."""

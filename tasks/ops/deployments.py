@@ -1,0 +1,194 @@
+"""The Prefect deployments of the platform, rendered from the model catalog into infra/prefect.yaml.
+
+One scheduled retraining and one scheduled scoring deployment per catalog model (crons from
+its ModelSpec), plus the data deployments (ingest-validate, build-features) and an
+unscheduled pipeline. Adding a model means adding its spec, then re-rendering:
+
+    python -m tasks.ops.deployments            # rewrites infra/prefect.yaml
+    python -m tasks.ops.deployments --check    # exits 1 when the file is out of date
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks.models.spec import ModelSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT_FILE = ROOT / "infra" / "prefect.yaml"
+WORK_POOL = "liveyield-process"
+TIMEZONE = "UTC"
+INGEST_CRON = "0 1 * * *"  # daily, after the day's landing batches are complete
+FEATURES_CRON = "0 2 * * *"  # daily, after ingest-validate
+
+TRAIN_FLOW = "train-model"
+SCORE_FLOW = "score-model"
+
+HEADER = """\
+# Prefect deployments of liveyield. GENERATED from the model catalog by
+#   python -m tasks.ops.deployments
+# Do not edit by hand: change a ModelSpec (retrain_cron, score_cron) or tasks/ops/deployments.py
+# and re-render. Deploy from the repository root (what `liveyield serve` does):
+#   prefect deploy --prefect-file infra/prefect.yaml --all
+# There is no pull section on purpose: run from the repository root, `prefect deploy` records
+# that folder as the flows' working directory, which a process worker on the same machine uses.
+# Credentials never appear here or in parameters: flows read them from the worker's environment.
+"""
+
+
+def retrain_deployment(model: str) -> str:
+    """The retraining deployment of a model, as ``flow/deployment`` (for run_deployment)."""
+    return f"{TRAIN_FLOW}/{model}-retrain"
+
+
+def score_deployment(model: str) -> str:
+    """The scoring deployment of a model, as ``flow/deployment``."""
+    return f"{SCORE_FLOW}/{model}-score"
+
+
+def cadence(cron: str) -> str:
+    """A word for how often a five-field cron fires: hourly, daily, weekly, monthly or custom."""
+    fields = cron.split()
+    if len(fields) != 5:
+        return "custom"
+    minute, hour, dom, month, dow = fields
+    if not minute.isdigit():
+        return "custom"
+    if (hour, dom, month, dow) == ("*", "*", "*", "*"):
+        return "hourly"
+    if hour.isdigit() and (dom, month, dow) == ("*", "*", "*"):
+        return "daily"
+    if hour.isdigit() and (dom, month) == ("*", "*") and dow.isdigit():
+        return "weekly"
+    if hour.isdigit() and dom.isdigit() and (month, dow) == ("*", "*"):
+        return "monthly"
+    return "custom"
+
+
+def _schedule(cron: str) -> list[dict[str, Any]]:
+    return [{"cron": cron, "timezone": TIMEZONE, "active": True}]
+
+
+def _deployment(
+    name: str,
+    entrypoint: str,
+    description: str,
+    tags: list[str],
+    parameters: dict[str, Any],
+    schedules: list[dict[str, Any]],
+    *,
+    one_at_a_time: bool = False,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "entrypoint": entrypoint,
+        "description": description,
+        "tags": tags,
+        "parameters": parameters,
+        "enforce_parameter_schema": True,
+        "schedules": schedules,
+    }
+    if one_at_a_time:
+        # A second run of the same deployment waits for the first (never two at once).
+        spec["concurrency_limit"] = {"limit": 1, "collision_strategy": "ENQUEUE"}
+    spec["work_pool"] = {"name": WORK_POOL, "work_queue_name": "default", "job_variables": {}}
+    return spec
+
+
+def model_deployments(spec: ModelSpec) -> list[dict[str, Any]]:
+    """A model's retraining and scoring deployments."""
+    retrain, score = cadence(spec.retrain_cron), cadence(spec.score_cron)
+    approval = " Needs an approval in the UI before promotion." if spec.policy.requires_approval else ""
+    return [
+        _deployment(
+            retrain_deployment(spec.name).split("/", 1)[1],
+            "flows/models.py:train_model",
+            f"Retrain {spec.name} ({retrain}, `{spec.retrain_cron}` {TIMEZONE}): build features, train, "
+            f"register, gate and promote if it passes.{approval} {spec.description}",
+            [f"model:{spec.name}", "stage:train", f"kind:{spec.kind}"],
+            {"model": spec.name},
+            _schedule(spec.retrain_cron),
+            one_at_a_time=True,
+        ),
+        _deployment(
+            score_deployment(spec.name).split("/", 1)[1],
+            "flows/models.py:score_model",
+            f"Score every {spec.scoring.entity} with {spec.name}@champion ({score}, "
+            f"`{spec.score_cron}` {TIMEZONE}) and publish the score set atomically.",
+            [f"model:{spec.name}", "stage:score", f"kind:{spec.kind}"],
+            {"model": spec.name},
+            _schedule(spec.score_cron),
+            one_at_a_time=True,
+        ),
+    ]
+
+
+def render_deployments(catalog: dict[str, ModelSpec] | None = None) -> dict[str, Any]:
+    """The prefect.yaml document for the catalog given (default: the platform's catalog)."""
+    if catalog is None:
+        from tasks.models.catalog import MODELS
+
+        catalog = MODELS
+    deployments = [
+        _deployment(
+            "ingest-validate-daily",
+            "flows/ingest_validate.py:ingest_validate",
+            f"Validate and load every landed batch (daily, `{INGEST_CRON}` {TIMEZONE}).",
+            ["stage:ingest"],
+            {},
+            _schedule(INGEST_CRON),
+            one_at_a_time=True,
+        ),
+        _deployment(
+            "build-features-daily",
+            "flows/build_features.py:build_features",
+            f"Materialise every feature view incrementally (daily, `{FEATURES_CRON}` {TIMEZONE}); "
+            "set full, start and end to rebuild a range.",
+            ["stage:features"],
+            {"full": False},
+            _schedule(FEATURES_CRON),
+            one_at_a_time=True,
+        ),
+        _deployment(
+            "pipeline-on-demand",
+            "flows/models.py:pipeline",
+            "The whole pipeline on demand: validate, build features, train, gate and score every "
+            "catalog model (or the ones chosen).",
+            ["stage:pipeline"],
+            {},
+            [],
+            one_at_a_time=True,
+        ),
+    ]
+    for name in sorted(catalog):
+        deployments += model_deployments(catalog[name])
+    return {"name": "liveyield", "build": None, "push": None, "pull": None, "deployments": deployments}
+
+
+def render_text(catalog: dict[str, ModelSpec] | None = None) -> str:
+    """infra/prefect.yaml as text: the header comment, then the YAML document."""
+    body = yaml.safe_dump(render_deployments(catalog), sort_keys=False, width=100, allow_unicode=True)
+    return HEADER + body
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write infra/prefect.yaml (or, with --check, say whether it is up to date)."""
+    args = sys.argv[1:] if argv is None else argv
+    text = render_text()
+    current = PREFECT_FILE.read_text() if PREFECT_FILE.exists() else ""
+    if "--check" in args:
+        if current != text:
+            print(f"{PREFECT_FILE.relative_to(ROOT)} is out of date: run python -m tasks.ops.deployments")
+            return 1
+        return 0
+    PREFECT_FILE.write_text(text)
+    print(f"wrote {PREFECT_FILE.relative_to(ROOT)} ({len(render_deployments()['deployments'])} deployments)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,578 @@
+"""Run the platform's servers on this machine: Prefect server, work pool and worker, MLflow server.
+
+``start_stack`` starts, as background processes of their own session:
+
+- a Prefect server (its database: ``<warehouse db>_prefect`` on the warehouse's PostgreSQL
+  server when ``LIVEYIELD_DB_URL`` is PostgreSQL, else SQLite under ``.liveyield/prefect/``);
+- an MLflow tracking server (backend store ``<warehouse db>_mlflow`` on PostgreSQL, else the
+  embedded default ``.liveyield/mlflow.db``; artifacts under ``.liveyield/mlartifacts``);
+- the process work pool, every deployment of ``infra/prefect.yaml``, and a worker whose flow
+  runs see ``PREFECT_API_URL`` and ``MLFLOW_TRACKING_URI`` of those servers.
+
+What it started is written to ``.liveyield/run/stack.json`` (pids, addresses, log files; no
+credentials) and ``stop_stack`` stops exactly those processes and their children. Database
+URLs travel in environment variables, never on a command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.settings import Settings, redact_url
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT_FILE = ROOT / "infra" / "prefect.yaml"
+DEFAULT_PREFECT_PORT = 4200
+DEFAULT_MLFLOW_PORT = 5000
+START_TIMEOUT_S = 240.0  # two loaded cores can take minutes to import and migrate a server
+
+
+class StackError(RuntimeError):
+    """A server could not be started or stopped; the message says which and where its log is."""
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    """What `start_stack` will start, where, and on which stores."""
+
+    home: Path
+    root: Path
+    host: str
+    prefect_port: int
+    mlflow_port: int
+    prefect_db_url: str  # may hold a password: only ever in an environment variable
+    mlflow_backend_uri: str  # likewise
+    work_pool: str
+    base_env: Mapping[str, str] = field(repr=False, default_factory=dict)
+    create_databases: tuple[str, ...] = field(repr=False, default=())  # derived ones, made if missing
+
+    @property
+    def prefect_ui_url(self) -> str:
+        """The Prefect UI."""
+        return f"http://{self.host}:{self.prefect_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        """The Prefect API (what PREFECT_API_URL is set to)."""
+        return f"{self.prefect_ui_url}/api"
+
+    @property
+    def mlflow_url(self) -> str:
+        """The MLflow UI and tracking API (what MLFLOW_TRACKING_URI is set to)."""
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid and state files."""
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        """One log file per server process."""
+        return self.home / "logs"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Where MLflow keeps artifacts (the embedded default's folder too)."""
+        return self.home / "mlartifacts"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port (so a server can bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def derived_database_url(db_url: str, suffix: str, driver: str) -> str | None:
+    """``<database>_<suffix>`` on the same PostgreSQL server as ``db_url`` (None unless PostgreSQL)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        return None
+    derived = url.set(drivername=f"postgresql+{driver}", database=f"{url.database}_{suffix}", query={})
+    return derived.render_as_string(hide_password=False)
+
+
+def plan_stack(
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    prefect_port: int | None = None,
+    mlflow_port: int | None = None,
+    root: Path = ROOT,
+) -> StackPlan:
+    """The stack for these settings; a port of 0 means any free port.
+
+    Overrides: LIVEYIELD_PREFECT_PORT, LIVEYIELD_MLFLOW_PORT, LIVEYIELD_PREFECT_DB_URL (an async
+    SQLAlchemy URL: ``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``), LIVEYIELD_MLFLOW_DB_URL,
+    LIVEYIELD_WORK_POOL.
+    """
+    from tasks.ops.deployments import WORK_POOL
+
+    env = dict(os.environ) if env is None else dict(env)
+
+    def port(given: int | None, name: str, default: int) -> int:
+        value = given if given is not None else int(env.get(name) or default)
+        return value or free_port(host)
+
+    derived_prefect = derived_database_url(settings.db_url, "prefect", "asyncpg")
+    derived_mlflow = derived_database_url(settings.db_url, "mlflow", "psycopg")
+    prefect_db = (
+        env.get("LIVEYIELD_PREFECT_DB_URL")
+        or derived_prefect
+        or f"sqlite+aiosqlite:///{settings.home / 'prefect' / 'prefect.db'}"
+    )
+    tracking = env.get("MLFLOW_TRACKING_URI", "")
+    mlflow_db = (
+        env.get("LIVEYIELD_MLFLOW_DB_URL")
+        or derived_mlflow
+        or (tracking if tracking.startswith(("sqlite:", "postgresql")) else "")
+        or f"sqlite:///{settings.home / 'mlflow.db'}"
+    )
+    return StackPlan(
+        home=settings.home,
+        root=root,
+        host=host,
+        prefect_port=port(prefect_port, "LIVEYIELD_PREFECT_PORT", DEFAULT_PREFECT_PORT),
+        mlflow_port=port(mlflow_port, "LIVEYIELD_MLFLOW_PORT", DEFAULT_MLFLOW_PORT),
+        prefect_db_url=prefect_db,
+        mlflow_backend_uri=mlflow_db,
+        work_pool=env.get("LIVEYIELD_WORK_POOL") or WORK_POOL,
+        base_env={**env, "LIVEYIELD_HOME": str(settings.home), "LIVEYIELD_DB_URL": settings.db_url},
+        create_databases=tuple(u for u in (prefect_db, mlflow_db) if u in (derived_prefect, derived_mlflow)),
+    )
+
+
+def flow_env(plan: StackPlan) -> dict[str, str]:
+    """The environment of the worker and so of every flow run: the platform's settings, both servers."""
+    env = {k: v for k, v in plan.base_env.items() if not k.startswith("PREFECT_SERVER_DATABASE")}
+    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+    env.update(_quiet_env())
+    env.update(
+        {
+            "PREFECT_API_URL": plan.prefect_api_url,
+            "PREFECT_HOME": str(plan.home / "prefect"),
+            "MLFLOW_TRACKING_URI": plan.mlflow_url,
+        }
+    )
+    return env
+
+
+def _quiet_env() -> dict[str, str]:
+    # No telemetry: these machines may have no outbound network.
+    return {
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+        "GX_ANALYTICS_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+# --- state: what was started ------------------------------------------------------------
+
+
+def state_path(home: Path) -> Path:
+    """The state file of the running stack."""
+    return home / "run" / "stack.json"
+
+
+def read_state(home: Path) -> dict[str, Any] | None:
+    """The recorded stack, or None when nothing was started (or the file is unreadable)."""
+    path = state_path(home)
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def _write_state(home: Path, state: dict[str, Any]) -> None:
+    path = state_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def running_stack(home: Path) -> dict[str, Any] | None:
+    """The recorded stack if its Prefect server process is still alive."""
+    state = read_state(home)
+    if state is None:
+        return None
+    server = state.get("processes", {}).get("prefect-server")
+    return state if server and _is_ours(server) else None
+
+
+def prefect_api_url(settings: Settings) -> str | None:
+    """The Prefect API to use: PREFECT_API_URL, else the API of a stack `liveyield serve` started."""
+    if settings.prefect_api_url:
+        return settings.prefect_api_url
+    state = running_stack(settings.home)
+    return None if state is None else str(state["prefect_api_url"])
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks (tells a live process from a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) counts as gone.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _is_ours(record: Mapping[str, Any]) -> bool:
+    pid = int(record["pid"])
+    if not alive(pid):
+        return False
+    ticks = record.get("start_ticks")
+    return ticks is None or _start_ticks(pid) in (None, ticks)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren…), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _spawn(name: str, argv: list[str], env: Mapping[str, str], plan: StackPlan) -> dict[str, Any]:
+    """Start a background process in a session of its own, logging to logs/<name>.log."""
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    log = plan.log_dir / f"{name}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=plan.root,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the command that started it; stopped by pid
+        )
+    return {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "log": str(log)}
+
+
+def _tail(path: str | Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_http(url: str, record: Mapping[str, Any], name: str, timeout_s: float) -> None:
+    """Wait until ``url`` answers 200, failing early (with the log's tail) if the process died."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _is_ours(record):
+            raise StackError(f"{name} exited during start-up; see {record['log']}:\n{_tail(record['log'])}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        time.sleep(1)
+    raise StackError(f"{name} did not answer {url} within {timeout_s:.0f} s; see {record['log']}")
+
+
+def _run(argv: list[str], env: Mapping[str, str], cwd: Path, what: str, timeout_s: float) -> str:
+    try:
+        out = subprocess.run(
+            argv, cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise StackError(f"{what} took longer than {timeout_s:.0f} s") from None
+    if out.returncode != 0:
+        text = (out.stdout + out.stderr).strip().splitlines()[-15:]
+        raise StackError(f"{what} failed:\n" + "\n".join(text))
+    return out.stdout
+
+
+def ensure_postgres_database(url: str, admin_url: str) -> bool:
+    """Create the database of ``url`` on its server (connecting with ``admin_url``) if missing."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    if not name or not name.replace("_", "").isalnum():
+        raise StackError(f"unusable database name {name!r} (letters, digits and _ only)")
+    admin = make_url(admin_url).set(drivername="postgresql+psycopg")
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            if exists is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+                return True
+    except Exception as exc:
+        raise StackError(
+            f"cannot create database {name!r} on {redact_url(admin_url)} ({type(exc).__name__}); "
+            "create it yourself or set LIVEYIELD_PREFECT_DB_URL / LIVEYIELD_MLFLOW_DB_URL"
+        ) from None
+    finally:
+        engine.dispose()
+    return False
+
+
+def _work_pool_has_worker(plan: StackPlan) -> bool:
+    import httpx
+
+    try:
+        response = httpx.post(f"{plan.prefect_api_url}/work_pools/{plan.work_pool}/workers/filter", json={})
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and any(w.get("status") == "ONLINE" for w in response.json())
+
+
+def start_stack(
+    plan: StackPlan,
+    *,
+    deploy: bool = True,
+    say: Callable[[str], None] = lambda _msg: None,
+    timeout_s: float = START_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Start the servers, the work pool, the deployments and a worker; returns the recorded state."""
+    if running_stack(plan.home) is not None:
+        raise StackError(f"a stack is already running from {plan.home} (run `liveyield stop` first)")
+    for port, option in ((plan.prefect_port, "--prefect-port"), (plan.mlflow_port, "--mlflow-port")):
+        if not port_is_free(plan.host, port):
+            raise StackError(
+                f"port {port} on {plan.host} is in use: pass another {option} (0: any free port)"
+            )
+    for directory in (plan.run_dir, plan.log_dir, plan.home / "prefect", plan.artifact_root):
+        directory.mkdir(parents=True, exist_ok=True)
+    for url in plan.create_databases:
+        if ensure_postgres_database(url, plan.base_env["LIVEYIELD_DB_URL"]):
+            say(f"created database {redact_url(url)}")
+    state: dict[str, Any] = {
+        "home": str(plan.home),
+        "prefect_ui_url": plan.prefect_ui_url,
+        "prefect_api_url": plan.prefect_api_url,
+        "mlflow_url": plan.mlflow_url,
+        "prefect_database": redact_url(plan.prefect_db_url),
+        "mlflow_backend_store": redact_url(plan.mlflow_backend_uri),
+        "work_pool": plan.work_pool,
+        "processes": {},
+    }
+    processes: dict[str, Any] = state["processes"]
+    python = sys.executable
+    base = {k: v for k, v in plan.base_env.items() if k != "PREFECT_API_URL"}
+    try:
+        server_env = {
+            **base,
+            **_quiet_env(),
+            "PREFECT_HOME": str(plan.home / "prefect"),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": plan.prefect_db_url,
+            "PREFECT_UI_API_URL": plan.prefect_api_url,
+        }
+        processes["prefect-server"] = _spawn(
+            "prefect-server",
+            [
+                python,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                plan.host,
+                "--port",
+                str(plan.prefect_port),
+            ],
+            server_env,
+            plan,
+        )
+        _write_state(plan.home, state)
+        mlflow_env = {
+            **base,
+            **_quiet_env(),
+            "MLFLOW_BACKEND_STORE_URI": plan.mlflow_backend_uri,
+            # No GenAI job runner (a pool of consumer processes this platform does not use).
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
+        processes["mlflow-server"] = _spawn(
+            "mlflow-server",
+            [
+                python,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                plan.host,
+                "--port",
+                str(plan.mlflow_port),
+                "--workers",
+                "1",
+                "--artifacts-destination",
+                str(plan.artifact_root),
+            ],
+            mlflow_env,
+            plan,
+        )
+        _write_state(plan.home, state)
+        say(f"starting Prefect server on {plan.prefect_ui_url} and MLflow server on {plan.mlflow_url}")
+        _wait_http(f"{plan.prefect_api_url}/health", processes["prefect-server"], "Prefect server", timeout_s)
+        _wait_http(f"{plan.mlflow_url}/health", processes["mlflow-server"], "MLflow server", timeout_s)
+        env = flow_env(plan)
+        _run(
+            [
+                python,
+                "-m",
+                "prefect",
+                "work-pool",
+                "create",
+                plan.work_pool,
+                "--type",
+                "process",
+                "--overwrite",
+            ],
+            env,
+            plan.root,
+            f"creating work pool {plan.work_pool}",
+            timeout_s,
+        )
+        if deploy:
+            say(f"deploying {PREFECT_FILE.relative_to(ROOT)}")
+            _run(
+                [
+                    python,
+                    "-m",
+                    "prefect",
+                    "--no-prompt",
+                    "deploy",
+                    "--prefect-file",
+                    str(PREFECT_FILE.relative_to(ROOT)),
+                    "--all",
+                ],
+                env,
+                plan.root,
+                "prefect deploy",
+                timeout_s * 2,
+            )
+        processes["worker"] = _spawn(
+            "worker",
+            [
+                python,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                plan.work_pool,
+                "--type",
+                "process",
+                "--name",
+                f"liveyield-{socket.gethostname()}",
+            ],
+            env,
+            plan,
+        )
+        _write_state(plan.home, state)
+        deadline = time.monotonic() + timeout_s
+        while not _work_pool_has_worker(plan):
+            if not _is_ours(processes["worker"]):
+                log = processes["worker"]["log"]
+                raise StackError(f"the worker exited during start-up; see {log}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise StackError(f"the worker did not come online; see {processes['worker']['log']}")
+            time.sleep(1)
+    except BaseException:
+        stop_stack(plan.home)
+        raise
+    return state
+
+
+def _terminate(record: Mapping[str, Any], grace_s: float) -> bool:
+    """SIGTERM a recorded process and everything below it, SIGKILL what outlives ``grace_s``."""
+    if not _is_ours(record):
+        return False
+    pid = int(record["pid"])
+    tree = [pid, *descendants(pid)]
+    for target in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(alive(p) for p in tree):
+        time.sleep(0.2)
+    # Children started meanwhile (a flow run) and survivors get SIGKILL.
+    for target in [*tree, *descendants(pid)]:
+        if alive(target):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it when this process is its parent (tests)
+    return True
+
+
+def stop_stack(home: Path, grace_s: float = 20.0) -> list[str]:
+    """Stop the processes `start_stack` recorded (worker first); returns the names stopped."""
+    state = read_state(home)
+    if state is None:
+        return []
+    stopped = []
+    processes = state.get("processes", {})
+    for name in ("worker", "mlflow-server", "prefect-server"):
+        record = processes.get(name)
+        if record and _terminate(record, grace_s):
+            stopped.append(name)
+    state_path(home).unlink(missing_ok=True)
+    return stopped
+
+
+def stack_pids(state: Mapping[str, Any]) -> list[int]:
+    """The pids a state file records (for checks that nothing is left behind)."""
+    return [int(p["pid"]) for p in state.get("processes", {}).values()]

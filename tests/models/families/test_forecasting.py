@@ -1,0 +1,480 @@
+"""user_growth and traffic_forecast: specs, the shared forecasting machinery, behaviours, and the
+train → gate → promote → score flows end to end on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from tasks.db import insert_frame, make_engine, write_tx
+from tasks.gates import evaluate_gate
+from tasks.gates.metrics import higher_is_better
+from tasks.models import catalog
+from tasks.models.catalog.traffic_forecast import ANCHOR, TRAFFIC_INPUTS, traffic_forecast, traffic_labels
+from tasks.models.catalog.user_growth import EXPECTED, growth_rows, user_growth
+from tasks.models.evaluation import evaluate
+from tasks.models.families.forecasting import (
+    BASE,
+    HORIZON,
+    SERIES,
+    DirectSpec,
+    IntervalForecaster,
+    Panel,
+    attach_scale,
+    direct_rows,
+    make_interval_forecaster,
+    seasonal_naive_index,
+    seasonal_naive_scale,
+)
+from tasks.models.metrics import METRICS
+from tasks.models.spec import ModelSpec, PromotionPolicy, ValueThreshold
+from tasks.models.training import time_split
+from tasks.schema import RAW_TABLES, partition_status
+from tasks.settings import get_settings
+from tasks.simulate import SimConfig
+from tasks.simulate.config import DIURNAL_LOCAL, REGION_UTC_OFFSET, REGIONS
+from tasks.simulate.population import make_users, users_frame
+from tasks.simulate.traffic import TrafficAccumulator
+from tasks.warehouse import upgrade_schema
+from tests.conftest import BACKENDS, PG_URL
+from tests.models.warehouse import START
+
+SPECS = (user_growth, traffic_forecast)
+DAYS = 14
+AS_OF = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
+HOUR, DAY = 3_600, 86_400
+
+
+# --- specs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_spec_is_complete_and_gated_on_seasonal_naive(spec: ModelSpec) -> None:
+    assert catalog.get_spec(spec.name) is spec and spec.kind == "forecast"
+    assert spec.feature_refs == ()  # inputs come from validated raw data in the label builder
+    assert spec.build_scoring_frame is not None and spec.format_scores is not None and spec.plots
+    for metric in spec.metrics:
+        assert metric in METRICS
+        higher_is_better(metric)  # every metric has a declared direction
+    assert spec.primary_metric == "mase" and spec.baseline.startswith("column:snaive_")
+    assert spec.policy.beat_baseline == ("mase",)
+    assert any(c.metric == "mase" and c.slack < 0 for c in spec.policy.change_thresholds)
+    assert "horizon" in spec.slices or "horizon_band" in spec.slices
+    assert spec.scoring.score_range == (0.0, float("inf"))
+    assert {HORIZON, BASE, SERIES, "origin_ts", "target_ts"} <= set(spec.input_columns)
+
+
+def test_traffic_spec_specifics() -> None:
+    spec = traffic_forecast
+    assert spec.extra_baselines == ("column:snaive_168h",) and spec.score_cron == "0 * * * *"
+    coverage = [t for t in spec.policy.value_thresholds if t.metric == "coverage_p90"]
+    assert coverage and coverage[0].lower == 0.88 and coverage[0].upper == 0.92
+    assert {"mase", "smape", "coverage_p90", "pinball_p90", "pinball_p50"} <= set(spec.metrics)
+    assert spec.context_features == TRAFFIC_INPUTS and spec.label_sources == ("raw_traffic",)
+
+
+# --- the direct multi-horizon frame ----------------------------------------------------------
+
+
+def _hourly_panel(days: int = 21, series: int = 3, seed: int = 0) -> Panel:
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * 24)
+    level = np.arange(1, series + 1) * 10.0
+    shape = 1.0 + 0.6 * np.sin(2 * np.pi * (t[:, None] % 24) / 24)
+    values = rng.poisson(level[None, :] * shape * (1 + t[:, None] / (days * 48))).astype("float64")
+    return Panel(1_767_571_200, HOUR, tuple(f"s{i}" for i in range(series)), values)
+
+
+def test_seasonal_naive_copies_the_last_observed_season() -> None:
+    h = np.arange(1, 15)
+    idx = seasonal_naive_index(100, h, 7)
+    assert list(idx) == [93, 94, 95, 96, 97, 98, 99] * 2  # never an index at or after the origin
+    values = np.array([[1.0, 0.0], [2.0, 0.0], [4.0, 3.0], [np.nan, 3.0]])
+    assert np.allclose(seasonal_naive_scale(values, 1), [1.5, 1.0])
+
+
+def test_direct_rows_read_only_the_past() -> None:
+    panel = _hourly_panel()
+    spec = DirectSpec(step_s=HOUR, horizons=48, season=24, long_season=168)
+    origin = panel.start_ts + 200 * HOUR
+    rows = direct_rows(panel, [origin], spec)
+    assert len(rows) == 3 * 48 and rows[HORIZON].between(1, 48).all()
+    first = rows[(rows[SERIES] == "s0") & (rows[HORIZON] == 1)].iloc[0]
+    assert first["label"] == panel.values[200, 0] and first["snaive_24h"] == panel.values[176, 0]
+    assert first["snaive_168h"] == panel.values[32, 0] and first["target_ts"] == origin + HOUR - 1
+    # Rewriting everything from the origin on changes the labels, never an input.
+    changed = Panel(panel.start_ts, HOUR, panel.series, panel.values.copy())
+    changed.values[200:] += 1000.0
+    again = direct_rows(changed, [origin], spec)
+    inputs = [c for c in rows.columns if c != "label"]
+    pd.testing.assert_frame_equal(rows[inputs], again[inputs])
+    assert (again["label"] - rows["label"]).eq(1000.0).all()
+    # Too little history for the weekly naive: no labelled rows for that origin.
+    assert direct_rows(panel, [panel.start_ts + 100 * HOUR], spec).empty
+    scaled = attach_scale(rows, panel, 24)
+    assert (scaled["scale"] > 0).all() and scaled.groupby(SERIES)["scale"].nunique().eq(1).all()
+
+
+def _mase(frame: pd.DataFrame, pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(frame["label"] - pred) / frame["scale"]))
+
+
+def test_interval_forecaster_beats_seasonal_naive_covers_and_pickles() -> None:
+    panel = _hourly_panel(days=24)
+    spec = DirectSpec(step_s=HOUR, horizons=24, season=24, long_season=168)
+    origins = panel.start_ts + np.arange(168, 23 * 24, 4) * HOUR
+    frame = attach_scale(direct_rows(panel, origins, spec), panel, 24)
+    train, valid, holdout = time_split(frame, (0.6, 0.2, 0.2))
+    columns = [c for c in traffic_forecast.context_features if c != ANCHOR]
+    model = make_interval_forecaster(("last_value", "same_phase_1", "same_phase_mean", "target_hour"))(
+        {"n_estimators": 120, "max_depth": 4, "seed": 1, "min_calibration": 40}
+    )
+    model.fit(train[columns], train["label"], eval_set=[(valid[columns], valid["label"])])
+    out = model.predict_frame(holdout[columns])
+    assert list(out.columns) == ["prediction", "lower", "upper"]
+    assert (out["lower"] <= out["prediction"]).all() and (out["prediction"] <= out["upper"]).all()
+    assert _mase(holdout, out["prediction"].to_numpy()) < _mase(holdout, holdout["snaive_24h"].to_numpy())
+    coverage = float(np.mean(holdout["label"] <= out["upper"]))
+    assert 0.8 <= coverage <= 0.98, coverage
+    loaded = cloudpickle.loads(cloudpickle.dumps(model))
+    pd.testing.assert_frame_equal(loaded.predict_frame(holdout[columns]), out)
+    assert isinstance(loaded, IntervalForecaster) and model.calibrated_on_.endswith("blocks")
+
+
+# --- behaviours ------------------------------------------------------------------------------
+
+
+def _daily(days: int = 150, seed: int = 3) -> pd.DataFrame:
+    """A platform's days like load_daily gives them: organic signups, 4-day campaigns, DAU."""
+    rng = np.random.default_rng(seed)
+    weekday = np.array([0.9, 0.9, 0.95, 1.0, 1.1, 1.3, 1.25])[np.arange(days) % 7]
+    organic = rng.poisson(60 * weekday).astype(float)
+    campaign = np.zeros(days)
+    for first in range(20, days - 5, 17):
+        campaign[first : first + 4] = rng.poisson(120, 4)
+    dau = rng.poisson((800 + 4 * np.arange(days)) * weekday).astype(float)
+    index = pd.Index(1_760_000_000 // DAY * DAY + np.arange(days) * DAY, name="ts")
+    return pd.DataFrame({"new_users": organic + campaign, "campaign": campaign, "dau": dau}, index=index)
+
+
+def test_a_campaign_spike_raises_the_new_user_forecast() -> None:
+    daily = _daily()
+    ts = daily.index.to_numpy()
+    rows = growth_rows(daily.iloc[:-20], ts[40:-34], labelled=True)
+    train, valid, _ = time_split(rows, (0.7, 0.2, 0.1))
+    columns = user_growth.input_columns
+    model = user_growth.make_estimator({**user_growth.params, "seed": 1})
+    model.fit(train[columns], train["label"], eval_set=[(valid[columns], valid["label"])])
+    # The origin the day after a campaign started, and the same days without its signups.
+    start = 20 + 17 * 7
+    origin = ts[start + 1]
+    spike = daily.iloc[: start + 1]
+    calm = spike.copy()
+    calm.iloc[-1] = [spike["new_users"].iloc[-1] - spike["campaign"].iloc[-1], 0.0, spike["dau"].iloc[-1]]
+    assert spike["campaign"].iloc[-1] > 0
+    forecasts = {}
+    for name, history in (("spike", spike), ("calm", calm)):
+        frame = growth_rows(history, np.array([origin]), labelled=False)
+        nu = frame[frame[SERIES] == "new_users"].sort_values(HORIZON)
+        forecasts[name] = model.predict(nu[columns])
+        assert name == "calm" or (nu[EXPECTED].iloc[:3] > 0).all()
+    assert (forecasts["spike"][:3] > forecasts["calm"][:3] * 1.3).all(), forecasts
+
+
+def _holdout(n_origins: int = 30, seed: int = 5) -> pd.DataFrame:
+    """A traffic-like holdout: two series, 48 horizons, daily shape, seasonal naive columns."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for o in range(n_origins):
+        for series, level in (("eu/viewers", 20.0), ("eu/bandwidth", 60.0)):
+            h = np.arange(1, 49)
+            truth = level * (1 + 0.5 * np.sin(2 * np.pi * (3 * o + h) / 24))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        SERIES: series,
+                        "event_ts": o * 3 * HOUR,
+                        HORIZON: h,
+                        "truth": truth,
+                        "label": rng.poisson(truth).astype(float),
+                        "snaive_24h": rng.poisson(truth).astype(float),
+                        "snaive_168h": rng.poisson(truth).astype(float),
+                        "scale": np.sqrt(level) * 1.2,
+                    }
+                )
+            )
+    frame = pd.concat(rows, ignore_index=True)
+    return frame.assign(measure=frame[SERIES].str.split("/").str[1], region="eu", horizon_band="all")
+
+
+def _gate(spec: ModelSpec, frame: pd.DataFrame, pred: pd.DataFrame, champion: pd.DataFrame | None = None):  # type: ignore[no-untyped-def]
+    y = frame["label"].to_numpy("float64")
+    baselines = {
+        name: evaluate(spec, y, pd.DataFrame({"prediction": frame[name.split(":")[1]].to_numpy()}), frame)
+        for name in (spec.baseline, *spec.extra_baselines)
+    }
+    return evaluate_gate(
+        spec.policy,
+        candidate=evaluate(spec, y, pred, frame),
+        champion=None if champion is None else evaluate(spec, y, champion, frame),
+        baseline=baselines[spec.baseline],
+        extra_baselines={k: v for k, v in baselines.items() if k != spec.baseline},
+        deltas={},
+        data_validated=True,
+        model=spec.name,
+        candidate_version=2,
+        champion_version=None if champion is None else 1,
+    )
+
+
+def _interval(point: np.ndarray, truth: np.ndarray) -> pd.DataFrame:
+    """A point forecast with a calibrated Poisson P10-P90 band around the truth."""
+    sd = np.sqrt(truth)
+    return pd.DataFrame({"prediction": point, "lower": truth - 1.2816 * sd, "upper": truth + 1.2816 * sd})
+
+
+def test_a_forecast_no_better_than_seasonal_naive_is_not_promoted() -> None:
+    frame = _holdout()
+    truth = frame["truth"].to_numpy()
+    # The seasonal naive shifted by an hour, plus noise: worse than the naive it copies.
+    shifted = frame.groupby([SERIES, "event_ts"])["snaive_24h"].shift(1).fillna(frame["snaive_24h"])
+    noisy = shifted.to_numpy() + np.random.default_rng(1).normal(0, 2, len(frame))
+    report = _gate(traffic_forecast, frame, _interval(noisy, truth))
+    assert not report.passed
+    assert any(c.name == "beat_baseline" and c.metric == "mase" and c.passed is False for c in report.checks)
+    # The truth itself (the best forecast there is) passes; a worse candidate then loses to it.
+    good = _interval(truth, truth)
+    assert _gate(traffic_forecast, frame, good).passed
+    worse = _interval(truth * 1.15, truth)
+    report = _gate(traffic_forecast, frame, worse, champion=good)
+    assert not report.passed and any(
+        c.name == "change_threshold" and c.passed is False for c in report.checks
+    )
+
+
+def test_a_user_growth_forecast_equal_to_a_noisy_naive_is_not_promoted() -> None:
+    rng = np.random.default_rng(2)
+    truth = np.tile(np.r_[np.full(5, 60.0), np.full(2, 80.0)], 40)
+    frame = pd.DataFrame(
+        {
+            SERIES: "new_users",
+            "event_ts": np.repeat(np.arange(20), 14) * DAY,
+            HORIZON: np.tile(np.arange(1, 15), 20),
+            "label": rng.poisson(truth),
+            "snaive_7d": rng.poisson(truth),
+            "scale": 10.0,
+        }
+    )
+    noisy = frame["snaive_7d"].to_numpy() + rng.normal(0, 6, len(frame))
+    report = _gate(user_growth, frame, _interval(noisy, truth))
+    assert not report.passed
+    assert _gate(user_growth, frame, _interval(truth, truth)).passed
+
+
+# --- end to end through the flows, on both backends -------------------------------------------
+
+
+def platform_frames(users: int = 300, days: int = DAYS, seed: int = 5) -> dict[str, pd.DataFrame]:
+    """Raw users, watch sessions and traffic of a small platform, made in well under a second.
+
+    Users (signup times, channels, campaigns) come from the simulator's own generator; each
+    signed-up user watches on a day with their activity probability, at a local evening-heavy
+    hour; traffic is the simulator's hourly aggregation of those sessions. The full simulator
+    and the data-quality gate would cost most of this module's time budget (they are exercised
+    by the ingest tests and at demo scale).
+    """
+    config = dataclasses.replace(
+        SimConfig(users=users, streamers=12, days=days, seed=seed, start=START), pseudonym_key=b"test-key"
+    )
+    people = make_users(config)
+    rng = np.random.default_rng(seed)
+    starts, regions, devices, keys = [], [], [], []
+    for day in range(days):
+        day_start = config.start_epoch + day * DAY
+        active = np.flatnonzero((people.signup_ts < day_start) & (rng.random(len(people)) < people.activity))
+        offset = np.asarray([REGION_UTC_OFFSET[r] for r in REGIONS])[people.region[active]]
+        local = rng.choice(24, size=len(active), p=DIURNAL_LOCAL)
+        starts.append(day_start + ((local - offset) % 24) * HOUR + rng.integers(0, HOUR, len(active)))
+        regions.append(people.region[active])
+        devices.append(people.device[active])
+        keys.append(people.key[active])
+    start = np.concatenate(starts).astype(np.int64)
+    duration = np.clip(rng.exponential(2_400, len(start)), 60, 4 * HOUR).astype(np.int64)
+    region, device = np.concatenate(regions), np.concatenate(devices)
+    traffic = TrafficAccumulator(config)
+    traffic.add(start, start + duration, region.astype(np.int64), device.astype(np.int64))
+    sessions = pd.DataFrame(
+        {
+            "event_id": [f"w{i}" for i in range(len(start))],
+            "event_ts": start,
+            "user_key": np.concatenate(keys),
+            "stream_id": "s1",
+            "streamer_id": "st1",
+            "category": "gaming",
+            "region": np.asarray(REGIONS, dtype=object)[region],
+            "device": "ios",
+            "end_ts": start + duration,
+            "duration_s": duration,
+        }
+    )
+    frames = {
+        "raw_users": users_frame(people, np.arange(len(people))),
+        "raw_watch_sessions": sessions,
+        "raw_traffic": pd.concat(traffic.frames(), ignore_index=True),
+    }
+    for frame in frames.values():
+        frame["event_date"] = pd.to_datetime(frame["event_ts"], unit="s", utc=True).dt.date
+    return frames
+
+
+def load_validated(engine: Engine, frames: dict[str, pd.DataFrame]) -> None:
+    """Insert the raw rows and mark every partition validated."""
+    with write_tx(engine) as conn:
+        for name, frame in frames.items():
+            insert_frame(conn, RAW_TABLES[name], frame, ignore_existing=False)
+            counts = frame.groupby("event_date").size()
+            status = pd.DataFrame(
+                {
+                    "table_name": name,
+                    "partition_date": counts.index,
+                    "status": "validated",
+                    "last_run_id": [str(uuid.uuid5(uuid.NAMESPACE_OID, f"{name}/{d}")) for d in counts.index],
+                    "row_count": counts.to_numpy(),
+                    "updated_ts": 1_700_000_000,
+                }
+            )
+            insert_frame(conn, partition_status, status, ignore_existing=False)
+
+
+@pytest.fixture(scope="module")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow tracking database, created once: its schema migrations take seconds."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def platform(
+    request: pytest.FixtureRequest,
+    mlflow_template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_available: bool,
+) -> Iterator[Engine]:
+    """A small validated platform on this backend, with settings of its own in the environment."""
+    home = tmp_path_factory.mktemp(f"forecast-{request.param}")
+    schema = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{home / 'warehouse.db'}"
+    else:
+        if not pg_available:
+            pytest.skip("PostgreSQL cases skipped (LIVEYIELD_SKIP_PG=1)")
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    engine = make_engine(url)
+    shutil.copy(mlflow_template, home / "mlflow.db")
+    try:
+        upgrade_schema(engine)
+        load_validated(engine, platform_frames())
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("LIVEYIELD_HOME", str(home / "home"))
+            env.setenv("LIVEYIELD_DB_URL", url)
+            env.setenv("LIVEYIELD_PSEUDONYM_KEY", "test-key")
+            env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+            yield engine
+    finally:
+        engine.dispose()
+        if schema is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+
+# The flows' mechanics are under test here, not a 14-day, 300-user platform's forecast quality
+# (a few signups a day): a policy any finite forecast passes stands in for the catalog's. The
+# catalog policies are checked by the gate behaviour tests above and at demo scale.
+LENIENT = PromotionPolicy(value_thresholds=(ValueThreshold("mase", upper=100.0),))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_train_gate_promote_and_score_through_the_flows(
+    platform: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.models import score_model, train_model
+    from tasks import lifecycle
+    from tasks.scoring import read_current_scores
+
+    for spec in SPECS:
+        small = dataclasses.replace(spec, policy=LENIENT, params={**spec.params, "n_estimators": 60})
+        monkeypatch.setitem(catalog.MODELS, spec.name, small)
+
+    client = lifecycle.mlflow_client(get_settings())
+    expected = {"user_growth": (2, 14), "traffic_forecast": (12, 48)}
+    for spec in SPECS:
+        trained = train_model(spec.name, as_of=AS_OF, build=False)
+        assert trained["gate_passed"] and trained["promoted"], trained["gate_reason"]
+        metrics = client.get_run(trained["run_id"]).data.metrics
+        assert {"mase", "baseline__mase", "smape", "pinball_p90"} <= set(metrics)
+        assert any(k.startswith("mase__horizon") for k in metrics)
+        plots = {Path(f.path).name for f in client.list_artifacts(trained["run_id"], "plots")}
+        assert plots == {"forecast_backtest.png", "error_by_horizon.png"}
+
+        score_model(spec.name, as_of=AS_OF)
+        current = read_current_scores(platform, spec.name)
+        n_series, horizon = expected[spec.name]
+        assert len(current) == n_series * horizon and current["entity_key"].nunique() == n_series
+        assert sorted(current["rank"].unique()) == list(range(1, horizon + 1))
+        assert (current["lower"] <= current["score"]).all() and (current["score"] <= current["upper"]).all()
+        assert (current["score"] >= 0).all() and current["item"].str.len().gt(0).all()
+    first_hour = read_current_scores(platform, "traffic_forecast").query("rank == 1")["item"].unique()
+    assert list(first_hour) == [AS_OF.strftime("%Y-%m-%dT%H:%M:%SZ")]
+
+
+def test_traffic_labels_on_the_warehouse(platform: Engine) -> None:
+    from tasks.models.spec import LabelWindow
+
+    end = int(AS_OF.timestamp())
+    with platform.connect() as conn:
+        frame = traffic_labels(conn, LabelWindow(end - 21 * DAY, end, 2 * DAY))
+    assert frame["example_id"].is_unique and (frame["event_ts"] % (3 * HOUR) == 0).all()
+    assert (frame["target_ts"] < end).all() and frame[
+        ["snaive_24h", "snaive_168h", "label"]
+    ].notna().all().all()
+    first_hour = int(dt.datetime.combine(START, dt.time(), dt.UTC).timestamp())
+    assert (frame["target_start_ts"] - 168 * HOUR >= first_hour).all()  # the weekly naive is real data
+    assert set(frame["region"]) == {"na", "eu", "latam", "sea", "india", "mena"}
+    assert set(frame["measure"]) == {"viewers", "bandwidth"} and frame[HORIZON].max() == 48
+
+
+def test_scoring_frames_start_at_as_of_and_refuse_stale_data(platform: Engine) -> None:
+    from tasks.models.catalog.traffic_forecast import traffic_scoring_frame
+    from tasks.models.catalog.user_growth import growth_scoring_frame
+    from tasks.models.scoring_frame import StaleFeatures
+
+    # Validated data ends at AS_OF; five hours later the forecast still starts where it ends,
+    # and the hours already past are not published.
+    later = AS_OF + dt.timedelta(hours=5, minutes=20)
+    frame = traffic_scoring_frame(platform, traffic_forecast, later)
+    assert len(frame) == 12 * 43 and frame["step"].min() == 1 and frame[HORIZON].min() == 6
+    assert frame["target_start_ts"].min() == int(AS_OF.timestamp()) + 5 * HOUR
+    days = growth_scoring_frame(platform, user_growth, AS_OF + dt.timedelta(days=2))
+    assert len(days) == 2 * 12 and days[HORIZON].min() == 3 and set(days[SERIES]) == {"dau", "new_users"}
+    with pytest.raises(StaleFeatures, match="more than 48 h"):
+        traffic_scoring_frame(platform, traffic_forecast, AS_OF + dt.timedelta(days=3))
+    with pytest.raises(StaleFeatures, match="over 14 days old"):
+        growth_scoring_frame(platform, user_growth, AS_OF + dt.timedelta(days=20))

@@ -1,0 +1,161 @@
+"""infra/prefect.yaml: rendered from the catalog, every entrypoint a flow, every schedule valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks.models.catalog import MODELS
+from tasks.ops import deployments
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOW_NAMES = {
+    "flows/ingest_validate.py:ingest_validate": "ingest-validate",
+    "flows/build_features.py:build_features": "build-features",
+    "flows/models.py:train_model": "train-model",
+    "flows/models.py:score_model": "score-model",
+    "flows/models.py:pipeline": "pipeline",
+}
+
+
+def _committed() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(deployments.PREFECT_FILE.read_text())
+    return data
+
+
+def _by_name() -> dict[str, dict[str, Any]]:
+    return {d["name"]: d for d in _committed()["deployments"]}
+
+
+def test_committed_file_is_rendered_from_the_catalog() -> None:
+    """Adding a model means re-running `python -m tasks.ops.deployments`; this fails until one does."""
+    assert deployments.PREFECT_FILE.read_text() == deployments.render_text(), (
+        "infra/prefect.yaml is out of date: run python -m tasks.ops.deployments"
+    )
+
+
+def test_every_model_has_a_retraining_and_a_scoring_deployment() -> None:
+    found = _by_name()
+    for name, spec in MODELS.items():
+        retrain = found[deployments.retrain_deployment(name).split("/")[1]]
+        score = found[deployments.score_deployment(name).split("/")[1]]
+        assert retrain["schedules"][0]["cron"] == spec.retrain_cron
+        assert score["schedules"][0]["cron"] == spec.score_cron
+        assert retrain["parameters"] == score["parameters"] == {"model": name}
+        assert f"model:{name}" in retrain["tags"] and "stage:train" in retrain["tags"]
+        assert f"model:{name}" in score["tags"] and "stage:score" in score["tags"]
+        # One retraining per model at a time: a second run waits for the first.
+        assert retrain["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    names = {d["name"] for d in _committed()["deployments"]}
+    assert {"ingest-validate-daily", "build-features-daily", "pipeline-on-demand"} <= names
+    assert len(names) == 3 + 2 * len(MODELS)
+
+
+def test_file_is_a_valid_prefect_project_file() -> None:
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    model = PrefectYamlModel.model_validate(_committed())
+    assert len(model.deployments) == len(_committed()["deployments"])
+    for deployment in model.deployments:
+        assert deployment.work_pool is not None and deployment.work_pool.name == deployments.WORK_POOL
+        assert deployment.enforce_parameter_schema is True
+
+
+@pytest.mark.parametrize("entrypoint", sorted(FLOW_NAMES))
+def test_every_entrypoint_imports_and_is_a_flow(entrypoint: str) -> None:
+    from prefect import Flow
+    from prefect.flows import load_flow_from_entrypoint
+
+    path, func = entrypoint.split(":")
+    flow: Any = load_flow_from_entrypoint(f"{ROOT / path}:{func}")
+    assert isinstance(flow, Flow) and flow.name == FLOW_NAMES[entrypoint]
+    for spec in _committed()["deployments"]:
+        if spec["entrypoint"] == entrypoint:
+            flow.validate_parameters(spec["parameters"])  # the deployment's parameters fit the flow
+
+
+def test_entrypoints_in_the_file_are_known() -> None:
+    assert {d["entrypoint"] for d in _committed()["deployments"]} == set(FLOW_NAMES)
+
+
+def test_model_parameter_is_a_catalog_drop_down() -> None:
+    """The UI shows a form: the model as a choice of catalog names, as_of as a date-time."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.models import train_model
+
+    schema = parameter_schema(train_model).model_dump()["properties"]
+    assert schema["model"]["enum"] == sorted(MODELS)
+    assert {"format": "date-time", "type": "string"} in schema["as_of"]["anyOf"]
+    assert schema["build"]["type"] == "boolean"
+
+
+def test_every_schedule_parses_with_an_explicit_timezone() -> None:
+    import asyncio
+    import datetime as dt
+
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.server.schemas.schedules import CronSchedule as ServerCronSchedule
+
+    start = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    for spec in _committed()["deployments"]:
+        for raw in spec["schedules"]:
+            assert raw["timezone"] == deployments.TIMEZONE
+            CronSchedule(cron=raw["cron"], timezone=raw["timezone"])  # what `prefect deploy` builds
+            server = ServerCronSchedule(cron=raw["cron"], timezone=raw["timezone"])
+            runs = asyncio.run(server.get_dates(n=2, start=start))
+            assert len(runs) == 2 and runs[0] >= start, spec["name"]
+
+
+def test_data_flows_run_daily_before_scoring() -> None:
+    found = _by_name()
+    assert deployments.cadence(found["ingest-validate-daily"]["schedules"][0]["cron"]) == "daily"
+    assert deployments.cadence(found["build-features-daily"]["schedules"][0]["cron"]) == "daily"
+    assert found["pipeline-on-demand"]["schedules"] == []
+
+
+@pytest.mark.parametrize(
+    ("cron", "expected"),
+    [
+        ("0 * * * *", "hourly"),
+        ("30 4 * * *", "daily"),
+        ("0 3 * * 1", "weekly"),
+        ("0 3 1 * *", "monthly"),
+        ("*/5 * * * *", "custom"),
+        ("0 3 * * 1-5", "custom"),
+        ("nonsense", "custom"),
+    ],
+)
+def test_cadence_names(cron: str, expected: str) -> None:
+    assert deployments.cadence(cron) == expected
+
+
+def test_check_mode_reports_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stale = tmp_path / "infra" / "prefect.yaml"
+    stale.parent.mkdir()
+    stale.write_text("deployments: []\n")
+    monkeypatch.setattr(deployments, "PREFECT_FILE", stale)
+    monkeypatch.setattr(deployments, "ROOT", tmp_path)
+    assert deployments.main(["--check"]) == 1
+    assert deployments.main([]) == 0
+    assert deployments.main(["--check"]) == 0
+
+
+def test_compose_stack_takes_credentials_only_from_the_environment() -> None:
+    import re
+
+    compose_file = ROOT / "infra" / "compose.yaml"
+    compose = yaml.safe_load(compose_file.read_text())
+    assert {"postgres", "prefect-server", "worker", "mlflow-server"} <= set(compose["services"])
+    names = [line.split("=", 1) for line in (ROOT / "infra" / ".env.example").read_text().splitlines()]
+    example = {name: value for name, value in (n for n in names if len(n) == 2 and not n[0].startswith("#"))}
+    assert all(value == "" for value in example.values()), ".env.example holds names only"
+    used = set(re.findall(r"\$\{(\w+)", compose_file.read_text()))
+    assert used <= set(example), f"variables not in .env.example: {used - set(example)}"
+    for service in compose["services"].values():
+        for key, value in (service.get("environment") or {}).items():
+            if any(word in key for word in ("PASSWORD", "KEY", "DB_URL", "CONNECTION_URL", "STORE_URI")):
+                assert "${" in str(value), f"{key} must come from the environment"

@@ -1,0 +1,320 @@
+"""End to end on real servers: `liveyield serve`, a retrain deployment run, both UIs, S3, `liveyield stop`.
+
+One stack for the module, started the way an operator does (`liveyield serve` on free loopback
+ports; PostgreSQL behind the warehouse, Prefect and MLflow when available, else SQLite), on a
+simulated platform large enough for ad_ctr's real promotion gate to pass (2,000 users over 14
+days, seed 5: AUC about 0.68 against a floor of 0.62). The tests run in file order and share
+it; the last one stops it and checks that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tasks.db import make_engine
+from tasks.models.catalog import MODELS
+from tasks.ops import remote
+from tasks.ops.deployments import PREFECT_FILE, retrain_deployment, score_deployment
+from tasks.ops.servers import alive, descendants, read_state, stack_pids
+from tasks.scoring import read_current_scores
+from tasks.settings import get_settings
+from tasks.warehouse import upgrade_schema
+from tests.conftest import PG_URL
+from tests.models.warehouse import START, build_warehouse
+from tests.ops.test_secrets import files_under, leaks
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts" / "servers"
+LIVEYIELD = str(Path(sys.executable).parent / "liveyield")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+USERS, DAYS, SEED = 2000, 14, 5
+AS_OF = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
+AS_OF_ARG = (START + dt.timedelta(days=DAYS - 1)).isoformat()  # --as-of D means the end of day D
+
+
+@dataclass
+class Stack:
+    """The running stack and what the tests learnt about it."""
+
+    env: dict[str, str]
+    home: Path
+    state: dict[str, Any]
+    warehouse_url: str
+    secrets: tuple[str, ...]
+    outputs: list[tuple[str, str]] = field(default_factory=list)  # command outputs, for S3
+    runs: dict[str, str] = field(default_factory=dict)  # flow run ids by purpose
+
+    @property
+    def api(self) -> str:
+        """The Prefect API."""
+        return str(self.state["prefect_api_url"])
+
+
+def _cli(stack_env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LIVEYIELD, *args], env=stack_env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _pg_usable() -> bool:
+    if os.environ.get("LIVEYIELD_SKIP_PG") == "1":
+        return False
+    admin = create_engine(PG_URL)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+    finally:
+        admin.dispose()
+
+
+def _drop_databases(names: list[str]) -> None:
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`liveyield serve` on a simulated platform; stopped (and its databases dropped) afterwards."""
+    home = tmp_path_factory.mktemp("stack") / "home"
+    password, key = secrets.token_hex(16), secrets.token_hex(16)
+    databases: list[str] = []
+    if _pg_usable():
+        name = f"ly_e2e_{uuid.uuid4().hex[:10]}"
+        databases = [name, f"{name}_prefect", f"{name}_mlflow"]
+        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        # Trust authentication ignores the password: a random one is a secret to look for (S3).
+        url = make_url(PG_URL).set(database=name, password=password).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite:///{home / 'warehouse.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "LIVEYIELD_"))}
+    env |= {"LIVEYIELD_HOME": str(home), "LIVEYIELD_DB_URL": url, "LIVEYIELD_PSEUDONYM_KEY": key}
+    try:
+        engine = make_engine(url)
+        upgrade_schema(engine)
+        build_warehouse(get_settings(env), engine, users=USERS, streamers=USERS // 16, days=DAYS, seed=SEED)
+        engine.dispose()
+        served = _cli(env, "serve", "--prefect-port", "0", "--mlflow-port", "0")
+        assert served.returncode == 0, served.stdout + served.stderr
+        state = read_state(home)
+        assert state is not None
+        stack = Stack(env, home, state, url, (password, key))
+        stack.outputs.append(("serve", served.stdout + served.stderr))
+        yield stack
+    finally:
+        _cli(env, "stop", timeout=180)
+        if databases:
+            _drop_databases(databases)
+
+
+def test_serve_prints_both_uis(stack: Stack) -> None:
+    out = stack.outputs[0][1]
+    assert stack.state["prefect_ui_url"] in out and stack.state["mlflow_url"] in out
+    expected = "postgresql" if stack.warehouse_url.startswith("postgresql") else "sqlite"
+    assert stack.state["prefect_database"].startswith(expected)
+    assert stack.state["mlflow_backend_store"].startswith(expected)
+
+
+def test_retrain_deployment_run_promotes_and_scores(stack: Stack) -> None:
+    from mlflow.tracking import MlflowClient
+
+    done = _cli(stack.env, "retrain", "ad_ctr", "--as-of", AS_OF_ARG, "--no-build")
+    stack.outputs.append(("retrain", done.stdout + done.stderr))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert retrain_deployment("ad_ctr") in done.stdout and "Completed" in done.stdout
+    assert "gate passed" in done.stdout
+    match = re.search(r"/runs/flow-run/([0-9a-f-]{36})", done.stdout)
+    assert match is not None
+    stack.runs["retrain"] = match.group(1)
+
+    client = MlflowClient(tracking_uri=stack.state["mlflow_url"], registry_uri=stack.state["mlflow_url"])
+    [version] = client.search_model_versions("name = 'ad_ctr'")
+    assert version.tags["gate_verdict"] == "passed"
+    assert version.tags["flow_run_id"] == stack.runs["retrain"]
+    assert client.get_model_version_by_alias("ad_ctr", "champion").version == version.version
+
+    # The scoring deployment, through the API, publishes with the new champion.
+    run_id, _ = remote.trigger(
+        stack.api, score_deployment("ad_ctr"), {"model": "ad_ctr", "as_of": AS_OF.isoformat()}
+    )
+    assert remote.follow(stack.api, run_id, timeout_s=600) == "Completed"
+    stack.runs["score"] = str(run_id)
+    engine = make_engine(stack.warehouse_url)
+    try:
+        scores = read_current_scores(engine, "ad_ctr")
+    finally:
+        engine.dispose()
+    assert len(scores) > 0 and set(scores["model_version"]) == {int(version.version)}
+
+    # What the UI shows of each run: the gate report, the training summary, the scoring summary.
+    summary = remote.table_artifact(stack.api, uuid.UUID(stack.runs["retrain"]), "train-ad-ctr")
+    assert summary and summary[0]["promoted"] and summary[0]["version"] == int(version.version)
+    assert {"gate-ad-ctr", "train-ad-ctr"} <= _artifact_keys(stack.api, stack.runs["retrain"])
+    assert "scores-ad-ctr" in _artifact_keys(stack.api, stack.runs["score"])
+
+
+def _artifact_keys(api: str, flow_run_id: str) -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]))
+        )
+    return {a.key for a in found if a.key}
+
+
+def _cron_text(cron: str) -> str | None:
+    """How the Prefect UI words a daily or weekly cron (None for anything else)."""
+    minute, hour, dom, month, dow = cron.split()
+    if not (minute.isdigit() and hour.isdigit() and dom == month == "*"):
+        return None
+    h, m = int(hour), int(minute)
+    clock = f"At {(h % 12) or 12:02d}:{m:02d} {'AM' if h < 12 else 'PM'}"
+    days = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+    if dow == "*":
+        return f"{clock} every day"
+    return f"{clock}, only on {days[int(dow) % 7]}" if dow.isdigit() else None
+
+
+def _browse(url: str, shot: str, expect: list[str]) -> str:
+    """Render a page in headless Chromium; returns its DOM once every expected text is in it."""
+    assert CHROMIUM is not None
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    dom = ""
+    for budget in (15_000, 30_000, 60_000):  # single-page apps: give the API calls time
+        with tempfile.TemporaryDirectory() as profile:
+            flags = [
+                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--hide-scrollbars", f"--user-data-dir={profile}", "--window-size=1600,1000",
+                f"--virtual-time-budget={budget}",
+            ]  # fmt: skip
+            run = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+            dom = run.stdout
+            if all(text in dom for text in expect):
+                shot_run = [*flags, f"--screenshot={ARTIFACTS / shot}", url]
+                subprocess.run(shot_run, capture_output=True, timeout=180)
+                return dom
+    missing = [text for text in expect if text not in dom]
+    raise AssertionError(f"{url} never showed {missing}")
+
+
+def test_uis_list_deployments_schedules_and_the_champion(stack: Stack) -> None:
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian package chromium; .ci/run installs it)")
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    ui, mlflow = stack.state["prefect_ui_url"], stack.state["mlflow_url"]
+    deployed = yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
+    spec = MODELS["ad_ctr"]
+    expect = [f"{len(deployed)} Deployments", "ad_ctr-retrain", "ad_ctr-score"]
+    expect += [t for t in (_cron_text(spec.retrain_cron), _cron_text(spec.score_cron)) if t]
+    _browse(f"{ui}/deployments", "prefect-deployments.png", expect)
+    with temporary_settings({PREFECT_API_URL: stack.api}), get_client(sync_client=True) as client:
+        ingest = client.read_deployment_by_name("ingest-validate/ingest-validate-daily")
+    _browse(f"{ui}/deployments/deployment/{ingest.id}", "prefect-ingest-deployment.png",
+            ["ingest-validate-daily", "At 01:00 AM every day"])  # fmt: skip
+    if "retrain" in stack.runs:  # the run (its logs end with the verdict) and the artifacts it left
+        _browse(f"{ui}/runs/flow-run/{stack.runs['retrain']}", "prefect-retrain-run.png",
+                ["train-ad_ctr", "gate passed"])  # fmt: skip
+        _browse(f"{ui}/artifacts", "prefect-artifacts.png", ["gate-ad-ctr", "train-ad-ctr", "scores-ad-ctr"])
+    _browse(f"{mlflow}/#/models", "mlflow-models.png", ["ad_ctr", "champion"])
+    _browse(f"{mlflow}/#/models/ad_ctr/versions/1", "mlflow-ad-ctr-v1.png", ["gate_verdict"])
+
+
+def _prefect_texts(api: str) -> list[tuple[str, str]]:
+    """Deployments, work pools, flow-run parameters, logs and artifacts, as the Prefect API gives them."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    out: list[tuple[str, str]] = []
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        for deployment in client.read_deployments():
+            out.append((f"deployment {deployment.name}", deployment.model_dump_json()))
+        for pool in client.read_work_pools():
+            out.append((f"work pool {pool.name}", pool.model_dump_json()))
+        for run in client.read_flow_runs(limit=200):
+            out.append((f"flow run {run.name}", run.model_dump_json()))
+        offset = 0
+        while batch := client.read_logs(limit=200, offset=offset):
+            out += [(f"log {log.name}", log.message) for log in batch]
+            offset += len(batch)
+        out += [(f"artifact {a.key}", a.model_dump_json()) for a in client.read_artifacts()]
+    return out
+
+
+def _mlflow_texts(uri: str) -> list[tuple[str, str]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    out: list[tuple[str, str]] = []
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id]):
+            out.append((f"run {run.info.run_id}", json.dumps([run.data.params, run.data.tags])))
+    for version in client.search_model_versions("name = 'ad_ctr'"):
+        out.append((f"ad_ctr v{version.version}", json.dumps(version.tags)))
+    return out
+
+
+def test_s3_secrets_in_the_environment_appear_nowhere(stack: Stack) -> None:
+    assert "retrain" in stack.runs, "needs the retraining run"
+    texts: list[tuple[str, Any]] = list(stack.outputs)
+    texts += _prefect_texts(stack.api)
+    texts += _mlflow_texts(stack.state["mlflow_url"])
+    # Server and worker logs, the state file, the SQLite stores if any, MLflow artifacts.
+    texts += files_under(stack.home / "logs", stack.home / "run", stack.home / "mlartifacts")
+    texts += files_under(*(p for p in stack.home.glob("*.db")), stack.home / "prefect")
+    # No credential on a command line either (`ps` shows those to every user).
+    for pid in stack_pids(stack.state):
+        for proc in [pid, *descendants(pid)]:
+            cmdline = Path(f"/proc/{proc}/cmdline")
+            if cmdline.exists():
+                texts.append((f"command line of {proc}", cmdline.read_bytes()))
+    assert any(name.startswith("log ") for name, _ in texts) and any("mlartifacts" in n for n, _ in texts)
+    for secret in stack.secrets:
+        assert leaks(secret, texts) == []
+
+
+def test_stop_leaves_no_process_behind(stack: Stack) -> None:
+    pids = stack_pids(stack.state)
+    tree = [p for pid in pids for p in (pid, *descendants(pid))]
+    assert tree and all(alive(pid) for pid in pids)
+    stopped = _cli(stack.env, "stop", timeout=180)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert [pid for pid in tree if alive(pid)] == []
+    assert read_state(stack.home) is None
+    again = _cli(stack.env, "stop", timeout=180)
+    assert again.returncode == 0 and "nothing to stop" in again.stdout
