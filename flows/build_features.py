@@ -15,7 +15,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
 from flows.ingest_validate import ingest_validate
+from flows.results import FeatureBuild
 from tasks import steps
+from tasks.dates import resolve_as_of
 from tasks.featurestore.views import FEATURE_VIEWS
 
 
@@ -29,7 +31,15 @@ def _run_name() -> str:
 
     params = flow_run.parameters
     start, end = params.get("start"), params.get("end")
+    if end is None and params.get("as_of") is not None:
+        end = last_day_before(params["as_of"])
     return f"build-features-{start or 'first'}-{end or 'last'}" + ("-full" if params.get("full") else "")
+
+
+def last_day_before(as_of: dt.datetime | dt.date | str) -> dt.date:
+    """The last partition day wholly before ``as_of`` (tasks/dates.py rule): a date D gives D."""
+    moment = dt.datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+    return (resolve_as_of(moment) - dt.timedelta(microseconds=1)).date()
 
 
 @flow(name="build-features", flow_run_name=_run_name, log_prints=True)
@@ -39,9 +49,15 @@ def build_features(
     full: bool = False,
     views: list[str] | None = None,
     validate_first: bool = True,
-) -> dict[str, Any]:
-    """Materialise the catalog's feature views for [start, end] (default: every validated day)."""
+    as_of: dt.datetime | None = None,
+) -> FeatureBuild:
+    """Materialise the catalog's feature views for [start, end].
+
+    ``end`` defaults to the last day before ``as_of`` when one is given, else to every validated day.
+    """
     logger = get_run_logger()
+    if end is None and as_of is not None:
+        end = last_day_before(as_of)
     if validate_first:
         ingest_validate(fail_on_rejected=False)
     created_ts = int(dt.datetime.now(dt.UTC).timestamp())
@@ -68,4 +84,4 @@ def build_features(
     create_markdown_artifact(key="feature-build", markdown="\n".join(lines), description="Feature build")
     if failed:
         raise FeatureBuildError("; ".join(f"{v}: {m}" for v, m in failed.items()))
-    return {"built": built}
+    return FeatureBuild(built)

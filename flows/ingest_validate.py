@@ -9,12 +9,15 @@ the other partitions are loaded all the same.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.results import ImportResult, IngestSummary
 from tasks import landing, steps
+from tasks.dates import resolve_as_of
 from tasks.quality.report import DataQualityError, summarise, summary_markdown
 from tasks.settings import get_settings
 
@@ -24,8 +27,9 @@ def _run_name() -> str:
     from prefect.runtime import flow_run
 
     params = flow_run.parameters
-    as_of = params.get("as_of") or dt.datetime.now(dt.UTC)
-    return f"ingest-validate-{params.get('table') or 'all'}-{str(as_of)[:10]}"
+    as_of = params.get("as_of")
+    day = as_of[:10] if isinstance(as_of, str) else resolve_as_of(as_of).date().isoformat()
+    return f"ingest-validate-{params.get('table') or 'all'}-{day}"
 
 
 @flow(name="ingest-validate", flow_run_name=_run_name, log_prints=True)
@@ -35,12 +39,13 @@ def ingest_validate(
     partition: dt.date | None = None,
     fail_on_rejected: bool = True,
     max_bad_share: float | None = None,
-) -> dict[str, Any]:
+) -> IngestSummary:
     """Validate and load every pending landed batch (optionally one table or partition).
 
+    ``as_of`` (tasks/dates.py rule; default now) bounds which landed batches are taken;
     ``max_bad_share`` overrides the suites' limits for a source known to be dirty.
     """
-    as_of = as_of or dt.datetime.now(dt.UTC)
+    as_of = resolve_as_of(as_of)
     logger = get_run_logger()
     steps.prepare_warehouse()
     tables = sorted(landing.pending(get_settings().landing_dir, table, partition))
@@ -55,4 +60,20 @@ def ingest_validate(
     )
     if summary["rejected"] and fail_on_rejected:
         raise DataQualityError(summary["report"])
-    return summary
+    return IngestSummary.from_dict(summary)
+
+
+@flow(name="import-file", flow_run_name="import-{table}", log_prints=True)
+def import_file(table: str, file: Path, mapping: Path | None = None) -> ImportResult:
+    """Land a CSV or Parquet file in a raw table (pseudonymised), then validate and load it.
+
+    A rejected batch does not fail this flow: the result's ``quality`` names it.
+    """
+    from tasks.warehouse import raw_table
+
+    raw_table(table)  # an unknown table fails before anything lands
+    landed = steps.land_file(table, file, mapping)
+    quality = ingest_validate(table=table, fail_on_rejected=False, max_bad_share=landed["max_bad_share"])
+    return ImportResult(
+        table=table, file_name=file.name, rows=landed["rows"], batches=landed["batches"], quality=quality
+    )

@@ -39,9 +39,9 @@ from tasks.models.evaluation import (
 )
 from tasks.models.metrics import NO_BOOTSTRAP
 from tasks.models.scoring_frame import build_scoring_frame
-from tasks.models.spec import ModelSpec
+from tasks.models.spec import Baseline, ModelSpec
 from tasks.models.tracking import load_holdout, log_training_run
-from tasks.models.training import build_training_set, frame_fingerprint, train_model
+from tasks.models.training import build_training_set, fit_candidate, frame_fingerprint
 from tasks.registry import load_approved, register_candidate
 from tasks.scoring import publish, validate_score_set, write_score_set
 from tasks.settings import Settings
@@ -57,12 +57,12 @@ def mlflow_client(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
-def _baselines(spec: ModelSpec, frame: pd.DataFrame) -> dict[str, Evaluation]:
-    """Every baseline's evaluation on the stored evaluation frame, by baseline name."""
+def _baselines(spec: ModelSpec, frame: pd.DataFrame) -> dict[Baseline, Evaluation]:
+    """Every baseline's evaluation on the stored evaluation frame, by baseline."""
     y = frame["label"].to_numpy("float64")
     return {
-        name: evaluate(spec, y, stored_predictions(frame, role), frame)
-        for name, role in baseline_roles(spec).items()
+        baseline: evaluate(spec, y, stored_predictions(frame, role), frame)
+        for baseline, role in baseline_roles(spec).items()
     }
 
 
@@ -78,7 +78,7 @@ def train_candidate(
     """Build the training set, fit, evaluate on the holdout and log it all as one MLflow run."""
     spec = get_spec(model)
     training_set = build_training_set(engine, spec, as_of)
-    trained = train_model(spec, training_set)
+    trained = fit_candidate(spec, training_set)
     frame = evaluation_frame(spec, trained.pipeline, trained.train, trained.holdout)
     y = frame["label"].to_numpy("float64")
     pred = stored_predictions(frame, "candidate")
@@ -219,6 +219,18 @@ def promote_if_passed(
     return {"promoted": True, "champion": version, "detail": f"v{champion} → v{version}"}
 
 
+def roll_back(settings: Settings, model: str, *, actor: str, reason: str) -> int:
+    """Move @champion back to the previous champion (one ledger entry); returns the restored version."""
+    from tasks.db import make_engine
+    from tasks.gates import rollback
+
+    engine = make_engine(settings.db_url)
+    try:
+        return rollback(engine, mlflow_client(settings), get_spec(model).name, actor=actor, reason=reason)
+    finally:
+        engine.dispose()
+
+
 def score(
     settings: Settings, engine: Engine, model: str, as_of: dt.datetime, *, run_id: str, now: int
 ) -> dict[str, Any]:
@@ -256,7 +268,7 @@ def score(
     }
 
 
-def _headline(spec: ModelSpec, evaluation: Evaluation, baselines: dict[str, Evaluation]) -> str:
+def _headline(spec: ModelSpec, evaluation: Evaluation, baselines: dict[Baseline, Evaluation]) -> str:
     """The primary metric against each baseline, e.g. "auc 0.658 (base_rate 0.500)"."""
     metric = spec.primary_metric
     against = ", ".join(f"{name} {b.metrics.get(metric, float('nan')):.3f}" for name, b in baselines.items())

@@ -40,6 +40,26 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
     )
 
 
+# This platform runs on machines without outbound network: the libraries' telemetry must not try
+# to phone home (each would otherwise time out on first use).
+NO_TELEMETRY = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+}
+
+
+def disable_telemetry() -> None:
+    """Turn the libraries' telemetry off for this process, unless the environment already decides.
+
+    Called by the entry points (the command line, the test session) before the libraries load;
+    flows run by a worker get the same from the environment `liveyield serve` starts it with.
+    """
+    for name, value in NO_TELEMETRY.items():
+        os.environ.setdefault(name, value)
+
+
 def pseudonym_key(settings: Settings, env: dict[str, str] | None = None) -> bytes:
     """The HMAC key for user pseudonyms: LIVEYIELD_PSEUDONYM_KEY, else a key file made once under home."""
     env = dict(os.environ) if env is None else env

@@ -7,6 +7,7 @@ their parameters stay readable in the UI and cache keys stay meaningful.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -75,6 +76,33 @@ def ingest_table(
     finally:
         engine.dispose()
     return [r.as_dict() for r in results]
+
+
+@task(name="land-file", task_run_name="land-{table}")
+def land_file(table: str, file: Path, mapping: Path | None = None) -> dict[str, Any]:
+    """Read, map and pseudonymise a file into the landing zone; store the identities it carried.
+
+    Returns the rows and batches landed and the mapping's ``max_bad_share`` (None: the suites' own).
+    """
+    from tasks import importer
+    from tasks.db import write_tx
+    from tasks.settings import pseudonym_key
+    from tasks.warehouse import store_identities
+
+    settings = get_settings()
+    spec = importer.load_mapping(mapping) if mapping else None
+    files, identities, rows = importer.land_import(
+        file, table, settings.landing_dir, pseudonym_key(settings), spec
+    )
+    if len(identities):
+        engine = make_engine(settings.db_url)
+        try:
+            upgrade_schema(engine)
+            with write_tx(engine) as conn:
+                store_identities(conn, identities.frame)
+        finally:
+            engine.dispose()
+    return {"rows": rows, "batches": len(files), "max_bad_share": spec.max_bad_share if spec else None}
 
 
 @task(name="build-data-docs")

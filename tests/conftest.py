@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-import flows  # noqa: F401  (sets the no-telemetry defaults before any library loads)
-from tasks.db import make_engine
-from tasks.settings import Settings, get_settings
-from tasks.warehouse import upgrade_schema
+from tasks.settings import Settings, disable_telemetry, get_settings
+
+disable_telemetry()  # before any library that phones home loads
+
+from tasks.db import make_engine  # noqa: E402
+from tasks.warehouse import upgrade_schema  # noqa: E402
 
 PG_URL = os.environ.get("LIVEYIELD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]

@@ -26,13 +26,13 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from tasks.dates import DAY_S, day_start
 from tasks.warehouse import raw_table
 
-DAY_S = 86_400
 HOUR_S = 3_600
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
-FeatureType = Literal["int", "float", "str"]
+FeatureType = Literal["int", "float", "str", "text"]  # str: a short label; text: unbounded (JSON lists)
 Granularity = Literal["daily", "hourly"]
 
 
@@ -66,6 +66,7 @@ ENTITIES: dict[str, Entity] = {
         Entity("product", "product_id"),
         Entity("ad", "ad_id"),
         Entity("region", "region"),
+        Entity("series", "series"),  # one forecast series, e.g. "eu/viewers" (a region and a measure)
         Entity("platform", "platform", constant="all"),
     )
 }
@@ -92,7 +93,7 @@ class BuildWindow:
     @classmethod
     def of(cls, partition: dt.date, lookback_days: int) -> BuildWindow:
         """The window of a partition day with that many days of lookback (the day included)."""
-        start = int(dt.datetime(partition.year, partition.month, partition.day, tzinfo=dt.UTC).timestamp())
+        start = day_start(partition)
         end = start + DAY_S
         return cls(
             partition=partition,

@@ -60,7 +60,12 @@ fs_materializations = Table(
     comment="The latest build of each (view, version, partition) and the source data it read.",
 )
 
-_SQL_TYPES: dict[FeatureType, TypeEngine] = {"int": BigInteger(), "float": Float(), "str": String(128)}
+_SQL_TYPES: dict[FeatureType, TypeEngine] = {
+    "int": BigInteger(),
+    "float": Float(),
+    "str": String(128),
+    "text": Text(),
+}
 
 
 def feature_table(view: FeatureView) -> Table:

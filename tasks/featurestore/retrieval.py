@@ -140,7 +140,7 @@ def _read_chunks(conn: Connection, sql: str, params: dict[str, int], width: int)
 
 def _typed(values: pd.Series, feature: Feature, index: pd.Index) -> pd.Series:
     """One output column in the feature's dtype: nullable Int64, float64 (NaN) or object (None)."""
-    if feature.dtype == "str":
+    if feature.dtype in ("str", "text"):
         text_values = values.astype(object)
         return pd.Series(text_values.where(values.notna(), None).to_numpy(), index=index, dtype=object)
     numbers = pd.Series(pd.to_numeric(values).to_numpy("float64", na_value=np.nan), index=index)
@@ -181,13 +181,17 @@ def get_historical_features(
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {leftover}")
     if len(values) != len(entity_df) or not np.array_equal(values["c0"].to_numpy("int64"), rows["row_id"]):
         raise RuntimeError("point-in-time join returned rows out of step with the entity rows")
-    out = entity_df.copy()
+    columns: dict[str, pd.Series] = {}
     col = 1
     for request in plan:
         for feature in request.features:
-            out[f"{request.view.name}__{feature.name}"] = _typed(values[f"c{col}"], feature, out.index)
+            columns[f"{request.view.name}__{feature.name}"] = _typed(
+                values[f"c{col}"], feature, entity_df.index
+            )
             col += 1
-    return out
+    # One concat, not a column insert per feature: wide views (hundreds of lags) stay one block.
+    kept = entity_df.drop(columns=[c for c in columns if c in entity_df.columns])
+    return pd.concat([kept, pd.DataFrame(columns, index=entity_df.index)], axis=1)
 
 
 def get_online_features(

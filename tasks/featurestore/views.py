@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from tasks.featurestore.definitions import DAY_S, BuildWindow, Feature, FeatureType, FeatureView, UnknownView
-from tasks.simulate.config import CATEGORIES
+from tasks.vocabulary import CATEGORIES
 
-# One constant for the stream-category vocabulary: the simulator's, so features and data agree.
+# The platform's stream categories (tasks/vocabulary.py, which the simulator shares): features and data agree.
 CATEGORY_VOCABULARY: tuple[str, ...] = tuple(CATEGORIES)
 
 PART_END = "CAST(:part_end AS BIGINT)"
@@ -357,6 +359,270 @@ WHERE cur.hour_ts >= :part_start
 """,
 )
 
+# --- forecast histories: each series' recent values as of every hour (traffic) or day (growth) ---------
+# The forecasters derive their inputs (recent means, seasonal naive values, same-hour profiles) from
+# these rows, read point-in-time at the forecast origin: a row holds only what was known at its end.
+
+HISTORY_HOURS = 168  # one week of hourly values: the weekly naive and a 7-day same-hour profile
+HISTORY_DAYS = 35  # five weeks of daily values: 4-week same-weekday profiles plus the campaign history
+_HOUR_ENDS = " UNION ALL ".join(f"SELECT {n} AS n" for n in range(1, 25))
+_HOURLY_LAG = "MAX(CASE WHEN s.hour_ts = e.feature_ts - {s} THEN s.value END) AS lag_{k}h"
+_DAILY_LAG = "MAX(CASE WHEN day_ts = {end} - {s} THEN {measure} END) AS {measure}_lag_{k}d"
+GROWTH_MEASURES = ("new_users", "campaign", "dau")
+_HOURLY_LAGS = ",\n    ".join(_HOURLY_LAG.format(s=k * 3600, k=k) for k in range(1, HISTORY_HOURS + 1))
+_DAILY_LAGS = ",\n    ".join(
+    _DAILY_LAG.format(end=PART_END, s=k * DAY_S, measure=m, k=k)
+    for m in GROWTH_MEASURES
+    for k in range(1, HISTORY_DAYS + 1)
+)
+
+traffic_history = FeatureView(
+    name="traffic_history",
+    entity="series",
+    granularity="hourly",
+    description=(
+        "Per series (<region>/viewers, <region>/bandwidth) at every hour's end: the hourly means of the "
+        "168 hours before it (lag_1h = the hour just ended) and, on viewers rows, the serving limit in force."
+    ),
+    features=(
+        Feature("history_end_ts", "int"),
+        *_feats("float", *(f"lag_{k}h" for k in range(1, HISTORY_HOURS + 1))),
+        Feature("capacity_limit", "float"),
+    ),
+    # A forecast made from a row covers the 48 hours after its end: the row serves until they are over.
+    ttl_s=48 * 3_600 - 1,
+    sources=("raw_traffic",),
+    lookback_days=8,  # the 168 hours before the partition's first hour end reach 7 days back
+    sql=f"""
+WITH h AS (
+  SELECT region, event_ts - (event_ts % 3600) AS hour_ts,
+    AVG(concurrent_viewers) AS viewers, AVG(bandwidth_mbps) AS mbps, MAX(capacity_viewers) AS capacity
+  FROM raw_traffic
+  WHERE {IN_WINDOW} AND event_ts >= :window_start AND event_ts < :part_end
+  GROUP BY region, event_ts - (event_ts % 3600)
+),
+s AS (
+  SELECT region || '/viewers' AS series, hour_ts, viewers AS value FROM h
+  UNION ALL
+  SELECT region || '/bandwidth', hour_ts, mbps FROM h WHERE mbps IS NOT NULL
+),
+e AS (SELECT CAST(:part_start AS BIGINT) + 3600 * n AS feature_ts FROM ({_HOUR_ENDS}) hours),
+reported AS (
+  SELECT e.feature_ts, h.region, MAX(h.hour_ts) AS hour_ts
+  FROM e JOIN h ON h.hour_ts < e.feature_ts AND h.capacity IS NOT NULL
+  GROUP BY e.feature_ts, h.region
+),
+limits AS (
+  SELECT r.feature_ts, r.region || '/viewers' AS series, h.capacity
+  FROM reported r JOIN h ON h.region = r.region AND h.hour_ts = r.hour_ts
+),
+lags AS (
+  SELECT s.series, e.feature_ts,
+    {_HOURLY_LAGS}
+  FROM e JOIN s ON s.hour_ts >= e.feature_ts - {HISTORY_HOURS * 3600} AND s.hour_ts < e.feature_ts
+  GROUP BY s.series, e.feature_ts
+)
+SELECT lags.*, lags.feature_ts AS history_end_ts, limits.capacity AS capacity_limit
+FROM lags LEFT JOIN limits ON limits.series = lags.series AND limits.feature_ts = lags.feature_ts
+""",
+)
+
+growth_history = FeatureView(
+    name="growth_history",
+    entity="platform",
+    description=(
+        "The platform's last 35 days (lag_1d = the day just ended): signups, signups from campaigns and "
+        "daily active users; a day without any signup or session (DAU: any session) is missing, not zero."
+    ),
+    features=(
+        Feature("history_end_ts", "int"),
+        *_feats("float", *(f"{m}_lag_{k}d" for m in GROWTH_MEASURES for k in range(1, HISTORY_DAYS + 1))),
+    ),
+    # A forecast made from a row covers the 14 days after its end: the row serves until they are over.
+    ttl_s=14 * DAY_S - 1,
+    sources=("raw_users", "raw_watch_sessions"),
+    lookback_days=HISTORY_DAYS,
+    sql=f"""
+WITH ev AS (
+  SELECT event_ts - (event_ts % 86400) AS day_ts, 1 AS signup,
+    CASE WHEN channel = 'campaign' THEN 1 ELSE 0 END AS campaign, CAST(NULL AS VARCHAR(64)) AS user_key
+  FROM raw_users WHERE {IN_WINDOW} AND event_ts >= :window_start AND event_ts < :part_end
+  UNION ALL
+  SELECT event_ts - (event_ts % 86400), 0, 0, user_key
+  FROM raw_watch_sessions WHERE {IN_WINDOW} AND event_ts >= :window_start AND event_ts < :part_end
+),
+d AS (
+  SELECT day_ts, SUM(signup) AS new_users, SUM(campaign) AS campaign,
+    CASE WHEN SUM(1 - signup) > 0 THEN COUNT(DISTINCT user_key) END AS dau
+  FROM ev GROUP BY day_ts
+)
+SELECT * FROM (
+  SELECT 'all' AS platform, {PART_END} AS feature_ts, {PART_END} AS history_end_ts, COUNT(*) AS days_seen,
+    {_DAILY_LAGS}
+  FROM d
+) agg
+WHERE days_seen > 0
+""",
+)
+
+# --- end of the forecast histories ---------------------------------------------------------------------
+
+
+# --- item histories of the recommenders: event logs as JSON lists ------------------------------------
+# A day's events per user (known at the day's end), or the day's events so far (one row per event
+# second, known one second after it). A model reads every row of a range back through
+# ``get_historical_features`` (tasks/models/families/event_logs.py), so every event it sees passed the
+# store's validation, point-in-time and TTL rules.
+
+
+def _json_lists(frame: pd.DataFrame, key: str, columns: list[str]) -> pd.Series:
+    """Per key, a JSON list of [column values...] rows in frame order (a compact, typed history)."""
+    if frame.empty:
+        return pd.Series(dtype=object)
+    records = list(zip(*(frame[c].tolist() for c in columns), strict=True))
+    grouped = pd.Series(records, index=frame[key].to_numpy(), dtype=object).groupby(level=0, sort=True)
+    return grouped.agg(lambda rows: json.dumps(list(rows), separators=(",", ":")))
+
+
+def product_events(frames: Mapping[str, pd.DataFrame], window: BuildWindow) -> pd.DataFrame:
+    """Each user's orders and product-card views of the day as JSON lists (a pure pandas transform)."""
+    orders = frames["raw_orders"].sort_values(["event_ts", "product_id", "event_id"], kind="stable")
+    views = frames["raw_product_views"].sort_values(["event_ts", "product_id", "event_id"], kind="stable")
+    orders = orders.assign(
+        event_ts=orders["event_ts"].astype("int64"), unit_price=orders["unit_price"].astype(float)
+    )
+    views = views.assign(event_ts=views["event_ts"].astype("int64"))
+    out = pd.DataFrame(
+        {
+            "orders_1d": _json_lists(orders, "user_key", ["product_id", "event_ts", "unit_price"]),
+            "product_views_1d": _json_lists(views, "user_key", ["product_id", "event_ts"]),
+        }
+    )
+    out = out.fillna("[]")  # a user with orders but no views (or the reverse) has an empty list
+    return out.rename_axis("user_key").reset_index()
+
+
+user_product_events = FeatureView(
+    name="user_product_events",
+    entity="user",
+    description="The day's orders [product, time, unit price] and product-card views [product, time].",
+    features=_feats("text", "orders_1d", "product_views_1d"),
+    ttl_s=DAILY_TTL,
+    sources=("raw_orders", "raw_product_views"),  # orders first: a shop without card views still builds
+    transform=product_events,
+)
+
+
+def streamer_watch(frames: Mapping[str, pd.DataFrame], window: BuildWindow) -> pd.DataFrame:
+    """Seconds each user watched each streamer on the day, as a JSON list (a pure pandas transform).
+
+    A session counts only up to the midnight after its start: the part past midnight belongs to
+    the next day, whose end is the first moment anyone may know it.
+    """
+    watch = frames["raw_watch_sessions"]
+    if watch.empty:
+        return pd.DataFrame(columns=["user_key", "streamer_seconds_1d"])
+    start = watch["event_ts"].astype("int64")
+    midnight = start - start % DAY_S + DAY_S
+    seconds = np.where(watch["end_ts"].astype("int64") > midnight, midnight - start, watch["duration_s"])
+    per_pair = (
+        watch.assign(seconds=seconds.astype("float64"))
+        .groupby(["user_key", "streamer_id"], sort=True)
+        .agg(seconds=("seconds", "sum"), category=("category", "min"))
+        .reset_index()
+    )
+    lists = _json_lists(per_pair, "user_key", ["streamer_id", "seconds", "category"])
+    return pd.DataFrame({"user_key": lists.index, "streamer_seconds_1d": lists.to_numpy()})
+
+
+user_streamer_watch = FeatureView(
+    name="user_streamer_watch",
+    entity="user",
+    description="The day's watch time per streamer [streamer, seconds, stream category] of each user.",
+    features=_feats("text", "streamer_seconds_1d"),
+    ttl_s=DAILY_TTL,
+    sources=("raw_watch_sessions",),
+    transform=streamer_watch,
+)
+
+product_popularity = FeatureView(
+    name="product_popularity",
+    entity="product",
+    description="A product's buyers over 28 days and its orders and card views over 7 days.",
+    features=_feats("int", "buyers_28d", "orders_7d", "views_7d"),
+    ttl_s=DAILY_TTL,
+    sources=("raw_orders", "raw_product_views"),  # orders first: a shop without card views still builds
+    lookback_days=28,
+    sql=f"""
+SELECT product_id, {PART_END} AS feature_ts,
+  COUNT(DISTINCT CASE WHEN is_order = 1 THEN user_key END) AS buyers_28d,
+  SUM(CASE WHEN is_order = 1 AND event_ts >= {_since(7)} THEN 1 ELSE 0 END) AS orders_7d,
+  SUM(CASE WHEN is_order = 0 AND event_ts >= {_since(7)} THEN 1 ELSE 0 END) AS views_7d
+FROM (
+  SELECT product_id, user_key, event_ts, 1 AS is_order FROM raw_orders WHERE {IN_WINDOW}
+  UNION ALL
+  SELECT product_id, user_key, event_ts, 0 FROM raw_product_views WHERE {IN_WINDOW}
+) s
+GROUP BY product_id
+""",
+)
+
+
+def _day_so_far(events: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per user and second with an event: at one second past it, the user's events of the day so far."""
+    if events.empty:
+        return pd.DataFrame(columns=["user_key", "feature_ts", "log"])
+    events = events.sort_values(["user_key", "event_ts", "event_id"], kind="stable")
+    keys, stamps, logs = [], [], []
+    for user, group in events.groupby("user_key", sort=True):
+        records = [list(r) for r in zip(*(group[c].tolist() for c in columns), strict=True)]
+        times = group["event_ts"].astype("int64").tolist()
+        for i, ts in enumerate(times):
+            if i + 1 < len(times) and times[i + 1] == ts:
+                continue  # one row per second, once all of that second's events are in
+            keys.append(user)
+            stamps.append(ts + 1)
+            logs.append(json.dumps(records[: i + 1], separators=(",", ":")))
+    return pd.DataFrame({"user_key": keys, "feature_ts": np.asarray(stamps, dtype="int64"), "log": logs})
+
+
+def session_log(frames: Mapping[str, pd.DataFrame], window: BuildWindow) -> pd.DataFrame:
+    """The sessions each user started on the day so far, known one second after each start."""
+    sessions = frames["raw_watch_sessions"].assign(event_ts=lambda f: f["event_ts"].astype("int64"))
+    columns = ["event_id", "stream_id", "streamer_id", "category", "event_ts"]
+    return _day_so_far(sessions, columns).rename(columns={"log": "sessions_1d"})
+
+
+user_session_log = FeatureView(
+    name="user_session_log",
+    entity="user",
+    description="The day's sessions so far [event id, stream, streamer, category, start], one row per start.",
+    features=_feats("text", "sessions_1d"),
+    ttl_s=DAILY_TTL,  # fresh while anyone started a session within the last day
+    sources=("raw_watch_sessions",),
+    transform=session_log,
+)
+
+
+def follow_log(frames: Mapping[str, pd.DataFrame], window: BuildWindow) -> pd.DataFrame:
+    """The follows each user made on the day so far, known one second after each follow."""
+    follows = frames["raw_follows"].assign(event_ts=lambda f: f["event_ts"].astype("int64"))
+    return _day_so_far(follows, ["event_id", "streamer_id", "event_ts"]).rename(columns={"log": "follows_1d"})
+
+
+user_follow_log = FeatureView(
+    name="user_follow_log",
+    entity="user",
+    description="The day's follows so far [event id, streamer, time], one row per follow.",
+    features=_feats("text", "follows_1d"),
+    ttl_s=0,  # follows are sparse and count for ever: no row goes stale
+    sources=("raw_follows",),
+    transform=follow_log,
+)
+
+# --- end of the recommenders' item histories ------------------------------------------------------------
+
+
 FEATURE_VIEWS: dict[str, FeatureView] = {
     v.name: v
     for v in (
@@ -373,6 +639,13 @@ FEATURE_VIEWS: dict[str, FeatureView] = {
         product_activity,
         ad_activity,
         region_traffic,
+        traffic_history,
+        growth_history,
+        user_product_events,
+        user_streamer_watch,
+        product_popularity,
+        user_session_log,
+        user_follow_log,
     )
 }
 

@@ -11,7 +11,7 @@ if report.passed:
 """
 
 from tasks.gates.evaluate import evaluate_gate
-from tasks.gates.metrics import EvaluationLike, higher_is_better
+from tasks.gates.metrics import EvaluationLike
 from tasks.gates.promotion import (
     NoChampion,
     NothingToRollBack,
@@ -26,6 +26,7 @@ from tasks.gates.promotion import (
     rollback,
 )
 from tasks.gates.report import GateCheck, GateReport
+from tasks.models.metrics import higher_is_better
 from tasks.registry.tags import CHALLENGER, CHAMPION
 
 __all__ = [

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
-from tasks.gates.metrics import EvaluationLike, higher_is_better, metric_value
+from tasks.gates.metrics import EvaluationLike, finite_metric
 from tasks.gates.report import GateCheck, GateReport
+from tasks.models.metrics import higher_is_better
 from tasks.models.spec import ChangeThreshold, PromotionPolicy, SignificanceRule, ValueThreshold
 
 EPS = 1e-12  # rounding tolerance for "delta >= slack" (0.70 - 0.71 must equal -0.01)
@@ -28,14 +30,15 @@ def evaluate_gate(
     model: str = "",
     candidate_version: int | None = None,
     champion_version: int | None = None,
-    extra_baselines: Mapping[str, EvaluationLike] | None = None,
+    extra_baselines: Mapping[Any, EvaluationLike] | None = None,
 ) -> GateReport:
     """Run every check of the policy and return the verdict with one row per check.
 
     ``deltas[(metric, "baseline"|"champion")]`` is (lower, point, upper) of candidate − other
     from a paired bootstrap on the same holdout. ``champion`` None means a first run: change
-    thresholds and champion significance are recorded as skipped. ``extra_baselines`` (name ->
-    evaluation) are further naive baselines every beat_baseline metric must also beat.
+    thresholds and champion significance are recorded as skipped. ``extra_baselines`` (a baseline
+    declaration, or its name, -> evaluation) are further naive baselines every beat_baseline metric
+    must also beat; the report names each by ``str()`` (e.g. "column:snaive_168h").
     """
     checks: list[GateCheck] = []
     if policy.is_empty:
@@ -62,7 +65,7 @@ def evaluate_gate(
         checks.extend(_value_checks(value, candidate))
     for metric in policy.beat_baseline:
         checks.append(_baseline_check(metric, candidate, baseline))
-        for name, other in sorted((extra_baselines or {}).items()):
+        for name, other in sorted((str(k), v) for k, v in (extra_baselines or {}).items()):
             checks.append(_baseline_check(metric, candidate, other, name))
     for change in policy.change_thresholds:
         checks.extend(_change_checks(change, candidate, champion))
@@ -120,7 +123,7 @@ def _value_checks(threshold: ValueThreshold, candidate: EvaluationLike) -> list[
             targets = [(threshold.slice, None)]
     checks = []
     for where, metrics in targets:
-        observed = metric_value(metrics, threshold.metric)
+        observed = finite_metric(metrics, threshold.metric)
         if observed is None:
             checks.append(
                 GateCheck(
@@ -145,7 +148,7 @@ def _value_checks(threshold: ValueThreshold, candidate: EvaluationLike) -> list[
 def _baseline_check(
     metric: str, candidate: EvaluationLike, baseline: EvaluationLike, name: str = "baseline"
 ) -> GateCheck:
-    ours, theirs = metric_value(candidate.metrics, metric), metric_value(baseline.metrics, metric)
+    ours, theirs = finite_metric(candidate.metrics, metric), finite_metric(baseline.metrics, metric)
     hib = higher_is_better(metric)
     threshold = f"{'>' if hib else '<'} {name}"
     if ours is None or theirs is None:
@@ -208,7 +211,7 @@ def _change_checks(
                     "change_threshold",
                     change.metric,
                     where,
-                    metric_value(metrics, change.metric),
+                    finite_metric(metrics, change.metric),
                     threshold,
                     None,
                     "skipped: slice value absent from the champion's evaluation",
@@ -238,7 +241,7 @@ def _change_one(
     ours: Mapping[str, float] | None,
     theirs: Mapping[str, float] | None,
 ) -> GateCheck:
-    cand, champ = metric_value(ours, change.metric), metric_value(theirs, change.metric)
+    cand, champ = finite_metric(ours, change.metric), finite_metric(theirs, change.metric)
     if cand is None or champ is None:
         which, source = ("candidate", ours) if cand is None else ("champion", theirs)
         return GateCheck(

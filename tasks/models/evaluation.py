@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, select
 
+from tasks.models.estimator import as_estimator
 from tasks.models.metrics import METRICS, NO_BOOTSTRAP
 from tasks.models.metrics.common import group_index
-from tasks.models.spec import ModelSpec
+from tasks.models.spec import Baseline, BaseRate, ColumnBaseline, ModelSpec
 from tasks.schema import ORACLE_TABLES
 
 BOOT_CELLS = 4_000_000  # replicates × rows evaluated per chunk: bounds bootstrap memory
@@ -152,25 +153,17 @@ def evaluate(
 
 
 def predict_frame(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
-    """A fitted model's predictions on a frame's inputs: "prediction" plus any extra columns.
+    """A fitted model's predictions on a frame's inputs through the estimator contract.
 
-    A model with ``predict_frame`` gives its own columns (intervals, embeddings…); otherwise a
-    binary model gives the positive-class probability and any other kind ``predict``.
+    "prediction" plus any extra columns the model gives (intervals, embeddings…), one row per row of
+    ``frame``; a plain scikit-learn model is read through SklearnEstimator (tasks/models/estimator.py).
     """
-    inputs = frame[spec.input_columns]
-    if hasattr(model, "predict_frame"):
-        out = model.predict_frame(inputs)
-        if "prediction" not in out.columns or len(out) != len(frame):
-            raise ValueError(f"{spec.name}: predict_frame must give a 'prediction' per row")
-        out = out.reset_index(drop=True)
-        out["prediction"] = out["prediction"].astype("float64")
-        return out
-    if spec.kind == "binary" and hasattr(model, "predict_proba"):
-        values = np.asarray(model.predict_proba(inputs)[:, 1], dtype="float64")
-    else:
-        raw = np.asarray(model.predict(inputs), dtype="float64")
-        values = raw.reshape(len(frame), -1)[:, -1] if raw.ndim > 1 else raw
-    return pd.DataFrame({"prediction": values})
+    out = as_estimator(model, spec.kind).predict_frame(frame[spec.input_columns])
+    if "prediction" not in out.columns or len(out) != len(frame):
+        raise ValueError(f"{spec.name}: predict_frame must give a 'prediction' per row")
+    out = out.reset_index(drop=True)
+    out["prediction"] = out["prediction"].astype("float64")
+    return out
 
 
 def predict(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> np.ndarray:
@@ -178,31 +171,28 @@ def predict(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> np.ndarray:
     return predict_frame(spec, model, frame)["prediction"].to_numpy("float64")
 
 
-def baseline_frame(spec: ModelSpec, name: str, train: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
-    """One naive baseline's predictions on the holdout.
-
-    "base_rate": the training label mean. "column:<c>": the holdout column c (the label builder
-    computed it from the past: seasonal naive, last 7 days, popularity…), with "<c>_lower" and
-    "<c>_upper" as its interval when present.
-    """
-    if name == "base_rate":
-        if train.empty:
-            raise ValueError(f"{spec.name}: the base-rate baseline needs training rows")
-        return pd.DataFrame({"prediction": np.full(len(holdout), float(train["label"].mean()))})
-    if name.startswith("column:"):
-        column = name.split(":", 1)[1]
-        if column not in holdout.columns:
-            raise ValueError(f"{spec.name}: baseline column {column!r} is not in the label frame")
-        out = {"prediction": holdout[column].to_numpy("float64")}
-        for extra in ("lower", "upper"):
-            if f"{column}_{extra}" in holdout.columns:
-                out[extra] = holdout[f"{column}_{extra}"].to_numpy("float64")
-        return pd.DataFrame(out)
-    raise ValueError(f"{spec.name}: unknown baseline {name!r} (use 'base_rate' or 'column:<name>')")
+def baseline_frame(
+    spec: ModelSpec, baseline: Baseline, train: pd.DataFrame, holdout: pd.DataFrame
+) -> pd.DataFrame:
+    """One naive baseline's predictions on the holdout (see BaseRate and ColumnBaseline)."""
+    match baseline:
+        case BaseRate():
+            if train.empty:
+                raise ValueError(f"{spec.name}: the base-rate baseline needs training rows")
+            return pd.DataFrame({"prediction": np.full(len(holdout), float(train["label"].mean()))})
+        case ColumnBaseline(column=column):
+            if column not in holdout.columns:
+                raise ValueError(f"{spec.name}: baseline column {column!r} is not in the label frame")
+            out = {"prediction": holdout[column].to_numpy("float64")}
+            for extra in ("lower", "upper"):
+                if f"{column}_{extra}" in holdout.columns:
+                    out[extra] = holdout[f"{column}_{extra}"].to_numpy("float64")
+            return pd.DataFrame(out)
+    raise TypeError(f"{spec.name}: {baseline!r} is not a baseline declaration (BaseRate or ColumnBaseline)")
 
 
-def baseline_names(spec: ModelSpec) -> tuple[str, ...]:
-    """The primary baseline first, then the extra ones."""
+def baseline_names(spec: ModelSpec) -> tuple[Baseline, ...]:
+    """The spec's baselines, the primary first (each prints as the name its metrics are stored under)."""
     return (spec.baseline, *spec.extra_baselines)
 
 
@@ -368,9 +358,9 @@ def _role_columns(role: str) -> tuple[str, str]:
     return ("prediction", "pred__") if role == "candidate" else (f"{role}_prediction", f"{role}__")
 
 
-def baseline_roles(spec: ModelSpec) -> dict[str, str]:
+def baseline_roles(spec: ModelSpec) -> dict[Baseline, str]:
     """Stored role of each baseline: "baseline" for the primary, "baseline1", "baseline2"… for extras."""
-    return {name: ("baseline" if i == 0 else f"baseline{i}") for i, name in enumerate(baseline_names(spec))}
+    return {b: ("baseline" if i == 0 else f"baseline{i}") for i, b in enumerate(baseline_names(spec))}
 
 
 def attach_predictions(frame: pd.DataFrame, predictions: pd.DataFrame, role: str) -> pd.DataFrame:
@@ -393,6 +383,6 @@ def evaluation_frame(spec: ModelSpec, model: Any, train: pd.DataFrame, holdout: 
     frame = attach_predictions(
         holdout.reset_index(drop=True), predict_frame(spec, model, holdout), "candidate"
     )
-    for name, role in baseline_roles(spec).items():
-        frame = attach_predictions(frame, baseline_frame(spec, name, train, holdout), role)
+    for baseline, role in baseline_roles(spec).items():
+        frame = attach_predictions(frame, baseline_frame(spec, baseline, train, holdout), role)
     return frame

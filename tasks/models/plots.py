@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 from sklearn.pipeline import Pipeline
+from xgboost import XGBModel
 
 TOP_FEATURES = 25
 
@@ -68,7 +69,7 @@ def plot_calibration(y: np.ndarray, pred: np.ndarray, path: Path, bins: int = 15
 def plot_feature_importance(pipeline: Pipeline, path: Path) -> Path:
     """Gain importance of the booster's top features (after encoding)."""
     booster = pipeline.steps[-1][1]
-    gains = booster.get_booster().get_score(importance_type="gain") if hasattr(booster, "get_booster") else {}
+    gains = booster.get_booster().get_score(importance_type="gain") if isinstance(booster, XGBModel) else {}
     top = sorted(gains.items(), key=lambda kv: kv[1], reverse=True)[:TOP_FEATURES]
     fig, ax = plt.subplots(figsize=(7, max(3, 0.3 * len(top))))
     ax.barh([k for k, _ in reversed(top)], [v for _, v in reversed(top)])

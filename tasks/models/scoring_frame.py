@@ -7,6 +7,7 @@ import datetime as dt
 import pandas as pd
 from sqlalchemy import Engine, and_, func, select
 
+from tasks.dates import utc
 from tasks.featurestore import feature_table, get_online_features, stale_partitions
 from tasks.featurestore.definitions import ENTITIES, FeatureView, parse_ref
 from tasks.featurestore.registry import is_registered
@@ -29,10 +30,6 @@ def _views(refs: tuple[str, ...]) -> list[FeatureView]:
     return list(seen.values())
 
 
-def _fmt(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
-
-
 def check_fresh(engine: Engine, view: FeatureView, as_of: int) -> int:
     """The view's newest feature_ts at as_of; StaleFeatures if older than its TTL or untrusted."""
     with engine.connect() as conn:
@@ -46,10 +43,10 @@ def check_fresh(engine: Engine, view: FeatureView, as_of: int) -> int:
             .limit(1)
         ).first()
         if latest is None or (view.ttl_s > 0 and latest.feature_ts < as_of - view.ttl_s):
-            newest = "none" if latest is None else _fmt(int(latest.feature_ts))
+            newest = "none" if latest is None else utc(int(latest.feature_ts)).isoformat()
             raise StaleFeatures(
-                f"feature view {view.name}: newest feature_ts {newest} is older than as_of {_fmt(as_of)} "
-                f"minus its TTL of {view.ttl_s} s"
+                f"feature view {view.name}: newest feature_ts {newest} is older than as_of "
+                f"{utc(as_of).isoformat()} minus its TTL of {view.ttl_s} s"
             )
         partition = latest.partition_date
         first = partition - dt.timedelta(days=view.lookback_days - 1)

@@ -99,6 +99,31 @@ class ScoringTarget:
 
 
 @dataclass(frozen=True)
+class BaseRate:
+    """The naive baseline that predicts the training label mean for every holdout row."""
+
+    def __str__(self) -> str:
+        """The name its metrics are logged and reported under."""
+        return "base_rate"
+
+
+@dataclass(frozen=True)
+class ColumnBaseline:
+    """The naive baseline that predicts a label-frame column the label builder computed from the past
+    (seasonal naive, last 7 days, popularity…), with ``<column>_lower``/``<column>_upper`` as its
+    interval when the frame has them."""
+
+    column: str
+
+    def __str__(self) -> str:
+        """The name its metrics are logged and reported under, e.g. "column:snaive_7d"."""
+        return f"column:{self.column}"
+
+
+Baseline = BaseRate | ColumnBaseline
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One monetization model, declared."""
 
@@ -111,9 +136,9 @@ class ModelSpec:
     feature_refs: tuple[str, ...]  # "view:feature" references into the feature store
     context_features: tuple[str, ...]  # columns of the label frame used as model inputs
     categorical: tuple[str, ...]  # which inputs (features or context) are categorical
-    make_estimator: Callable[[Mapping[str, Any]], Any]  # an sklearn Pipeline or any fit/predict object
+    make_estimator: Callable[[Mapping[str, Any]], Any]  # see tasks/models/estimator.py
     params: Mapping[str, Any]
-    baseline: str  # e.g. "base_rate"
+    baseline: Baseline  # the naive predictor the candidate must beat, e.g. BaseRate()
     metrics: tuple[str, ...]
     primary_metric: str
     slices: tuple[str, ...]
@@ -126,7 +151,10 @@ class ModelSpec:
     retrain_cron: str = "0 3 * * 1"  # weekly by default
     score_cron: str = "30 4 * * *"
     seed: int = 7
-    extra_baselines: tuple[str, ...] = ()  # beat_baseline metrics must beat these too
+    extra_baselines: tuple[Baseline, ...] = ()  # beat_baseline metrics must beat these too
+    # Feature views read as whole event histories (tasks/models/families/event_logs.py) beyond
+    # feature_refs: recorded with the refs' views in the training lineage.
+    history_views: tuple[str, ...] = ()
     # (engine, holdout, prediction frame) -> the simulator-truth report; oracle tables are read only here.
     oracle: Callable[[Engine, pd.DataFrame, pd.DataFrame], dict[str, float]] | None = None
     # The rows to score at as_of; default: every entity of the scoring target, features as of as_of.

@@ -26,7 +26,7 @@ from tasks.models.evaluation import (
     stored_predictions,
 )
 from tasks.models.plots import write_plots
-from tasks.models.spec import ModelSpec
+from tasks.models.spec import Baseline, ModelSpec
 from tasks.models.training import TrainedModel
 
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
@@ -66,7 +66,7 @@ def run_metrics(
     baseline_evaluation: Evaluation,
     oracle: Mapping[str, float],
     ci: Mapping[str, tuple[float, float, float]],
-    extra_baselines: Mapping[str, Evaluation] | None = None,
+    extra_baselines: Mapping[Baseline, Evaluation] | None = None,
 ) -> dict[str, float]:
     """The flat metric dict of a run: overall, per slice, baselines, CIs and oracle."""
     metrics = dict(evaluation.metrics)
@@ -112,7 +112,7 @@ def log_training_run(
     oracle: Mapping[str, float],
     ci: Mapping[str, tuple[float, float, float]],
     tags: Mapping[str, str] | None = None,
-    extra_baselines: Mapping[str, Evaluation] | None = None,
+    extra_baselines: Mapping[Baseline, Evaluation] | None = None,
     frame: pd.DataFrame | None = None,
 ) -> str:
     """Log one training as one MLflow run (run id passed explicitly, never the thread's active run).

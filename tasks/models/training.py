@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -12,12 +11,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 from sqlalchemy import Engine, and_, select
 
+from tasks.dates import partition_day, utc
 from tasks.featurestore import get_historical_features
 from tasks.featurestore.definitions import DAY_S, parse_ref
 from tasks.featurestore.views import FEATURE_VIEWS as VIEWS
+from tasks.models.estimator import as_estimator, fit_summary
 from tasks.models.spec import LabelWindow, ModelSpec
 from tasks.schema import partition_status
 
@@ -45,7 +45,7 @@ class TrainedModel:
     """A fitted pipeline, the frames it was fitted, early-stopped and held out on, and its lineage."""
 
     spec_name: str
-    pipeline: Any  # an sklearn Pipeline or any fit/predict estimator object
+    pipeline: Any  # what spec.make_estimator made, fitted: an Estimator or a plain scikit-learn model
     train: pd.DataFrame
     valid: pd.DataFrame
     holdout: pd.DataFrame
@@ -74,8 +74,7 @@ def frame_fingerprint(frame: pd.DataFrame, key: str = "example_id") -> str:
 
 def _lineage(engine: Engine, spec: ModelSpec, window: LabelWindow) -> tuple[dict[str, str], bool]:
     """last_run_id of the label-source partitions in the window, and whether all were validated."""
-    first = dt.datetime.fromtimestamp(window.start_ts, dt.UTC).date()
-    last = dt.datetime.fromtimestamp(window.end_ts - 1, dt.UTC).date()
+    first, last = partition_day(window.start_ts), partition_day(window.end_ts - 1)
     ps = partition_status
     query = select(ps.c.table_name, ps.c.partition_date, ps.c.status, ps.c.last_run_id).where(
         and_(ps.c.table_name.in_(spec.label_sources), ps.c.partition_date.between(first, last))
@@ -96,7 +95,7 @@ def build_training_set(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> T
         labels = spec.build_labels(conn, window)
     if labels.empty:
         raise NoTrainingData(
-            f"{spec.name}: no labelled examples in [{dt.datetime.fromtimestamp(window.start_ts, dt.UTC)}, "
+            f"{spec.name}: no labelled examples in [{utc(window.start_ts)}, "
             f"{as_of}) from validated partitions of {', '.join(spec.label_sources)}"
         )
     # The same retrieval scoring uses (get_online_features does not filter on created_ts), so
@@ -106,7 +105,7 @@ def build_training_set(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> T
     # would null every feature of a backfilled history.
     frame = get_historical_features(engine, labels, spec.feature_refs) if spec.feature_refs else labels
     frame = frame.sort_values(["event_ts", "example_id"], kind="stable").reset_index(drop=True)
-    views = {parse_ref(ref, VIEWS)[0] for ref in spec.feature_refs}
+    views = {parse_ref(ref, VIEWS)[0] for ref in spec.feature_refs} | {VIEWS[n] for n in spec.history_views}
     run_ids, validated = _lineage(engine, spec, window)
     return TrainingSet(
         spec_name=spec.name,
@@ -155,34 +154,7 @@ def training_fingerprint(data_fingerprint: str, params: dict[str, Any], spec_nam
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _accepts_eval_set(fit: Any) -> bool:
-    return "eval_set" in inspect.signature(fit).parameters
-
-
-def _fit(pipeline: Any, spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame) -> None:
-    """Fit the preprocessing, then the final estimator with early stopping on the validation split.
-
-    Any other estimator object is fitted whole, given the validation split when its fit takes
-    an ``eval_set``.
-    """
-    columns = spec.input_columns
-    if not isinstance(pipeline, Pipeline):
-        if _accepts_eval_set(pipeline.fit):
-            pipeline.fit(train[columns], train["label"], eval_set=[(valid[columns], valid["label"])])
-        else:
-            pipeline.fit(train[columns], train["label"])
-        return
-    final = pipeline.steps[-1][1]
-    if not _accepts_eval_set(final.fit) or len(pipeline.steps) < 2:
-        pipeline.fit(train[columns], train["label"])
-        return
-    prep = pipeline[:-1]  # shares its step objects with the pipeline, so they are fitted in place
-    x_train = prep.fit_transform(train[columns], train["label"])
-    x_valid = prep.transform(valid[columns])
-    final.fit(x_train, train["label"], eval_set=[(x_valid, valid["label"])], verbose=False)
-
-
-def train_model(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
+def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
     """Split by time and fit the spec's pipeline, deterministically for the spec's seed."""
     if training_set.spec_name != spec.name:
         raise ValueError(f"training set was built for {training_set.spec_name}, not {spec.name}")
@@ -193,19 +165,19 @@ def train_model(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
     params: dict[str, Any] = {**spec.params, "seed": spec.seed}
     fingerprint = training_fingerprint(training_set.fingerprint, params, spec.name)
     pipeline = spec.make_estimator(params)
+    estimator = as_estimator(pipeline, spec.kind)  # fits ``pipeline`` in place
+    columns = spec.input_columns
     started = time.perf_counter()
-    _fit(pipeline, spec, train, valid)
+    estimator.fit(train[columns], train["label"], eval_set=[(valid[columns], valid["label"])])
     fit_seconds = time.perf_counter() - started
-    final = pipeline.steps[-1][1] if isinstance(pipeline, Pipeline) else pipeline
-    best = getattr(final, "best_iteration", None)
+    summary = fit_summary(estimator)
     fitted = {
         **params,
-        "best_iteration": None if best is None else int(best),
+        "best_iteration": summary.pop("best_iteration"),
         "n_train": len(train),
         "n_valid": len(valid),
         "n_holdout": len(holdout),
-        # What the fit itself chose (e.g. the number of segments), when the estimator reports it.
-        **(pipeline.fitted_params() if hasattr(pipeline, "fitted_params") else {}),
+        **summary,  # what the fit itself chose (e.g. the number of segments), when reported
     }
     lineage = {
         "as_of": training_set.as_of.isoformat(),

@@ -6,16 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.simulate.config import (
-    DAY_S,
-    DIURNAL_LOCAL,
-    HOUR_S,
-    REGION_UTC_OFFSET,
-    REGIONS,
-    SimConfig,
-    day_weekday,
-)
+from tasks.simulate.config import DAY_S, DIURNAL_LOCAL, HOUR_S, SimConfig, day_weekday
 from tasks.simulate.population import Streamers, Streams, Users
+from tasks.vocabulary import REGION_UTC_OFFSET, REGIONS
 
 SLOT_S = 1800  # live-stream lookup granularity
 MIN_TAIL_S = 60  # a session needs at least this much stream left when it starts

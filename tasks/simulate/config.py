@@ -11,43 +11,12 @@ import numpy as np
 DAY_S = 86_400
 HOUR_S = 3_600
 
-CATEGORIES: tuple[str, ...] = (
-    "gaming",
-    "music",
-    "just_chatting",
-    "sports",
-    "cooking",
-    "beauty",
-    "education",
-    "travel",
-)
-REGIONS: tuple[str, ...] = ("na", "eu", "latam", "sea", "india", "mena")
-# Whole-hour offsets are enough for a diurnal pattern; india is really +5:30.
-REGION_UTC_OFFSET: dict[str, int] = {
-    "na": -5,
-    "eu": 1,
-    "latam": -3,
-    "sea": 7,
-    "india": 5,
-    "mena": 3,
-}
-REGION_SHARE: tuple[float, ...] = (0.22, 0.2, 0.15, 0.18, 0.15, 0.1)
-DEVICES: tuple[str, ...] = ("ios", "android", "web", "tv")
-DEVICE_SHARE: tuple[float, ...] = (0.3, 0.4, 0.2, 0.1)
+REGION_SHARE: tuple[float, ...] = (0.22, 0.2, 0.15, 0.18, 0.15, 0.1)  # in REGIONS order
+DEVICE_SHARE: tuple[float, ...] = (0.3, 0.4, 0.2, 0.1)  # in DEVICES order
 # Stream bitrate by viewing device; the regional mix lands at roughly 2.5-4 Mbps.
 DEVICE_BITRATE_MBPS: tuple[float, ...] = (2.5, 2.5, 3.5, 5.0)
-AGE_BANDS: tuple[str, ...] = ("13-17", "18-24", "25-34", "35-44", "45-54", "55+")
-AGE_SHARE: tuple[float, ...] = (0.08, 0.3, 0.3, 0.17, 0.1, 0.05)
-ORGANIC_CHANNELS: tuple[str, ...] = ("organic", "referral", "paid_social")
-ORGANIC_SHARE: tuple[float, ...] = (0.6, 0.2, 0.2)
-PRODUCT_CATEGORIES: tuple[str, ...] = (
-    "fashion",
-    "beauty",
-    "electronics",
-    "home",
-    "food",
-    "toys",
-)
+AGE_SHARE: tuple[float, ...] = (0.08, 0.3, 0.3, 0.17, 0.1, 0.05)  # in AGE_BANDS order
+ORGANIC_SHARE: tuple[float, ...] = (0.6, 0.2, 0.2)  # in ORGANIC_CHANNELS order
 SEGMENT_NAMES: tuple[str, ...] = (
     "whale",
     "shopper",

@@ -8,15 +8,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.simulate import activity, monetization
-from tasks.simulate.config import (
-    CATEGORIES,
-    DAY_S,
-    DEVICES,
-    GIFT_PLATFORM_SHARE,
-    REGIONS,
-    SimConfig,
-    rng_for,
-)
+from tasks.simulate.config import DAY_S, GIFT_PLATFORM_SHARE, SimConfig, rng_for
 from tasks.simulate.population import (
     Ads,
     Products,
@@ -39,6 +31,7 @@ from tasks.simulate.population import (
 )
 from tasks.simulate.sink import Emitter, Sink
 from tasks.simulate.traffic import DeliveryAccumulator, TrafficAccumulator
+from tasks.vocabulary import CATEGORIES, DEVICES, REGIONS
 
 Progress = Callable[[str, int, int], None]
 

@@ -10,27 +10,29 @@ import pandas as pd
 
 from tasks.pseudonym import pseudonymise
 from tasks.simulate.config import (
-    AGE_BANDS,
     AGE_SHARE,
     CAMPAIGN_LIFT,
-    CATEGORIES,
     DAY_S,
     DEVICE_SHARE,
-    DEVICES,
     HISTORY_DAYS,
     HOUR_S,
     INITIAL_USER_SHARE,
-    ORGANIC_CHANNELS,
     ORGANIC_SHARE,
-    PRODUCT_CATEGORIES,
     REGION_SHARE,
-    REGION_UTC_OFFSET,
-    REGIONS,
     SEGMENT_NAMES,
     SimConfig,
     campaign_windows,
     day_weekday,
     rng_for,
+)
+from tasks.vocabulary import (
+    AGE_BANDS,
+    CATEGORIES,
+    DEVICES,
+    ORGANIC_CHANNELS,
+    PRODUCT_CATEGORIES,
+    REGION_UTC_OFFSET,
+    REGIONS,
 )
 
 NEVER = np.iinfo(np.int64).max  # churn_ts of users who do not churn in the window

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pandas as pd
@@ -43,3 +44,23 @@ def run_simulation(
     """Simulate a platform into the landing zone (and truth tables); returns rows per table."""
     sink = PlatformSink(settings, engine)
     return simulate_platform(config, sink, progress=progress)
+
+
+def simulate_configured_platform(
+    config: SimConfig, progress: Callable[[str, int, int], None] | None = None
+) -> dict[str, int]:
+    """Simulate into the configured platform (settings from the environment): migrate the warehouse,
+    pseudonymise with the platform's key, land the raw tables and write the truth tables.
+    """
+    from tasks.db import make_engine
+    from tasks.settings import get_settings, pseudonym_key
+    from tasks.warehouse import upgrade_schema
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    try:
+        upgrade_schema(engine)
+        keyed = dataclasses.replace(config, pseudonym_key=pseudonym_key(settings))
+        return run_simulation(settings, engine, keyed, progress=progress)
+    finally:
+        engine.dispose()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.simulate.config import DEVICE_BITRATE_MBPS, HOUR_S, REGIONS, SimConfig
+from tasks.simulate.config import DEVICE_BITRATE_MBPS, HOUR_S, SimConfig
 from tasks.simulate.population import Ads
+from tasks.vocabulary import REGIONS
 
 CAPACITY_HEADROOM = 1.3  # serving capacity over the typical daily peak
 

@@ -51,7 +51,8 @@ def _table(client: MlflowClient) -> str:
             others = [metrics.get("baseline__" + metric)]
             others += [metrics.get(f"baseline_{i}__{metric}") for i in range(1, len(labels))]
             against = ", ".join(
-                f"{label.removeprefix('column:')} {_fmt(v)}" for label, v in zip(labels, others, strict=True)
+                f"{str(label).removeprefix('column:')} {_fmt(v)}"
+                for label, v in zip(labels, others, strict=True)
             )
             lines.append(
                 f"| {name} | {spec.kind} | {metric} | {_fmt(metrics.get(metric))} | {against} | {verdict} |"

@@ -29,6 +29,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from tasks.db import make_engine
+from tasks.featurestore import FEATURE_VIEWS, get_historical_features, materialize_incremental
 from tasks.models.catalog import get_spec
 from tasks.models.evaluation import baseline_frame, evaluate, predict_frame
 from tasks.models.families.forecasting import (
@@ -40,8 +41,8 @@ from tasks.models.families.forecasting import (
     make_interval_forecaster,
     seasonal_naive_scale,
 )
-from tasks.models.spec import LabelWindow, ModelSpec
-from tasks.models.training import build_training_set, time_split, train_model
+from tasks.models.spec import ColumnBaseline, LabelWindow, ModelSpec
+from tasks.models.training import build_training_set, fit_candidate, time_split
 from tasks.settings import get_settings
 from tasks.warehouse import upgrade_schema
 from tests.benchmarks import common
@@ -73,7 +74,7 @@ def _f(value: float, digits: int = 3) -> str:
 
 def _evaluate_spec(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> dict[str, Any]:
     """Train as the flow does; the candidate's and every baseline's holdout evaluation."""
-    trained = train_model(spec, build_training_set(engine, spec, as_of))
+    trained = fit_candidate(spec, build_training_set(engine, spec, as_of))
     holdout = trained.holdout
     y = holdout["label"].to_numpy("float64")
     candidate = evaluate(spec, y, predict_frame(spec, trained.pipeline, holdout), holdout)
@@ -118,7 +119,9 @@ def simulator_section(quick: bool, db_url: str | None) -> str:
             engine = make_engine(settings.db_url)
             upgrade_schema(engine)
             common.log(f"building the platform: {users} users, {days} days")
-            build_warehouse(settings, engine, users=users, streamers=streamers, days=days, seed=7, refs=())
+            # Both models read their inputs from the history views: build those only.
+            refs = ("traffic_history:history_end_ts", "growth_history:history_end_ts")
+            build_warehouse(settings, engine, users=users, streamers=streamers, days=days, seed=7, refs=refs)
             source = f"{users:,} users, {streamers} streamers, {days} days, seed 7 (built here)"
         else:
             engine = make_engine(db_url)
@@ -299,6 +302,8 @@ def _import_nab(tmp: Path) -> Engine:
         )
     common.log("validating the imported NAB partitions")
     ingest_table(engine, settings.landing_dir, "raw_traffic", max_ts=2_000_000_000)
+    common.log("building traffic_history (the forecaster's inputs) over the imported days")
+    materialize_incremental(engine, FEATURE_VIEWS["traffic_history"], created_ts=1_700_000_000)
     return engine
 
 
@@ -320,6 +325,8 @@ def nab_section() -> str:
             with engine.connect() as conn:
                 frame = traffic_labels(conn, window)
             frame = frame[frame[SERIES] == f"{region}/viewers"] if len(frame) else frame
+            if len(frame):  # the inputs, point-in-time at each origin, as training reads them
+                frame = get_historical_features(engine, frame.reset_index(drop=True), spec.feature_refs)
             split, note = spec.split, ""
             try:
                 train, valid, holdout = time_split(frame, split)
@@ -337,10 +344,10 @@ def nab_section() -> str:
             y = holdout["label"].to_numpy("float64")
             ev = evaluate(spec, y, predict_frame(spec, model, holdout), holdout).metrics
             b24 = evaluate(
-                spec, y, baseline_frame(spec, "column:snaive_24h", train, holdout), holdout
+                spec, y, baseline_frame(spec, ColumnBaseline("snaive_24h"), train, holdout), holdout
             ).metrics
             b168 = evaluate(
-                spec, y, baseline_frame(spec, "column:snaive_168h", train, holdout), holdout
+                spec, y, baseline_frame(spec, ColumnBaseline("snaive_168h"), train, holdout), holdout
             ).metrics
             beats = ev["mase"] < b24["mase"] and ev["mase"] < b168["mase"]
             rows.append(

@@ -19,7 +19,7 @@ from pathlib import Path
 from tasks.db import make_engine
 from tasks.models.catalog import get_spec
 from tasks.models.evaluation import baseline_predictions, bootstrap_delta, evaluate, oracle_report, predict
-from tasks.models.training import build_training_set, train_model
+from tasks.models.training import build_training_set, fit_candidate
 from tasks.settings import get_settings
 from tasks.warehouse import upgrade_schema
 from tests.benchmarks import common
@@ -30,7 +30,7 @@ TARGETS = {"ratio": 0.97, "ece": 0.01, "normalized_entropy": 1.0}
 
 def _row(name: str, engine, as_of: dt.datetime) -> list[object]:  # type: ignore[no-untyped-def]
     spec = get_spec(name)
-    trained = train_model(spec, build_training_set(engine, spec, as_of))
+    trained = fit_candidate(spec, build_training_set(engine, spec, as_of))
     holdout = trained.holdout
     y = holdout["label"].to_numpy()
     pred = predict(spec, trained.pipeline, holdout)

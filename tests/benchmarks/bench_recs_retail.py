@@ -144,7 +144,9 @@ def run(quick: bool) -> str:
         built = examples(engine, as_of, n_train=4 if quick else 12)
         engine.dispose()
     train, valid, holdout = (built["frames"][k] for k in ("train", "valid", "holdout"))
-    columns = spec.input_columns
+    # The imported shop is read from raw tables here, outside the feature store: the spec's
+    # product_popularity columns are not built, so the ranker sees the candidate features only.
+    columns = list(pr.CONTEXT)
     started = time.perf_counter()
     ranker = pr.ProductRanker({**spec.params, "seed": spec.seed}).fit(
         train[columns], train["label"], eval_set=[(valid[columns], valid["label"])]

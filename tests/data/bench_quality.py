@@ -1,4 +1,7 @@
-"""Benchmark: validate N rows of raw_ad_impressions over 30 partitions (python bench_quality.py N)."""
+"""Benchmark: validate N rows of raw_ad_impressions over 30 partitions.
+
+Run: `python -m tests.data.bench_quality N`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ import sys
 import time
 
 import numpy as np
-from quality_frames import MAX_TS, good_frame
 
 from tasks.quality import coerce_frame, validate_partitions
+from tests.data.quality_frames import MAX_TS, good_frame
 
 
 def main(rows: int) -> None:

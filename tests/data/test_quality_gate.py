@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from quality_frames import DAY, DAY_TS, MAX_TS, good_frame
 
 from tasks.quality import (
     QualityError,
@@ -21,6 +20,7 @@ from tasks.quality import (
 )
 from tasks.quality.generate import SUITE_DIR
 from tasks.schema import RAW_TABLES
+from tests.data.quality_frames import DAY, DAY_TS, MAX_TS, good_frame
 
 TABLES = sorted(RAW_TABLES)
 BETWEEN = "expect_column_values_to_be_between"
@@ -188,7 +188,7 @@ def _bad(table: str, column: str, value: object, rows: list[int], n: int = 100) 
     """A good frame with `value` written into `column` at `rows`."""
     frame = good_frame(table, n)
     frame[column] = frame[column].astype("object")
-    frame.loc[rows, column] = value
+    frame.loc[rows, column] = value  # type: ignore[call-overload]
     return frame
 
 
@@ -284,7 +284,7 @@ def test_partitions_are_judged_separately() -> None:
 def test_duplicate_event_id_is_a_batch_failure() -> None:
     """A duplicate event_id (the caller should have deduped) rejects the batch."""
     frame = good_frame("raw_follows", 20)
-    frame.loc[5, "event_id"] = frame.loc[6, "event_id"]
+    frame.loc[5, "event_id"] = frame.at[6, "event_id"]  # type: ignore[index, assignment]
     verdict = one("raw_follows", frame)
     assert not verdict.accepted and verdict.failures[0].column == "event_id"
 

@@ -127,6 +127,7 @@ def _load_dataset(engine: Engine) -> None:
             [
                 {"event_ts": ago(2), "user_key": "u1", "streamer_id": "s1"},
                 {"event_ts": ago(30), "user_key": "u2", "streamer_id": "s1"},
+                {"event_ts": ago(0, 7), "user_key": "u2", "streamer_id": "s2"},  # the follow log's day
             ],
         )
         stream = {
@@ -153,6 +154,7 @@ def _load_dataset(engine: Engine) -> None:
 def test_catalog_names_follow_the_convention() -> None:
     windowed = re.compile(r"^[a-z0-9_]+_(\d+[dh]|lag_\d+h|total)$")
     states = {"membership_active", "region", "device", "age_band", "channel", "days_since_signup"}
+    states |= {"history_end_ts", "capacity_limit"}  # a history row's end; the serving limit in force
     assert len(FEATURE_VIEWS) >= 12
     assert any(v.transform is not None for v in FEATURE_VIEWS.values())
     for view in FEATURE_VIEWS.values():

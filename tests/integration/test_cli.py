@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +12,12 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, select
 
+from flows.build_features import last_day_before
 from flows.cli import main
+from flows.cli.options import parse_as_of
 from tasks.db import make_engine
 from tasks.schema import RAW_TABLES, identity_users, partition_status, quarantine
-from tasks.settings import Settings
+from tasks.settings import NO_TELEMETRY, Settings
 from tasks.warehouse import upgrade_schema
 from tests.conftest import SHARED_DATA
 from tests.data.quality_frames import good_frame
@@ -27,6 +31,10 @@ SUBCOMMANDS = [
     ["doctor"],
     ["features"],
     ["features", "get"],
+    ["features", "describe"],
+    ["train"],
+    ["retrain"],
+    ["models", "rollback"],
 ]
 
 
@@ -62,6 +70,34 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "liveyield"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "simulate" in result.stdout
+
+
+def test_importing_the_flows_sets_no_environment_variables() -> None:
+    code = (
+        "import os; before = dict(os.environ)\n"
+        "import flows, flows.models, flows.ingest_validate, flows.build_features, flows.approval\n"
+        "keys = set(before) | set(os.environ)\n"
+        "print(' '.join(sorted(k for k in keys if before.get(k) != os.environ.get(k))))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in NO_TELEMETRY}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    changed = set(result.stdout.split())
+    assert not changed & set(NO_TELEMETRY)
+    assert not {k for k in changed if k.startswith(("LIVEYIELD", "PREFECT", "MLFLOW", "GX_"))}
+
+
+def test_as_of_follows_one_rule_in_the_command_line_and_the_flows() -> None:
+    """A date means the end of that day (UTC); a date-time is taken as UTC; features end the day before."""
+    end_of_day = dt.datetime(2026, 2, 2, tzinfo=dt.UTC)
+    assert parse_as_of("2026-02-01") == end_of_day
+    assert parse_as_of("2026-02-01T06:30") == dt.datetime(2026, 2, 1, 6, 30, tzinfo=dt.UTC)
+    assert parse_as_of("2026-02-01T06:30+02:00") == dt.datetime(2026, 2, 1, 4, 30, tzinfo=dt.UTC)
+    assert last_day_before(end_of_day) == dt.date(2026, 2, 1)
+    assert last_day_before(dt.datetime(2026, 2, 1, 6, 30, tzinfo=dt.UTC)) == dt.date(2026, 2, 1)
+    assert abs(parse_as_of(None) - dt.datetime.now(dt.UTC)) < dt.timedelta(seconds=60)
 
 
 def test_doctor_reports_each_component(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:

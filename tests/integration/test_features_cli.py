@@ -13,7 +13,7 @@ from sqlalchemy import Engine, event, select
 
 from flows.cli import main
 from tasks.db import make_engine
-from tasks.featurestore import FEATURE_VIEWS, feature_table
+from tasks.featurestore import FEATURE_VIEWS, feature_table, materialize_views
 from tasks.models.catalog import MODELS
 from tasks.models.training import NoTrainingData, build_training_set
 from tasks.schema import RAW_TABLES
@@ -80,7 +80,10 @@ def test_features_get_matches_a_reference_join_and_never_reads_oracle(
     assert exported[REFS[0].replace(":", "__")].isna().iloc[0]  # the user without history
 
     # Features were built above and training sets are built here: neither read an oracle_*
-    # table (the simulator writing them is the only oracle SQL allowed).
+    # table (the simulator writing them is the only oracle SQL allowed). Every declared view is
+    # built, so the wall covers the views no reference above reads.
+    last = START + dt.timedelta(days=DAYS - 1)
+    materialize_views(engine, FEATURE_VIEWS.values(), created_ts=1_700_000_000, start=START, end=last)
     as_of = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
     built = 0
     for spec in MODELS.values():
@@ -110,3 +113,38 @@ def test_training_sees_features_of_a_backfilled_history(statements: tuple[Engine
     frame = build_training_set(engine, MODELS["ad_ctr"], as_of).frame
     assert frame["user_watch__watch_minutes_7d"].notna().mean() > 0.5
     assert frame["user_ads__ad_impressions_28d"].notna().mean() > 0.5
+
+
+def test_listed_and_described_refs_are_what_features_get_takes(
+    statements: tuple[Engine, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user finds refs with `features list`/`describe` and exports them without reading code."""
+    engine, _ = statements
+    assert main(["features", "list"]) == 0
+    listed = capsys.readouterr().out
+    for name, view in FEATURE_VIEWS.items():
+        assert f"{name}:{view.features[0].name}" in listed, name
+    [watch_row] = [line for line in listed.splitlines() if "│ user_watch " in line]
+    assert "never built" not in watch_row and _listed_version("user_watch") in watch_row
+
+    assert main(["features", "describe", "user_watch"]) == 0
+    described = capsys.readouterr().out
+    view = FEATURE_VIEWS["user_watch"]
+    assert view.version in described and f"{view.ttl_s} s" in described and view.key in described
+    refs = re.findall(r"\b(user_watch:\w+)\s+│\s+(int|float|str)\b", described)
+    assert {ref for ref, _ in refs} == {f"user_watch:{f.name}" for f in view.features}
+    assert dict(refs) == {f"user_watch:{f.name}": f.dtype for f in view.features}
+
+    with engine.connect() as conn:
+        sessions = pd.read_sql(select(RAW_TABLES["raw_watch_sessions"]), conn)
+    src, out = tmp_path / "entities.csv", tmp_path / "training.csv"
+    sessions[["user_key", "event_ts"]].head(20).to_csv(src, index=False)
+    features = ",".join(ref for ref, _ in refs)
+    assert main(["features", "get", "--entities", str(src), "--features", features, "--out", str(out)]) == 0
+    exported = pd.read_csv(out)
+    assert {ref.replace(":", "__") for ref, _ in refs} <= set(exported.columns) and len(exported) == 20
+
+
+def _listed_version(name: str) -> str:
+    """The version as `features list` shows it (its first 12 hex digits)."""
+    return FEATURE_VIEWS[name].version[:12]

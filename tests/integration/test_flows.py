@@ -52,13 +52,13 @@ def _checksums(engine: Engine) -> dict[str, str]:
 def test_simulated_platform_validates_and_loads(settings: Settings, warehouse: Engine) -> None:
     rows = _simulate(settings, warehouse)
     summary = ingest_validate(as_of=AS_OF)
-    assert summary["rejected"] == 0
+    assert summary.rejected == 0
     raw_rows = sum(n for t, n in rows.items() if t in RAW_TABLES)
-    assert summary["rows_loaded"] == raw_rows
+    assert summary.rows_loaded == raw_rows
     with warehouse.connect() as conn:
         statuses = conn.execute(select(partition_status.c.status).distinct()).scalars().all()
         assert statuses == ["validated"]
-    assert Path(summary["data_docs"]).exists()
+    assert summary.data_docs is not None and Path(summary.data_docs).exists()
 
 
 def test_same_seed_gives_the_same_tables_on_every_backend(
@@ -126,7 +126,7 @@ def test_transient_db_errors_are_retried_without_duplicates(
     monkeypatch.setattr(ingest, "ingest_table", flaky)
     monkeypatch.setattr("tasks.steps.ingest.ingest_table", flaky)
     summary = ingest_validate(as_of=AS_OF)
-    assert calls["n"] == 3 and summary["rows_loaded"] == 30
+    assert calls["n"] == 3 and summary.rows_loaded == 30
     with warehouse.connect() as conn:
         assert conn.execute(select(func.count()).select_from(RAW_TABLES["raw_gifts"])).scalar_one() == 30
         assert conn.execute(select(func.count()).select_from(validation_runs)).scalar_one() == 1
@@ -176,4 +176,4 @@ def test_sqlite_file_survives_concurrent_reader(settings: Settings, warehouse: E
         assert reader.execute(count).scalar_one() == 0  # and keeps its snapshot
         reader.commit()
         assert reader.execute(count).scalar_one() == 50
-    assert summary["rows_loaded"] == 50
+    assert summary.rows_loaded == 50

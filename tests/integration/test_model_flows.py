@@ -56,10 +56,10 @@ def test_train_gate_promote_score_and_consume(
     platform: Engine, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first = train_model("ad_ctr", as_of=AS_OF, build=False)
-    assert first["version"] == 1 and first["gate_passed"] and first["promoted"]
+    assert first.version == 1 and first.gate_passed and first.promoted
     # R5: the same data and params again: no second version, no alias move, no new ledger entry.
     second = train_model("ad_ctr", as_of=AS_OF, build=False)
-    assert second["version"] == 1 and not second["created"] and not second["promoted"]
+    assert second.version == 1 and not second.created and not second.promoted
     assert len(ledger(platform, "ad_ctr")) == 1
     client = _client(settings)
     assert str(client.get_model_version_by_alias("ad_ctr", "champion").version) == "1"
@@ -70,11 +70,11 @@ def test_train_gate_promote_score_and_consume(
 
     scored = score_model("ad_ctr", as_of=AS_OF)
     current = read_current_scores(platform, "ad_ctr")
-    assert len(current) == scored["rows"] > 0
+    assert len(current) == scored.rows > 0
     assert current["entity_key"].is_unique and set(current["model_version"]) == {1}
     assert current["score"].between(0, 1).all()
     score_model("ad_ctr", as_of=AS_OF)  # a rescoring publishes a new set; readers see one set
-    assert len(read_current_scores(platform, "ad_ctr")) == scored["rows"]
+    assert len(read_current_scores(platform, "ad_ctr")) == scored.rows
 
     # A consumer pulls the approved model and scores a frame with it.
     assert main(["models", "pull", "ad_ctr", "--to", str(tmp_path / "pulled")]) == 0
@@ -98,7 +98,7 @@ def test_failing_train_step_fails_the_flow_and_changes_nothing(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("training diverged")
 
-    monkeypatch.setattr(lifecycle, "train_model", broken)
+    monkeypatch.setattr(lifecycle, "fit_candidate", broken)
     with pytest.raises(RuntimeError, match="training diverged"):
         train_model("ad_ctr", as_of=AS_OF, build=False)
     assert _client(settings).search_registered_models() == []

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tasks.gates import GateReport, evaluate_gate, higher_is_better
+from tasks.gates import GateReport, evaluate_gate
+from tasks.models.metrics import higher_is_better
 from tasks.models.spec import ChangeThreshold, PromotionPolicy, SignificanceRule, ValueThreshold
 from tests.lifecycle.helpers import Evaluation, ev
 

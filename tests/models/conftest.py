@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
-from tasks.db import make_engine
 from tasks.models.catalog import get_spec
-from tasks.models.training import TrainedModel, TrainingSet, build_training_set, train_model
-from tasks.settings import get_settings
-from tasks.warehouse import upgrade_schema
-from tests.conftest import PG_URL
-from tests.models.warehouse import START, build_warehouse
+from tasks.models.training import TrainedModel, TrainingSet, build_training_set, fit_candidate
+from tests.models.warehouse import START, build_warehouse, fresh_warehouse
 
 DAYS = 14
 AS_OF = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
@@ -38,34 +32,11 @@ def warehouse(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Warehouse]:
     """400 users, 30 streamers, 14 days, seed 3, every view materialised; ad_ctr trained once."""
-    home = tmp_path_factory.mktemp(f"models-{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{home / 'warehouse.db'}"
-    else:
-        if os.environ.get("LIVEYIELD_SKIP_PG") == "1":
-            pytest.skip("PostgreSQL cases skipped (LIVEYIELD_SKIP_PG=1)")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    settings = get_settings(
-        {"LIVEYIELD_HOME": str(home / "home"), "LIVEYIELD_DB_URL": url, "MLFLOW_TRACKING_URI": "unused"}
-    )
-    engine = make_engine(url)
-    try:
-        upgrade_schema(engine)
-        build_warehouse(settings, engine, users=400, streamers=30, days=DAYS, seed=3)
+    with fresh_warehouse(request.param, tmp_path_factory.mktemp(f"models-{request.param}")) as backend:
+        build_warehouse(backend.settings, backend.engine, users=400, streamers=30, days=DAYS, seed=3)
         spec = get_spec("ad_ctr")
-        training_set = build_training_set(engine, spec, AS_OF)
-        yield Warehouse(engine, training_set, train_model(spec, training_set))
-    finally:
-        engine.dispose()
-        if schema is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+        training_set = build_training_set(backend.engine, spec, AS_OF)
+        yield Warehouse(backend.engine, training_set, fit_candidate(spec, training_set))
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from tasks.gates import higher_is_better
 from tasks.models.catalog import get_spec
 from tasks.models.evaluation import bootstrap_ci, bootstrap_delta, evaluate, metric_value
+from tasks.models.metrics import higher_is_better
 
 SPEC = get_spec("ad_ctr")
 Y = np.array([0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 1])

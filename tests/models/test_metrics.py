@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import average_precision_score, mean_tweedie_deviance
 
 from tasks.gates import evaluate_gate
-from tasks.gates.metrics import higher_is_better
+from tasks.gates import metrics as gate_metrics
 from tasks.models.catalog.ad_ctr import ad_ctr
 from tasks.models.evaluation import (
     attach_predictions,
@@ -19,7 +19,7 @@ from tasks.models.evaluation import (
     metric_value,
     stored_predictions,
 )
-from tasks.models.metrics import METRICS
+from tasks.models.metrics import METRICS, NO_BOOTSTRAP, higher_is_better
 from tasks.models.spec import PromotionPolicy
 from tasks.models.training import time_split
 
@@ -30,6 +30,24 @@ def test_every_registered_metric_has_a_declared_direction() -> None:
     # pred_obs_ratio has a target (1), not a direction: it is only ever bounded by value thresholds.
     for name in sorted(set(METRICS) - {"pred_obs_ratio"}):
         higher_is_better(name)  # raises for an undeclared one
+
+
+def test_directions_and_bootstrap_are_declared_with_each_metric() -> None:
+    assert METRICS["auc"].higher_is_better is True and METRICS["log_loss"].higher_is_better is False
+    assert METRICS["pred_obs_ratio"].higher_is_better is None  # a target, not a direction
+    for name, entry in METRICS.items():
+        if entry.higher_is_better is not None:
+            assert higher_is_better(name) is entry.higher_is_better, name
+    # Another parameter of a registered family takes the family's direction.
+    assert (
+        higher_is_better("recall@50")
+        and higher_is_better("hit_rate_3")
+        and not higher_is_better("pinball_p10")
+    )
+    assert {"catalog_coverage_10", "silhouette", "davies_bouldin", "stability"} == NO_BOOTSTRAP
+    # The gates judge with the registry's directions; there is no second table.
+    assert gate_metrics.higher_is_better is higher_is_better
+    assert not hasattr(gate_metrics, "metric_value")  # one metric_value: tasks.models.evaluation's
 
 
 def test_pr_auc_matches_average_precision_without_ties() -> None:

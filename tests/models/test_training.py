@@ -17,7 +17,7 @@ from tasks.models.evaluation import (
     predict,
 )
 from tasks.models.scoring_frame import StaleFeatures, build_scoring_frame
-from tasks.models.training import NoTrainingData, build_training_set, time_split, train_model
+from tasks.models.training import NoTrainingData, build_training_set, fit_candidate, time_split
 from tests.models.conftest import AS_OF, Warehouse
 
 
@@ -82,14 +82,14 @@ def test_time_split_is_ordered(warehouse: Warehouse) -> None:
 
 def test_training_is_deterministic(warehouse: Warehouse) -> None:
     spec = get_spec("ad_ctr")
-    again = train_model(spec, warehouse.training_set)
+    again = fit_candidate(spec, warehouse.training_set)
     first = warehouse.trained
     assert again.training_fingerprint == first.training_fingerprint
     assert again.params == first.params
     np.testing.assert_array_equal(
         predict(spec, again.pipeline, first.holdout), predict(spec, first.pipeline, first.holdout)
     )
-    other = train_model(
+    other = fit_candidate(
         dataclasses.replace(spec, params={**spec.params, "max_depth": 3}), warehouse.training_set
     )
     assert other.training_fingerprint != first.training_fingerprint

@@ -1,23 +1,79 @@
-"""Builds a small simulated, validated warehouse with every feature view materialised (tests, demo)."""
+"""Test warehouses: a fresh migrated database per backend, and a small simulated, validated one with
+the feature views materialised (model tests and benchmarks)."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine
+import pytest
+from sqlalchemy import Engine, create_engine, text
 
+from tasks.db import make_engine
 from tasks.featurestore import FEATURE_VIEWS, materialize_views
 from tasks.ingest import ingest_table
 from tasks.models.families.ad_impressions import CVR_FEATURES as MODEL_REFS
 from tasks.schema import RAW_TABLES
-from tasks.settings import Settings
+from tasks.settings import Settings, get_settings
 from tasks.simulate import SimConfig
 from tasks.simulate.run import run_simulation
+from tasks.warehouse import upgrade_schema
+from tests.conftest import PG_URL
 
 START = dt.date(2026, 1, 5)
 CREATED_TS = 1_700_000_000  # a fixed build time before every event: backfilled rows never leak
+
+
+@dataclass
+class Backend:
+    """A fresh, migrated warehouse on one backend, and the settings and environment that point at it."""
+
+    name: str
+    settings: Settings
+    engine: Engine
+    env: dict[str, str]
+
+
+@contextmanager
+def fresh_warehouse(backend: str, folder: Path) -> Iterator[Backend]:
+    """An empty migrated warehouse: a SQLite file under ``folder``, or a PostgreSQL schema of its own.
+
+    The PostgreSQL schema is dropped on exit; ``LIVEYIELD_SKIP_PG=1`` skips the PostgreSQL case.
+    MLflow and the local home live under ``folder``.
+    """
+    schema = None
+    if backend == "sqlite":
+        url = f"sqlite:///{folder / 'warehouse.db'}"
+    else:
+        if os.environ.get("LIVEYIELD_SKIP_PG") == "1":
+            pytest.skip("PostgreSQL cases skipped (LIVEYIELD_SKIP_PG=1)")
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    env = {
+        "LIVEYIELD_HOME": str(folder / "home"),
+        "LIVEYIELD_DB_URL": url,
+        "LIVEYIELD_PSEUDONYM_KEY": "test-key",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+    }
+    engine = make_engine(url)
+    try:
+        upgrade_schema(engine)
+        yield Backend(backend, get_settings(env), engine, env)
+    finally:
+        engine.dispose()
+        if schema is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
 
 
 def build_warehouse(

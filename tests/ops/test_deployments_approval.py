@@ -78,7 +78,7 @@ def test_approval_is_asked_and_recorded(
     assert error.startswith("error:") and "needs an approval" in error and "--approve" in error
     # ...and a flow run without one trains, gates and keeps the candidate out of @champion.
     quiet = train_model("ad_ctr", as_of=AS_OF, build=False)
-    assert quiet["gate_passed"] and not quiet["promoted"] and quiet["approval"]["decision"] == "not asked"
+    assert quiet.gate_passed and not quiet.promoted and quiet.approval.decision == "not asked"
     assert current_champion(platform, "ad_ctr") is None
 
     # A rejection decided in advance: not promoted, and the result says who and why.
@@ -97,7 +97,9 @@ def test_approval_is_asked_and_recorded(
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     outcome: dict[str, Any] = {}
     runner = threading.Thread(
-        target=lambda: outcome.update(train_model("ad_ctr", as_of=AS_OF, build=False, approval_timeout_s=600))
+        target=lambda: outcome.update(
+            result=train_model("ad_ctr", as_of=AS_OF, build=False, approval_timeout_s=600)
+        )
     )
     runner.start()
     try:
@@ -110,8 +112,9 @@ def test_approval_is_asked_and_recorded(
         )
     finally:
         runner.join(timeout=300)
-    assert outcome["promoted"] and outcome["approval"]["decision"] == "approved"
-    assert current_champion(platform, "ad_ctr") == outcome["version"]
+    result = outcome["result"]
+    assert result.promoted and result.approval.decision == "approved"
+    assert current_champion(platform, "ad_ctr") == result.version
     [move] = ledger(platform, "ad_ctr")
     assert (move["actor"], move["reason"]) == ("release-manager", "reviewed the gate report")
     assert move["flow_run_id"] == str(paused.id)

@@ -123,7 +123,7 @@ def test_s3_secrets_from_the_environment_appear_nowhere(
     views = sorted({ref.split(":")[0] for ref in CVR_FEATURES})
     build_features(start=START - dt.timedelta(days=2), end=AS_OF.date(), views=views, validate_first=False)
     result = train_model("ad_ctr", as_of=AS_OF, build=False)
-    assert result["promoted"]
+    assert result.promoted
     captured = capfd.readouterr()
 
     texts: list[tuple[str, Any]] = [("stdout", captured.out), ("stderr", captured.err)]

@@ -13,7 +13,16 @@ import pytest
 
 from tasks.schema import ORACLE_TABLES, RAW_TABLES, identity_users
 from tasks.simulate import SimConfig, simulate_platform
-from tasks.simulate.config import REGION_UTC_OFFSET, REGIONS, campaign_windows
+from tasks.simulate.config import campaign_windows
+from tasks.vocabulary import (
+    AGE_BANDS,
+    CATEGORIES,
+    DEVICES,
+    ORGANIC_CHANNELS,
+    PRODUCT_CATEGORIES,
+    REGION_UTC_OFFSET,
+    REGIONS,
+)
 
 DAY_S = 86_400
 
@@ -274,3 +283,24 @@ def test_no_raw_identifiers_outside_identity(sink: MemorySink) -> None:
         if "user_key" in frame.columns:
             assert frame["user_key"].str.fullmatch(r"[0-9a-f]{32}").all(), name
             assert set(frame["user_key"]) <= keys, name
+
+
+def test_simulated_values_come_from_the_shared_vocabulary(sink: MemorySink) -> None:
+    # The simulator and production code read one vocabulary (tasks/vocabulary.py).
+    vocabulary = {
+        "category": set(CATEGORIES),
+        "ad_category": set(CATEGORIES),
+        "region": set(REGIONS),
+        "device": set(DEVICES),
+        "age_band": set(AGE_BANDS),
+        "channel": {*ORGANIC_CHANNELS, "campaign"},
+    }
+    seen: set[str] = set()
+    for name in sink.writes:
+        frame = sink.table(name)
+        for column, allowed in vocabulary.items():
+            if column in frame.columns:
+                expected = set(PRODUCT_CATEGORIES) if name == "raw_products" else allowed
+                assert set(frame[column].dropna().unique()) == expected, (name, column)
+                seen.add(column)
+    assert seen == set(vocabulary)

@@ -23,7 +23,7 @@ from tasks.models.families.ad_impressions import (
     impression_labels,
     impression_policy,
 )
-from tasks.models.spec import LabelWindow, ModelSpec, ScoringTarget
+from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, ScoringTarget
 
 
 def ctr_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
@@ -41,7 +41,7 @@ ad_ctr = ModelSpec(
     categorical=CATEGORICAL,
     make_estimator=impression_estimator(CTR_FEATURES, CLICK_HISTORY_INCREASING),
     params={"max_depth": 2, "learning_rate": 0.05, "n_estimators": 800},
-    baseline="base_rate",
+    baseline=BaseRate(),
     metrics=METRICS,
     primary_metric="auc",
     slices=SLICES,

@@ -22,7 +22,7 @@ from tasks.models.families.ad_impressions import (
     impression_labels,
     impression_policy,
 )
-from tasks.models.spec import LabelWindow, ModelSpec, ScoringTarget
+from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, ScoringTarget
 
 
 def cvr_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
@@ -40,7 +40,7 @@ ad_cvr = ModelSpec(
     categorical=CATEGORICAL,
     make_estimator=impression_estimator(CVR_FEATURES, ("ad_category_share",)),
     params={"max_depth": 2, "learning_rate": 0.05, "n_estimators": 600, "min_child_weight": 5.0},
-    baseline="base_rate",
+    baseline=BaseRate(),
     metrics=METRICS,
     primary_metric="auc",
     slices=SLICES,

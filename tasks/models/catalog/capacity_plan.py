@@ -11,8 +11,13 @@ backtest metrics (tasks.models.metrics.plan) serve the realised demand on it.
 Reference plans ride along as label-frame columns, each the same LP under the same limits:
 "perfect_capacity" (fed the realised demand: the over-provisioning yardstick),
 "static_capacity" (every region at its full limit: today's fixed fleet) and "naive_capacity"
-(fed the demand of the same hour a week earlier). Labels and limits read validated raw_traffic
-partitions only.
+(fed the demand of the same hour a week earlier). Labels and the reference plans' limits read
+validated raw_traffic partitions only.
+
+Feature store: the planner's inputs are traffic_forecast's (the ``traffic_history`` view, read
+point-in-time at each origin in training and online at as_of in scoring) plus that view's
+``capacity_limit`` (the serving limit in force at the row's end), so training and scoring
+read the same limit under the store's TTL and freshness rules.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, clone
 from sqlalchemy import Connection, Engine, and_, func, select
 
 from tasks.models.catalog.traffic_forecast import (
+    HISTORY,
     LOOKBACK_H,
     TRAFFIC_INPUTS,
     make_traffic_estimator,
@@ -48,6 +55,7 @@ from tasks.models.families.planning import (
 from tasks.models.plots import capacity_plots
 from tasks.models.spec import (
     ChangeThreshold,
+    ColumnBaseline,
     LabelWindow,
     ModelSpec,
     PromotionPolicy,
@@ -60,10 +68,15 @@ from tasks.warehouse import raw_table, validated_dates
 HOUR_S = 3_600
 SOURCE = "raw_traffic"
 MEASURE = "viewers"  # capacity is sized in concurrent viewers
-LIMIT = "capacity_limit"
+LIMIT = "capacity_limit"  # label and scoring frames: the limit the reference plans and the detail use
+LIMIT_REF = f"{HISTORY}:capacity_limit"
+LIMIT_INPUT = LIMIT_REF.replace(":", "__")  # the planner's limit: the feature store's
+FEATURE_REFS: tuple[str, ...] = (*_traffic.feature_refs, LIMIT_REF)
+CONTEXT: tuple[str, ...] = (*TRAFFIC_INPUTS, "region")
 # What the LP needs on every row besides the forecaster's inputs (origin and target are among those).
-PLAN_INPUTS: tuple[str, ...] = ("region", LIMIT)
-INPUTS: tuple[str, ...] = tuple(dict.fromkeys((*TRAFFIC_INPUTS, *PLAN_INPUTS)))
+PLAN_INPUTS: tuple[str, ...] = ("region", LIMIT_INPUT)
+# Every column the planner reads: the forecaster's inputs, then the plan's.
+INPUTS: tuple[str, ...] = tuple(dict.fromkeys((*_traffic.input_columns, *PLAN_INPUTS)))
 METRICS = ("violation_rate", "overprovision", "cost", "violation_rate_viewers")
 # Slices must keep every region of an hour together (spill-over couples them): by horizon only.
 SLICES = ("horizon_band",)
@@ -168,10 +181,11 @@ def capacity_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
 
 
 def capacity_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
-    """The next 48 hours of every region from as_of (traffic_forecast's scoring rows), with limits."""
+    """The next 48 hours of every region from as_of (traffic_forecast's scoring rows), with the limits
+    the feature store serves with them; a region never sized is left out of every hour alike."""
     frame = _viewers(traffic_scoring_frame(engine, spec, as_of))
-    with engine.connect() as conn:
-        return _with_limits(conn, frame, int(frame[ORIGIN].max()))
+    frame[LIMIT] = frame[LIMIT_INPUT].to_numpy("float64")
+    return frame[np.isfinite(frame[LIMIT].to_numpy("float64"))].reset_index(drop=True)
 
 
 def _iso(ts: pd.Series) -> np.ndarray:
@@ -222,14 +236,16 @@ def _fit_accepts_eval_set(model: Any) -> bool:
         return False
 
 
-class CapacityPlanner:
+class CapacityPlanner(BaseEstimator):  # type: ignore[misc]
     """A traffic forecaster plus the capacity LP: allocated capacity per (region, origin, target).
 
     A row's planned load is P50 + headroom × (P90 − P50) of its forecast: headroom 1 plans on
     the P90; less leans on spill-over into neighbours' spare capacity, more covers rarer peaks.
-    ``fit`` trains the forecaster, then picks on the validation split the least headroom whose
-    backtest keeps the violation rate at or under ``violation_target``: violations fall and
-    over-provisioning rises with the headroom, so that meets the target with the least capacity.
+    ``fit`` trains a clone of the forecaster (``forecaster_``), then picks on the validation
+    split the least headroom (``headroom_``) whose backtest keeps the violation rate at or under
+    ``violation_target``: violations fall and over-provisioning rises with the headroom, so that
+    meets the target with the least capacity. ``limit`` names the column of each row's serving limit.
+    Parameters are kept as given (scikit-learn's conventions: ``get_params`` and ``clone`` work).
     """
 
     def __init__(
@@ -240,14 +256,14 @@ class CapacityPlanner:
         violation_target: float = VIOLATION_TARGET,
         max_headroom: float = 6.0,
         network: Network = NETWORK,
+        limit: str = LIMIT,
     ) -> None:
         self.forecaster = forecaster
-        self.forecast_columns = list(forecast_columns)
-        self.violation_target = float(violation_target)
-        self.max_headroom = float(max_headroom)
+        self.forecast_columns = forecast_columns
+        self.violation_target = violation_target
+        self.max_headroom = max_headroom
         self.network = network
-        self.headroom_ = 1.0
-        self.calibration_: dict[str, float] = {}
+        self.limit = limit
 
     def fit(
         self, X: pd.DataFrame, y: Any, eval_set: Sequence[tuple[pd.DataFrame, Any]] | None = None
@@ -255,12 +271,15 @@ class CapacityPlanner:
         """Fit the forecaster (early-stopped on eval_set when it can be), then calibrate the headroom
         on the validation split's out-of-sample forecasts (without one, plan on the P90)."""
         y = np.asarray(y, dtype="float64")
-        inputs = X[self.forecast_columns]
-        if eval_set and _fit_accepts_eval_set(self.forecaster):
-            valid = [(xv[self.forecast_columns], yv) for xv, yv in eval_set]
-            self.forecaster.fit(inputs, y, eval_set=valid)
+        columns = list(self.forecast_columns)
+        self.forecaster_ = clone(self.forecaster, safe=False)
+        self.headroom_ = 1.0
+        self.calibration_: dict[str, float] = {}
+        if eval_set and _fit_accepts_eval_set(self.forecaster_):
+            valid = [(xv[columns], yv) for xv, yv in eval_set]
+            self.forecaster_.fit(X[columns], y, eval_set=valid)
         else:
-            self.forecaster.fit(inputs, y)
+            self.forecaster_.fit(X[columns], y)
         if eval_set and len(eval_set[0][0]):
             x_valid, y_valid = eval_set[0]
             self.headroom_ = self.calibrate(
@@ -268,9 +287,14 @@ class CapacityPlanner:
             )
         return self
 
+    @property
+    def best_iteration(self) -> int | None:
+        """The forecaster's early-stopped size, as training reports it (None when it has none)."""
+        return getattr(getattr(self, "forecaster_", None), "best_iteration", None)
+
     def forecast(self, X: pd.DataFrame) -> pd.DataFrame:
         """P10, P50 and P90 of each row's load (non-negative and ordered)."""
-        return self._quantiles(self.forecaster.predict_frame(X[self.forecast_columns]))
+        return self._quantiles(self.forecaster_.predict_frame(X[list(self.forecast_columns)]))
 
     @staticmethod
     def _quantiles(out: pd.DataFrame) -> pd.DataFrame:
@@ -288,7 +312,7 @@ class CapacityPlanner:
 
     def _plan(self, X: pd.DataFrame, load: np.ndarray) -> tuple[HourBlocks, Plan]:
         blocks = _hours(X, self.network)
-        limit = blocks.spread(np.nan_to_num(X[LIMIT].to_numpy("float64")))
+        limit = blocks.spread(np.nan_to_num(X[self.limit].to_numpy("float64")))
         return blocks, solve_plan(blocks.spread(load), limit, self.network)
 
     def backtest_violations(
@@ -308,7 +332,7 @@ class CapacityPlanner:
         self, blocks: Sequence[tuple[pd.DataFrame, np.ndarray, pd.DataFrame]], steps: int = 12
     ) -> float:
         """The least headroom in [0, max_headroom] meeting the violation target on the blocks (bisection)."""
-        low, high = 0.0, self.max_headroom
+        low, high = 0.0, float(self.max_headroom)
         at_high = self.backtest_violations(blocks, high)
         reached = at_high <= self.violation_target
         if reached:
@@ -375,9 +399,10 @@ def make_capacity_planner(params: Mapping[str, Any]) -> CapacityPlanner:
     forecaster = make_traffic_estimator({k: v for k, v in params.items() if k not in PLANNER_KEYS})
     return CapacityPlanner(
         forecaster,
-        TRAFFIC_INPUTS,
+        tuple(_traffic.input_columns),
         violation_target=float(params.get("violation_target", VIOLATION_TARGET)),
         max_headroom=float(params.get("max_headroom", 6.0)),
+        limit=LIMIT_INPUT,
     )
 
 
@@ -405,13 +430,13 @@ capacity_plan = ModelSpec(
         "region's limit); one row per (region, origin, horizon), prediction = allocated capacity."
     ),
     build_labels=capacity_labels,
-    feature_refs=(),
-    context_features=INPUTS,
+    feature_refs=FEATURE_REFS,
+    context_features=CONTEXT,
     categorical=(SERIES,),
     make_estimator=make_capacity_planner,
     params={**_traffic.params, "violation_target": VIOLATION_TARGET, "max_headroom": 6.0},
-    baseline="column:static_capacity",
-    extra_baselines=("column:naive_capacity",),
+    baseline=ColumnBaseline("static_capacity"),
+    extra_baselines=(ColumnBaseline("naive_capacity"),),
     metrics=METRICS,
     primary_metric="cost",
     slices=SLICES,

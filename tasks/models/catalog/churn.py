@@ -33,7 +33,7 @@ from tasks.models.families.user_outcomes import (
 )
 from tasks.models.families.user_truth import churned_at, p_inactive, user_oracle
 from tasks.models.plots import outcome_classifier_plots
-from tasks.models.spec import LabelWindow, ModelSpec, ScoringTarget
+from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, ScoringTarget
 
 HORIZON_DAYS = 14
 LABEL_SOURCES = ("raw_watch_sessions", "raw_users")
@@ -86,7 +86,7 @@ churn = ModelSpec(
     categorical=(),
     make_estimator=user_estimator(FEATURES, INCREASING),
     params={"max_depth": 3, "learning_rate": 0.05, "n_estimators": 400, "min_child_weight": 5.0},
-    baseline="base_rate",
+    baseline=BaseRate(),
     metrics=CLASSIFIER_METRICS,
     primary_metric="auc",
     slices=USER_SLICES,

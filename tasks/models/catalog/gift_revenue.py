@@ -38,6 +38,7 @@ from tasks.models.families.tabular import BOOSTER_DEFAULTS, FrameCleaner
 from tasks.models.plots import revenue_plots
 from tasks.models.spec import (
     ChangeThreshold,
+    ColumnBaseline,
     LabelWindow,
     ModelSpec,
     PromotionPolicy,
@@ -113,8 +114,8 @@ gift_revenue = ModelSpec(
     categorical=CATEGORICAL,
     make_estimator=make_tweedie_pipeline,
     params={"max_depth": 3, "learning_rate": 0.05, "n_estimators": 400, "min_child_weight": 5.0},
-    baseline="column:gifts_last_7d",
-    extra_baselines=("column:gifts_run_rate_7d",),
+    baseline=ColumnBaseline("gifts_last_7d"),
+    extra_baselines=(ColumnBaseline("gifts_run_rate_7d"),),
     metrics=METRICS,
     primary_metric="tweedie_deviance",
     slices=("category", "region"),

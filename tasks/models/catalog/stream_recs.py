@@ -7,10 +7,13 @@ HR@1/5/10 and NDCG@10 are reported separately for repeat targets (the user watch
 streamer before t) and new ones. Two baselines: POP (the live streamer with the most sessions
 started in the 7 days before t) and REP (the live streamer the user watched most recently).
 
-Every input is computed from validated raw partitions strictly before t: the user × streamer
-history (sessions, recency, place among the user's last sessions, follows), the user's category
-mix, region match and the streamer's recent popularity and time on air. End times of live streams
-are used only to decide which streams are on air at t, never as features.
+Every input is computed from history strictly before t, read through the feature store: the
+session and follow logs (``user_session_log``, ``user_follow_log``: a session or follow is known
+one second after it starts) give the user × streamer history (sessions, recency, place among the
+user's last sessions, follows), the user's category mix and the streamer's recent popularity;
+``user_profile`` gives the region. The streams on air (the candidates, with their category,
+region and time on air) come from validated raw_streams partitions; their end times are used
+only to decide which streams are on air at t, never as features.
 
 The item is the streamer (a streamer has at most one stream on air; stream ids are ephemeral):
 scores are entity_key = user_key, item = streamer_id, rank 1..10, score = the re-ranker's
@@ -30,15 +33,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, and_, func, select
+from sklearn.base import BaseEstimator
+from sqlalchemy import Connection, Engine, and_, select
 from sqlalchemy.sql import Select
 from xgboost import XGBClassifier
 
+from tasks.featurestore import get_online_features
 from tasks.featurestore.definitions import DAY_S
+from tasks.featurestore.views import FEATURE_VIEWS
+from tasks.models.families.event_logs import read_logs, unpack
 from tasks.models.plots import plot_hit_rate_at_k
-from tasks.models.scoring_frame import StaleFeatures
+from tasks.models.scoring_frame import check_fresh
 from tasks.models.spec import (
     ChangeThreshold,
+    ColumnBaseline,
     LabelWindow,
     ModelSpec,
     PromotionPolicy,
@@ -115,17 +123,38 @@ def _between(table: Any, first_ts: int, end_ts: int, *, inclusive: bool = False)
     )
 
 
+SESSION_LOG = ("user_session_log:sessions_1d",)
+FOLLOW_LOG = ("user_follow_log:follows_1d",)
+REGION = ("user_profile:region",)
+HISTORY_VIEWS = ("user_session_log", "user_follow_log", "user_profile")  # read through the store
+
+
+def _logged(
+    engine: Engine, refs: tuple[str, ...], start_ts: int, end_ts: int, names: list[str]
+) -> pd.DataFrame:
+    """The events of a log view with start_ts <= event_ts < end_ts, each once, in (time, id) order."""
+    rows = read_logs(engine, refs, start_ts, end_ts)
+    events = unpack(rows, "user_key", refs[0].replace(":", "__", 1), names).drop(columns="row_ts")
+    events = events.drop_duplicates("event_id")
+    events = events.astype({c: ("int64" if c == "event_ts" else object) for c in events.columns})
+    ts = events["event_ts"].to_numpy("int64")
+    events = events[(ts >= start_ts) & (ts < end_ts)]
+    return events.sort_values(["event_ts", "event_id"], kind="stable").reset_index(drop=True)
+
+
 def load_history(conn: Connection, start_ts: int, end_ts: int) -> History:
-    """Sessions, streams, follows and user regions needed for queries in [start_ts, end_ts]."""
-    ws, streams, follows, users = (raw_table(t) for t in LABEL_SOURCES)
+    """Sessions, streams, follows and user regions needed for queries in [start_ts, end_ts].
+
+    Sessions, follows and regions come through the feature store (a session or follow is known
+    one second after it starts); the streams, which decide the live candidates, from raw_streams.
+    """
+    engine = conn.engine
     first = start_ts - LOOKBACK_DAYS * DAY_S
-    sessions = _read(
-        conn,
-        select(ws.c.event_id, ws.c.user_key, ws.c.stream_id, ws.c.streamer_id, ws.c.category, ws.c.event_ts)
-        .where(_between(ws, first, end_ts))
-        .order_by(ws.c.event_ts, ws.c.event_id),
-        ("event_ts",),
-    )
+    session_columns = ["event_id", "stream_id", "streamer_id", "category", "event_ts"]
+    sessions = _logged(engine, SESSION_LOG, first, end_ts, session_columns)
+    sessions = sessions[["event_id", "user_key", "stream_id", "streamer_id", "category", "event_ts"]]
+    follows = _logged(engine, FOLLOW_LOG, 0, end_ts, ["event_id", "streamer_id", "event_ts"])
+    streams = raw_table("raw_streams")
     on_air = _read(
         conn,
         select(
@@ -140,21 +169,21 @@ def load_history(conn: Connection, start_ts: int, end_ts: int) -> History:
         .order_by(streams.c.event_ts, streams.c.stream_id),
         ("event_ts", "end_ts"),
     )
-    followed = _read(
-        conn,
-        select(follows.c.user_key, follows.c.streamer_id, follows.c.event_ts)
-        .where(and_(follows.c.event_date.in_(validated_dates(follows.name)), follows.c.event_ts < end_ts))
-        .order_by(follows.c.event_ts, follows.c.event_id),
-        ("event_ts",),
+    # Signup attributes never change, so the regions as of end_ts are those of every earlier query.
+    viewers = pd.DataFrame({"user_key": sorted(set(sessions["user_key"]))}, dtype=object)
+    region = (
+        get_online_features(engine, viewers, REGION, end_ts).rename(
+            columns={"user_profile__region": "region"}
+        )
+        if len(viewers)
+        else pd.DataFrame({"user_key": [], "region": []}, dtype=object)
     )
-    region = _read(
-        conn,
-        select(users.c.user_key, func.min(users.c.region).label("region"))
-        .where(users.c.event_date.in_(validated_dates(users.name)))
-        .group_by(users.c.user_key),
-        (),
+    return History(
+        sessions.reset_index(drop=True),
+        on_air,
+        follows[["user_key", "streamer_id", "event_ts"]].reset_index(drop=True),
+        region.dropna(subset=["region"]).reset_index(drop=True),
     )
-    return History(sessions, on_air, followed, region)
 
 
 # --- candidates ---------------------------------------------------------------------------------
@@ -388,16 +417,13 @@ def build_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
 def scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
     """Every user active in the last week × the streams to rank at as_of, with their features."""
     now = int(as_of.timestamp())
+    views = dict.fromkeys([*spec.history_views, *(ref.partition(":")[0] for ref in spec.feature_refs)])
+    for name in views:  # the framework's freshness rule, once per view (sessions: a day old at most)
+        check_fresh(engine, FEATURE_VIEWS[name], now)
     with engine.connect() as conn:
         history = load_history(conn, now, now)
     sessions = history.sessions
     ts = sessions["event_ts"].to_numpy("int64")
-    if not len(ts) or ts.max() < now - DAY_S:
-        newest = "none" if not len(ts) else dt.datetime.fromtimestamp(int(ts.max()), dt.UTC).isoformat()
-        raise StaleFeatures(
-            f"{spec.name}: the newest validated raw_watch_sessions row ({newest}) is more than a day "
-            f"older than as_of {as_of.isoformat()}; ingest and validate recent partitions first"
-        )
     users = sorted(set(sessions["user_key"][ts >= now - ACTIVE_DAYS * DAY_S]))
     candidates = scoring_candidates(history.streams, now)
     if not users or candidates.empty:
@@ -408,6 +434,9 @@ def scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.Dat
     pairs = candidates.merge(pd.DataFrame({"user_key": users}, dtype=object), how="cross")
     pairs = pairs.assign(query_id=pairs["user_key"], event_ts=np.int64(now))
     frame = rank_frame(pairs, history)
+    streamers = pd.DataFrame({"streamer_id": sorted(set(frame["streamer_id"]))}, dtype=object)
+    stored = get_online_features(engine, streamers, spec.feature_refs, now)
+    frame = frame.merge(stored, on="streamer_id", how="left", validate="many_to_one")
     return frame.sort_values(["user_key", "streamer_id"], kind="stable").reset_index(drop=True)
 
 
@@ -452,17 +481,18 @@ RANKER_DEFAULTS: dict[str, Any] = {
 }
 
 
-class LiveStreamRanker:
+class LiveStreamRanker(BaseEstimator):  # type: ignore[misc]
     """XGBoost re-ranker: P(the user starts this live stream) from the candidate row's inputs.
 
     A binary objective over candidate rows: within a query, sorting by the probability is the
     ranking, and the scores stay comparable across queries (and in [0, 1] for publishing).
+    ``columns`` (the inputs, in order) and ``params`` (XGBoost settings over RANKER_DEFAULTS,
+    plus ``seed``) are stored as given; ``fit`` sets ``booster_``.
     """
 
     def __init__(self, columns: tuple[str, ...], params: Mapping[str, Any] | None = None) -> None:
-        self.columns = tuple(columns)
-        self.params = dict(params or {})
-        self.booster_: XGBClassifier | None = None
+        self.columns = columns
+        self.params = params
 
     def _matrix(self, X: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.columns if c not in X.columns]
@@ -481,14 +511,15 @@ class LiveStreamRanker:
         eval_set: list[tuple[pd.DataFrame, Any]] | None = None,
     ) -> LiveStreamRanker:
         """Fit the booster, early-stopped on the first eval_set pair when one is given."""
-        params = {**RANKER_DEFAULTS, **{k: v for k, v in self.params.items() if k != "seed"}}
+        given = dict(self.params or {})
+        params = {**RANKER_DEFAULTS, **{k: v for k, v in given.items() if k != "seed"}}
         if not eval_set:
             params.pop("early_stopping_rounds", None)
         booster = XGBClassifier(
             objective="binary:logistic",
             eval_metric="logloss",
             tree_method="hist",
-            random_state=int(self.params.get("seed", 0)),
+            random_state=int(given.get("seed", 0)),
             **params,
         )
         evals = [(self._matrix(x), np.asarray(v, dtype="float64")) for x, v in (eval_set or [])][:1]
@@ -499,15 +530,17 @@ class LiveStreamRanker:
     @property
     def best_iteration(self) -> int | None:
         """The early-stopped iteration (None before fitting or without early stopping)."""
-        return None if self.booster_ is None else getattr(self.booster_, "best_iteration", None)
+        booster = getattr(self, "booster_", None)
+        return None if booster is None else getattr(booster, "best_iteration", None)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """The probability of each candidate row being the stream the user starts."""
-        if self.booster_ is None:
+        booster = getattr(self, "booster_", None)
+        if booster is None:
             raise ValueError("LiveStreamRanker is not fitted")
         if len(X) == 0:
             return np.zeros(0)
-        return np.asarray(self.booster_.predict_proba(self._matrix(X))[:, 1], dtype="float64")
+        return np.asarray(booster.predict_proba(self._matrix(X))[:, 1], dtype="float64")
 
     def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
         """The predictions as a frame with a "prediction" column, aligned with X."""
@@ -519,7 +552,11 @@ def make_ranker(params: Mapping[str, Any]) -> LiveStreamRanker:
     return LiveStreamRanker(INPUTS, params)
 
 
-INPUTS = FEATURES
+# Joined to each candidate row (by streamer_id) as of its query time: the streamer's hours on air
+# over the 7 days before the last midnight (how regular a schedule the viewer can count on).
+FEATURE_REFS: tuple[str, ...] = ("streamer_activity:live_hours_7d",)
+REF_COLUMNS: tuple[str, ...] = tuple(ref.replace(":", "__", 1) for ref in FEATURE_REFS)
+INPUTS = (*REF_COLUMNS, *FEATURES)
 
 
 def ranking_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
@@ -553,14 +590,15 @@ stream_recs = ModelSpec(
     kind="ranking",
     description="Which live streams to show a user now: a re-ranking of the streams live at that moment.",
     build_labels=build_labels,
-    # The streamer views of the feature store are daily aggregates of what the label builder
-    # already counts point in time (sessions, follows); on the demo platform they added no lift.
-    feature_refs=(),
+    # The other inputs are computed from the store's session and follow logs and user_profile
+    # (HISTORY_VIEWS, read in load_history), to the second.
+    feature_refs=FEATURE_REFS,
+    history_views=HISTORY_VIEWS,
     context_features=FEATURES,
     categorical=(),
     make_estimator=make_ranker,
     params={"max_depth": 4, "learning_rate": 0.1, "n_estimators": 400},
-    baseline="column:pop_score",
+    baseline=ColumnBaseline("pop_score"),
     metrics=METRICS,
     primary_metric="ndcg_10",
     slices=SLICES,
@@ -568,7 +606,7 @@ stream_recs = ModelSpec(
     scoring=ScoringTarget(entity="user", key="user_key"),
     label_sources=LABEL_SOURCES,
     training_days=21,
-    extra_baselines=("column:rep_score",),
+    extra_baselines=(ColumnBaseline("rep_score"),),
     build_scoring_frame=scoring_frame,
     format_scores=format_scores,
     plots=ranking_plots,

@@ -31,7 +31,7 @@ from tasks.models.families.user_outcomes import (
 )
 from tasks.models.families.user_truth import user_oracle
 from tasks.models.plots import outcome_classifier_plots
-from tasks.models.spec import LabelWindow, ModelSpec, ScoringTarget
+from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, ScoringTarget
 
 SUBSCRIBE = EventCount("raw_memberships", "user_key", where=("action", "subscribe"))
 
@@ -65,7 +65,7 @@ subscription_propensity = ModelSpec(
     categorical=(),
     make_estimator=user_estimator(FEATURES, INCREASING),
     params=PARAMS,
-    baseline="base_rate",
+    baseline=BaseRate(),
     metrics=CLASSIFIER_METRICS,
     primary_metric="auc",
     slices=USER_SLICES,

@@ -1,7 +1,12 @@
 """traffic_forecast: concurrent viewers and bandwidth per region and hour, 48 hours ahead, P50 and P90.
 
-Series: "<region>/viewers" and "<region>/bandwidth" from ``raw_traffic`` (validated partitions
-only), averaged per hour. One direct multi-horizon model serves every series and horizon
+Series: "<region>/viewers" and "<region>/bandwidth" from ``raw_traffic``, averaged per hour.
+Inputs come from the feature store: the view ``traffic_history`` (entity ``series``) holds each
+series' last 168 hourly values at every hour's end; training reads it point-in-time at each
+forecast origin (``get_historical_features``), scoring at as_of (``get_online_features``, with
+its TTL and freshness refusals), and the estimator's first step (HistoryInputs) derives the
+inputs from those rows. The label builder reads validated raw partitions for the targets and
+the seasonal-naive baselines only. One direct multi-horizon model serves every series and horizon
 (tasks.models.families.forecasting.IntervalForecaster): forecast origins every ORIGIN_EVERY_H hours in the
 label window, horizons 1..48, inputs from the hours before the origin only (same-hour values of
 the last days, the value a week before the target hour, recent means, the target's hour and
@@ -14,8 +19,8 @@ to, "lower" the P10.
 
 Stable names another model builds on (capacity_plan plans from this forecast's P90):
 ``traffic_labels(conn, window)`` (the label builder), ``make_traffic_estimator(params)`` (the
-estimator factory), ``traffic_scoring_frame(engine, spec, as_of)``, ``TRAFFIC_INPUTS`` and the
-spec ``traffic_forecast``.
+estimator factory), ``traffic_scoring_frame(engine, spec, as_of)``, ``TRAFFIC_INPUTS`` (context
+inputs), ``HISTORY_REFS`` (feature inputs) and the spec ``traffic_forecast``.
 """
 
 from __future__ import annotations
@@ -27,26 +32,34 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, func, select
 
+from tasks.featurestore.views import FEATURE_VIEWS, HISTORY_HOURS
 from tasks.models.families.forecasting import (
-    BASE,
     CALENDAR_INPUTS,
     HORIZON,
+    LABEL,
     LEVEL_INPUTS,
     ORIGIN,
     SERIES,
     TARGET,
     DirectSpec,
+    HistoryInputs,
     Panel,
     attach_scale,
+    baseline_columns,
     direct_rows,
     example_ids,
-    make_interval_forecaster,
+    lag_names,
+    make_history_forecaster,
+    newest_history_end,
     panel_from_long,
+    read_online_history,
+    silent_history,
 )
 from tasks.models.plots import forecast_plots
 from tasks.models.scoring_frame import StaleFeatures
 from tasks.models.spec import (
     ChangeThreshold,
+    ColumnBaseline,
     LabelWindow,
     ModelSpec,
     PromotionPolicy,
@@ -67,19 +80,17 @@ DIRECT = DirectSpec(
 )
 ANCHOR = "weekly_anchor"  # the value a week before the target hour: the booster learns corrections to it
 LOOKBACK_H = DIRECT.history + 24  # hours of history loaded before the first origin
+HISTORY = "traffic_history"  # the feature view the inputs are derived from
+HISTORY_END = f"{HISTORY}__history_end_ts"
+HISTORY_LAGS: tuple[str, ...] = tuple(f"{HISTORY}__{n}" for n in lag_names("", HISTORY_HOURS, "h"))
+HISTORY_REFS: tuple[str, ...] = tuple(c.replace("__", ":", 1) for c in (HISTORY_END, *HISTORY_LAGS))
 METRICS = ("mase", "smape", "coverage_p90", "pinball_p90", "pinball_p50", "coverage_80", "mae")
 SLICES = ("measure", "region", "horizon_band")
-# ORIGIN and TARGET only order the calibration folds; the booster never sees them.
-TRAFFIC_INPUTS: tuple[str, ...] = (
-    *LEVEL_INPUTS,
-    *CALENDAR_INPUTS,
-    SERIES,
-    HORIZON,
-    BASE,
-    ANCHOR,
-    ORIGIN,
-    TARGET,
-)
+# Context inputs beside the history features: the series id, the horizon and the forecast origin
+# (HistoryInputs derives everything else); ORIGIN and TARGET also order the calibration folds.
+TRAFFIC_INPUTS: tuple[str, ...] = (SERIES, HORIZON, ORIGIN, TARGET)
+# What the label frame keeps of direct_rows: ids, times, the target and the seasonal naives.
+LABEL_COLUMNS: tuple[str, ...] = (SERIES, "event_ts", ORIGIN, "target_start_ts", TARGET, HORIZON, LABEL)
 CATEGORICAL = (SERIES,)
 HORIZON_BANDS = ((1, 6, "01-06h"), (7, 12, "07-12h"), (13, 24, "13-24h"), (25, HORIZON_H, "25-48h"))
 
@@ -137,10 +148,7 @@ def _decorate(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     parts = frame[SERIES].str.split("/", n=1, expand=True)
-    # Scoring rows of a series with less than a week of history fall back to the daily naive.
-    anchor = frame["snaive_168h"].fillna(frame["snaive_24h"]).fillna(frame[BASE])
     return frame.assign(
-        **{ANCHOR: anchor},
         example_id=example_ids(frame),
         region=parts[0],
         measure=parts[1],
@@ -167,38 +175,45 @@ def traffic_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
     frame = direct_rows(panel, origins(window.start_ts, last_origin), DIRECT, labelled=True)
     if frame.empty:
         return frame
-    frame = attach_scale(frame, panel, DIRECT.season)
+    # The inputs direct_rows computed from raw rows are dropped: the model derives them from the
+    # feature store's history rows, joined to these rows point-in-time by the training set.
+    frame = attach_scale(frame[[*LABEL_COLUMNS, *baseline_columns(DIRECT)]], panel, DIRECT.season)
     frame = _decorate(frame)
     return frame.sort_values(["event_ts", "example_id"], kind="stable").reset_index(drop=True)
 
 
 def traffic_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
-    """The next 48 hours from as_of (floored to the hour), inputs from validated hours before it.
+    """The next 48 hours from as_of (floored to the hour), inputs from the newest history rows before it.
 
-    When the newest validated hour is older than as_of (partitions validate once a day), the
-    forecast starts where the data ends and the target hours already past are dropped; data
-    older than the whole horizon is refused as stale.
+    History rows are read through the feature store at as_of. When the newest one ends before
+    as_of (raw partitions validate once a day), the forecast starts where it ends and the target
+    hours already past are dropped; a history older than the whole horizon is refused as stale.
     """
-    origin = epoch_seconds(as_of) // HOUR_S * HOUR_S
-    start = origin - LOOKBACK_H * HOUR_S
-    with engine.connect() as conn:
-        panel = _panel(conn, start, origin)
-    observed = np.flatnonzero(np.isfinite(panel.values).any(axis=1))
-    if not len(observed):
-        raise StaleFeatures(f"{spec.name}: no validated {SOURCE} hour in the week before {as_of.isoformat()}")
-    data_end = panel.start_ts + (int(observed[-1]) + 1) * HOUR_S
+    now = epoch_seconds(as_of)
+    origin = now // HOUR_S * HOUR_S
+    data_end = newest_history_end(engine, FEATURE_VIEWS[HISTORY], now)
+    if data_end is None:
+        raise StaleFeatures(
+            f"{spec.name}: no validated {SOURCE} hour in {HISTORY} before {as_of.isoformat()}"
+        )
     if origin - data_end >= HORIZON_H * HOUR_S:
         newest = dt.datetime.fromtimestamp(data_end, dt.UTC).isoformat()
         raise StaleFeatures(
             f"{spec.name}: newest validated {SOURCE} hour ends {newest}, "
             f"more than {HORIZON_H} h before {as_of.isoformat()}"
         )
-    trimmed = Panel(
-        panel.start_ts, HOUR_S, panel.series, panel.values[: (data_end - panel.start_ts) // HOUR_S]
-    )
-    frame = direct_rows(trimmed, [data_end], DIRECT, labelled=False)
-    if frame.empty:
+    history = read_online_history(engine, spec.feature_refs, now, data_end).features
+    lags = history[list(HISTORY_LAGS)].to_numpy("float64", na_value=np.nan)
+    history = history[~silent_history(lags, DIRECT)].reset_index(drop=True)
+    if history.empty:
         raise StaleFeatures(f"{spec.name}: too little validated {SOURCE} history before {as_of.isoformat()}")
+    horizon = np.tile(np.arange(1, HORIZON_H + 1, dtype=np.int64), len(history))
+    frame = history.loc[history.index.repeat(HORIZON_H)].reset_index(drop=True)
+    frame["event_ts"] = np.int64(data_end)
+    frame[ORIGIN] = np.int64(data_end)
+    frame["target_start_ts"] = data_end + (horizon - 1) * HOUR_S
+    frame[TARGET] = data_end + horizon * HOUR_S - 1
+    frame[HORIZON] = horizon
     frame = frame[frame["target_start_ts"] >= origin].reset_index(drop=True)
     frame["step"] = (frame["target_start_ts"] - origin) // HOUR_S + 1
     return _decorate(frame)
@@ -221,7 +236,10 @@ def format_traffic_scores(spec: ModelSpec, frame: pd.DataFrame, pred: pd.DataFra
 
 
 FEATURES = (*LEVEL_INPUTS, *CALENDAR_INPUTS)
-make_traffic_estimator = make_interval_forecaster(FEATURES, categorical=CATEGORICAL, offset=ANCHOR)
+TRAFFIC_HISTORY_INPUTS = HistoryInputs(DIRECT, lags=HISTORY_LAGS, end=HISTORY_END, anchor=ANCHOR)
+make_traffic_estimator = make_history_forecaster(
+    TRAFFIC_HISTORY_INPUTS, FEATURES, categorical=CATEGORICAL, offset=ANCHOR
+)
 
 traffic_forecast = ModelSpec(
     name="traffic_forecast",
@@ -231,7 +249,7 @@ traffic_forecast = ModelSpec(
         "conformal bounds; one row per (origin, series, horizon)."
     ),
     build_labels=traffic_labels,
-    feature_refs=(),
+    feature_refs=HISTORY_REFS,
     context_features=TRAFFIC_INPUTS,
     categorical=CATEGORICAL,
     make_estimator=make_traffic_estimator,
@@ -243,8 +261,8 @@ traffic_forecast = ModelSpec(
         "min_calibration": 60,
         "calibration_folds": 2,
     },
-    baseline="column:snaive_24h",
-    extra_baselines=("column:snaive_168h",),
+    baseline=ColumnBaseline("snaive_24h"),
+    extra_baselines=(ColumnBaseline("snaive_168h"),),
     metrics=METRICS,
     primary_metric="mase",
     slices=SLICES,

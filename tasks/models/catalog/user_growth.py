@@ -1,8 +1,13 @@
 """user_growth: daily new users and daily active users (DAU) for the next 14 days, P50 with P10/P90.
 
 Series (UTC days): "new_users" = signups in ``raw_users``; "dau" = distinct users starting a
-watch session in ``raw_watch_sessions``; validated partitions only (a validated day without
-rows counts 0, a day not validated is missing). One direct multi-horizon model
+watch session in ``raw_watch_sessions``. Inputs come from the feature store: the view
+``growth_history`` (entity ``platform``) holds the last 35 days of signups, campaign signups and
+DAU at every day's end; training reads it point-in-time at each origin
+(``get_historical_features``), scoring at as_of (``get_online_features``, TTL and freshness
+refusals), and the estimator's first step (GrowthInputs) derives every input from those rows.
+The label builder reads validated raw partitions for the targets and the seasonal naive only
+(a validated day without rows counts 0, a day not validated is missing). One direct multi-horizon model
 (tasks.models.families.forecasting.IntervalForecaster) serves both series and all 14 horizons: horizon and
 series id are inputs, the target is divided by the series' last-7-day level, so the two series
 (tens vs thousands a day) share what they have in common (weekday pattern, campaign effect, how
@@ -36,23 +41,32 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, case, func, literal, select
 
+from tasks.featurestore.views import FEATURE_VIEWS, GROWTH_MEASURES, HISTORY_DAYS
 from tasks.models.families.forecasting import (
-    BASE,
     HORIZON,
+    LABEL,
     ORIGIN,
     SERIES,
     TARGET,
     DirectSpec,
+    HistoryInputs,
     Panel,
+    align_history,
     attach_scale,
+    baseline_columns,
     direct_rows,
     example_ids,
-    make_interval_forecaster,
+    lag_names,
+    make_history_forecaster,
+    newest_history_end,
+    read_online_history,
+    silent_history,
 )
 from tasks.models.plots import forecast_plots
 from tasks.models.scoring_frame import StaleFeatures
 from tasks.models.spec import (
     ChangeThreshold,
+    ColumnBaseline,
     LabelWindow,
     ModelSpec,
     PromotionPolicy,
@@ -91,7 +105,17 @@ FEATURES: tuple[str, ...] = (
     "target_dow",
     *CAMPAIGN_INPUTS,
 )
-GROWTH_INPUTS: tuple[str, ...] = (*FEATURES, EXPECTED, SERIES, HORIZON, BASE, ORIGIN, TARGET)
+HISTORY = "growth_history"  # the feature view the inputs are derived from
+HISTORY_END = f"{HISTORY}__history_end_ts"
+HISTORY_LAGS: dict[str, tuple[str, ...]] = {
+    m: tuple(f"{HISTORY}__{n}" for n in lag_names(f"{m}_", HISTORY_DAYS, "d")) for m in GROWTH_MEASURES
+}
+HISTORY_REFS: tuple[str, ...] = tuple(
+    c.replace("__", ":", 1) for c in (HISTORY_END, *(c for m in GROWTH_MEASURES for c in HISTORY_LAGS[m]))
+)
+# Context inputs beside the history features; GrowthInputs derives everything else.
+GROWTH_INPUTS: tuple[str, ...] = (SERIES, HORIZON, ORIGIN, TARGET)
+LABEL_COLUMNS: tuple[str, ...] = (SERIES, "event_ts", ORIGIN, "target_start_ts", TARGET, HORIZON, LABEL)
 CATEGORICAL = (SERIES,)
 METRICS = ("mase", "smape", "coverage_80", "mae", "pinball_p50", "pinball_p90")
 SLICES = ("series", "horizon")
@@ -174,22 +198,24 @@ def _panel(daily: pd.DataFrame) -> Panel:
     return Panel(int(daily.index[0]), DAY_S, SERIES_NAMES, values)
 
 
-def campaign_inputs(daily: pd.DataFrame, origins_ts: np.ndarray) -> pd.DataFrame:
-    """Campaign inputs per origin plus the running campaign's pace and days left, from days before it."""
-    ts = daily.index.to_numpy("int64")
-    signups = daily["new_users"].to_numpy("float64")
-    campaign = daily["campaign"].to_numpy("float64")
+def campaign_inputs(signups: np.ndarray, campaign: np.ndarray) -> pd.DataFrame:
+    """Campaign inputs plus the running campaign's pace and days left, per row of days by lag.
+
+    ``signups[i, j]`` / ``campaign[i, j]`` are row i's signups and campaign signups j + 1 days
+    before its origin (NaN: a day not known).
+    """
     rows = []
-    for origin in origins_ts:
-        before = ts < origin
-        n = int(before.sum())
-        s, c = signups[:n], campaign[:n]
+    for s_lag, c_lag in zip(np.asarray(signups, "float64"), np.asarray(campaign, "float64"), strict=True):
+        known = np.flatnonzero(np.isfinite(s_lag))
+        n = int(known.max()) + 1 if len(known) else 0  # days of history, oldest known first below
+        s, c = s_lag[:n][::-1], c_lag[:n][::-1]
 
         def share(days: int, s: np.ndarray = s, c: np.ndarray = c) -> float:
             total = np.nansum(s[-days:])
             return float(np.nansum(c[-days:]) / total) if total > 0 else 0.0
 
-        on = np.where(s > 0, c / np.where(s > 0, s, 1.0), 0.0) >= CAMPAIGN_SHARE_ON
+        with np.errstate(invalid="ignore"):
+            on = np.where(s > 0, c / np.where(s > 0, s, 1.0), 0.0) >= CAMPAIGN_SHARE_ON
         run = 0
         while run < n and on[n - 1 - run]:
             run += 1
@@ -199,7 +225,6 @@ def campaign_inputs(daily: pd.DataFrame, origins_ts: np.ndarray) -> pd.DataFrame
         typical = float(np.median(lengths)) if lengths else float(CAMPAIGN_DAYS_PRIOR)
         rows.append(
             {
-                "event_ts": int(origin),
                 "campaign_share_1d": share(1) if n else np.nan,
                 "campaign_share_3d": share(3) if n else np.nan,
                 "campaign_days": float(run),
@@ -208,7 +233,7 @@ def campaign_inputs(daily: pd.DataFrame, origins_ts: np.ndarray) -> pd.DataFrame
                 "campaign_left": max(round(typical) - run, 0) if run else 0,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*CAMPAIGN_INPUTS, "campaign_rate", "campaign_left"])
 
 
 def _run_lengths(on: np.ndarray) -> list[int]:
@@ -223,25 +248,87 @@ def _run_lengths(on: np.ndarray) -> list[int]:
     return lengths
 
 
-def growth_rows(daily: pd.DataFrame, origins_ts: np.ndarray, *, labelled: bool) -> pd.DataFrame:
-    """Direct rows of both series plus the campaign inputs and offset, from a load_daily frame."""
-    panel = _panel(daily)
-    # The signup level is organic signups (campaign ones excluded): a campaign is a transient on
-    # top of it, carried by the offset below, not a new level.
-    level = panel.values.copy()
-    nu = SERIES_NAMES.index("new_users")
-    level[:, nu] = (daily["new_users"] - daily["campaign"]).to_numpy("float64")
-    frame = direct_rows(panel, origins_ts, DIRECT, labelled=labelled, level=level)
+class GrowthInputs(HistoryInputs):
+    """HistoryInputs of growth_history rows: each row's own series, campaign inputs and offset.
+
+    A "new_users" row's values are the signups and its level the organic ones (campaign signups
+    excluded: a campaign is a transient on top of the level, carried by the offset); a "dau"
+    row's values and level are DAU. A running campaign goes on at its recent pace for its
+    expected remaining days: that is EXPECTED on new-user rows (0 elsewhere).
+    """
+
+    def __init__(
+        self,
+        spec: DirectSpec = DIRECT,
+        end: str = HISTORY_END,
+        origin: str = ORIGIN,
+        horizon: str = HORIZON,
+        series: str = SERIES,
+    ) -> None:
+        super().__init__(spec, end=end, origin=origin, horizon=horizon)
+        self.series = series
+
+    def _lags(self, X: pd.DataFrame, measure: str) -> np.ndarray:
+        return X[list(HISTORY_LAGS[measure])].to_numpy("float64", na_value=np.nan)
+
+    def histories(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """(values, level) of each row's series by lag from the history row's end."""
+        signups, campaign, dau = (self._lags(X, m) for m in ("new_users", "campaign", "dau"))
+        new_users = (X[self.series].astype(str) == "new_users").to_numpy()[:, None]
+        return np.where(new_users, signups, dau), np.where(new_users, signups - campaign, dau)
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """X with the direct inputs, the campaign inputs and EXPECTED added."""
+        out = super().transform(X)
+        end = pd.to_numeric(X[self.end]).to_numpy("float64", na_value=np.nan)
+        origin = pd.to_numeric(X[self.origin]).to_numpy("int64")
+        signups, campaign = (
+            align_history(self._lags(X, m), end, origin, DAY_S) for m in ("new_users", "campaign")
+        )
+        extra = campaign_inputs(signups, campaign)
+        running = (out[self.series].astype(str) == "new_users").to_numpy() & (
+            out[self.horizon].to_numpy("int64") <= extra["campaign_left"].to_numpy()
+        )
+        added = pd.DataFrame({c: extra[c].to_numpy() for c in CAMPAIGN_INPUTS}, index=out.index)
+        added[EXPECTED] = np.where(running, extra["campaign_rate"].to_numpy("float64"), 0.0)
+        kept = out.drop(columns=[c for c in added.columns if c in out.columns])
+        return pd.concat([kept, added], axis=1)
+
+
+GROWTH_HISTORY_INPUTS = GrowthInputs()
+
+
+def _label_rows(daily: pd.DataFrame, origins_ts: np.ndarray, *, labelled: bool) -> pd.DataFrame:
+    """Direct rows of both series from a load_daily frame: ids, times, target and seasonal naive only."""
+    frame = direct_rows(_panel(daily), origins_ts, DIRECT, labelled=labelled)
     if frame.empty:
         return frame
-    frame = frame.merge(campaign_inputs(daily, np.unique(frame["event_ts"])), on="event_ts", how="left")
-    # A running campaign goes on at its recent pace for its expected remaining days: new users only.
-    running = (frame[SERIES] == "new_users") & (frame[HORIZON] <= frame["campaign_left"])
-    frame[EXPECTED] = np.where(running, frame["campaign_rate"], 0.0)
-    frame = frame.drop(columns=["campaign_rate", "campaign_left"])
+    frame = frame[[*LABEL_COLUMNS, *baseline_columns(DIRECT)]].copy()
     frame["example_id"] = example_ids(frame)
     frame["query_id"] = frame["event_ts"].astype(str)  # the bootstrap resamples whole origins
-    return frame.drop(columns=["target_hour", "origin_hour"])
+    return frame
+
+
+def history_rows(daily: pd.DataFrame, origins_ts: np.ndarray) -> pd.DataFrame:
+    """The growth_history columns each origin would be served, from a load_daily frame (days before it)."""
+    day_ts = daily.index.to_numpy("int64")
+    values = {"new_users": daily["new_users"], "campaign": daily["campaign"], "dau": daily["dau"]}
+    out: dict[str, np.ndarray] = {"event_ts": np.asarray(origins_ts, dtype=np.int64)}
+    out[HISTORY_END] = out["event_ts"]
+    for measure, series in values.items():
+        lookup = dict(zip(day_ts, series.to_numpy("float64"), strict=True))
+        for k, column in enumerate(HISTORY_LAGS[measure], start=1):
+            out[column] = np.array([lookup.get(int(o) - k * DAY_S, np.nan) for o in out["event_ts"]])
+    return pd.DataFrame(out)
+
+
+def growth_rows(daily: pd.DataFrame, origins_ts: np.ndarray, *, labelled: bool) -> pd.DataFrame:
+    """Direct rows with the history columns the store would serve and the inputs derived from them."""
+    frame = _label_rows(daily, origins_ts, labelled=labelled)
+    if frame.empty:
+        return frame
+    frame = frame.merge(history_rows(daily, np.unique(frame["event_ts"])), on="event_ts", how="left")
+    return GROWTH_HISTORY_INPUTS.transform(frame)
 
 
 def growth_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
@@ -251,7 +338,7 @@ def growth_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
     if last_origin < first_origin:
         return pd.DataFrame()
     daily = load_daily(conn, first_origin - LOOKBACK_D * DAY_S, window.end_ts)
-    frame = growth_rows(daily, np.arange(first_origin, last_origin + 1, DAY_S), labelled=True)
+    frame = _label_rows(daily, np.arange(first_origin, last_origin + 1, DAY_S), labelled=True)
     if frame.empty:
         return frame
     frame = attach_scale(frame, _panel(daily), DIRECT.season)
@@ -259,27 +346,38 @@ def growth_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
 
 
 def growth_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
-    """The 14 days from as_of's day on, inputs from validated days before it.
+    """The 14 days from as_of's day on, inputs from the newest history row before it.
 
-    When the newest validated day is older than yesterday, the forecast starts where the data
-    ends and the days already past are dropped; data older than the horizon is refused as stale.
+    The history row is read through the feature store at as_of. When it ends before as_of's
+    day, the forecast starts where it ends and the days already past are dropped; a history
+    older than the horizon is refused as stale.
     """
-    origin = epoch_seconds(as_of) // DAY_S * DAY_S
-    with engine.connect() as conn:
-        daily = load_daily(conn, origin - LOOKBACK_D * DAY_S, origin)
-    observed = np.flatnonzero(daily[list(SERIES_NAMES)].notna().any(axis=1).to_numpy())
-    if not len(observed):
+    now = epoch_seconds(as_of)
+    origin = now // DAY_S * DAY_S
+    data_end = newest_history_end(engine, FEATURE_VIEWS[HISTORY], now)
+    if data_end is None:
         raise StaleFeatures(
-            f"{spec.name}: no validated day of {', '.join(LABEL_SOURCES)} before {as_of.date()}"
+            f"{spec.name}: no validated day of {', '.join(LABEL_SOURCES)} in {HISTORY} before {as_of.date()}"
         )
-    data_end = int(daily.index[observed[-1]]) + DAY_S
     if origin - data_end >= HORIZON_D * DAY_S:
         raise StaleFeatures(
             f"{spec.name}: newest validated day is {_date(data_end - DAY_S)}, over {HORIZON_D} days old"
         )
-    frame = growth_rows(daily[daily.index < data_end], np.array([data_end]), labelled=False)
-    if frame.empty:
+    history = read_online_history(engine, spec.feature_refs, now, data_end).features
+    horizon = np.arange(1, HORIZON_D + 1, dtype=np.int64)
+    parts = [history.assign(**{SERIES: name}) for name in SERIES_NAMES]
+    per_series = pd.concat(parts, ignore_index=True)
+    values, _ = GROWTH_HISTORY_INPUTS.histories(per_series)
+    per_series = per_series[~silent_history(values, DIRECT)].reset_index(drop=True)
+    if per_series.empty:
         raise StaleFeatures(f"{spec.name}: too little validated history before {as_of.date()}")
+    frame = per_series.loc[per_series.index.repeat(HORIZON_D)].reset_index(drop=True)
+    h = np.tile(horizon, len(per_series))
+    frame["event_ts"] = np.int64(data_end)
+    frame[ORIGIN] = np.int64(data_end)
+    frame["target_start_ts"] = data_end + (h - 1) * DAY_S
+    frame[TARGET] = data_end + h * DAY_S - 1
+    frame[HORIZON] = h
     frame = frame[frame["target_start_ts"] >= origin].reset_index(drop=True)
     frame["step"] = (frame["target_start_ts"] - origin) // DAY_S + 1
     return frame
@@ -301,8 +399,12 @@ def format_growth_scores(spec: ModelSpec, frame: pd.DataFrame, pred: pd.DataFram
     )
 
 
-make_growth_estimator = make_interval_forecaster(
-    FEATURES, categorical=CATEGORICAL, monotone={"campaign_share_1d": 1}, offset=EXPECTED
+make_growth_estimator = make_history_forecaster(
+    GROWTH_HISTORY_INPUTS,
+    FEATURES,
+    categorical=CATEGORICAL,
+    monotone={"campaign_share_1d": 1},
+    offset=EXPECTED,
 )
 
 user_growth = ModelSpec(
@@ -313,7 +415,7 @@ user_growth = ModelSpec(
         "per (origin day, series, horizon)."
     ),
     build_labels=growth_labels,
-    feature_refs=(),
+    feature_refs=HISTORY_REFS,
     context_features=GROWTH_INPUTS,
     categorical=CATEGORICAL,
     make_estimator=make_growth_estimator,
@@ -328,7 +430,7 @@ user_growth = ModelSpec(
         "min_calibration": 20,
         "calibration_folds": 2,
     },
-    baseline="column:snaive_7d",
+    baseline=ColumnBaseline("snaive_7d"),
     metrics=METRICS,
     primary_metric="mase",
     slices=SLICES,

@@ -16,7 +16,6 @@ a segment, they do not shape it. The naive baseline is a value-tier segmentation
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -26,15 +25,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sqlalchemy import Connection, Engine, and_, func, select
 from threadpoolctl import threadpool_limits
 
+from tasks.dates import partition_day
 from tasks.featurestore.definitions import DAY_S
 from tasks.featurestore.views import CATEGORY_VOCABULARY
 from tasks.models.spec import (
     ChangeThreshold,
+    ColumnBaseline,
     LabelWindow,
     ModelSpec,
     PromotionPolicy,
@@ -252,8 +254,12 @@ def _sample(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
-class SegmentModel:
+class SegmentModel(BaseEstimator):  # type: ignore[misc]
     """Standardisation + k-means with k chosen by silhouette; deterministic for its seed.
+
+    Follows the estimator contract (tasks/models/estimator.py) and scikit-learn's conventions:
+    the parameters are stored unchanged (``share_columns`` None means SHARE_COLUMNS), checked in
+    ``fit``, and the fitted state ends in ``_``.
 
     After ``fit``: ``k_`` (chosen k), ``silhouette_by_k_``, ``centroids_`` (standardised space,
     ordered by segment id), ``stability_`` (mean pairwise adjusted Rand index of ``n_boot``
@@ -276,11 +282,9 @@ class SegmentModel:
         seed: int = 7,
         fallback_role: str = FALLBACK_ROLE,
     ) -> None:
-        if not 2 <= k_min <= k_max:
-            raise ValueError(f"need 2 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
-        self.dimensions = tuple(dimensions)
-        self.value_columns = tuple(value_columns)
-        self.share_columns = dict(SHARE_COLUMNS if share_columns is None else share_columns)
+        self.dimensions = dimensions
+        self.value_columns = value_columns
+        self.share_columns = share_columns
         self.k_min = k_min
         self.k_max = k_max
         self.n_init = n_init
@@ -294,8 +298,15 @@ class SegmentModel:
     def _kmeans(self, k: int, seed: int) -> KMeans:
         return KMeans(n_clusters=k, n_init=self.n_init, random_state=seed, algorithm="lloyd")
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> SegmentModel:
-        """Standardise, pick k by silhouette, relabel deterministically and measure stability."""
+    def fit(
+        self, X: pd.DataFrame, y: Any = None, eval_set: Sequence[tuple[pd.DataFrame, Any]] | None = None
+    ) -> SegmentModel:
+        """Standardise, pick k by silhouette, relabel deterministically and measure stability.
+
+        Unsupervised: ``y`` and the validation split (``eval_set``) are not used.
+        """
+        if not 2 <= self.k_min <= self.k_max:
+            raise ValueError(f"need 2 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
         raw = space_matrix(X, self.dimensions)
         n = len(raw)
         if n < self.k_max + 1:
@@ -323,7 +334,13 @@ class SegmentModel:
         self.n_features_in_ = len(self.dimensions)
         segment = self._assign(z)[0]
         self.profiles_ = describe_segments(
-            X, segment, self.k_, self.dimensions, self.value_columns, self.share_columns, self.fallback_role
+            X,
+            segment,
+            self.k_,
+            self.dimensions,
+            self.value_columns,
+            SHARE_COLUMNS if self.share_columns is None else self.share_columns,
+            self.fallback_role,
         )
         return self
 
@@ -422,10 +439,6 @@ def make_segment_model(params: Mapping[str, Any]) -> SegmentModel:
 # --- labels -------------------------------------------------------------------------------
 
 
-def _date(ts: int) -> dt.date:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
-
-
 def snapshot_of(keys: pd.Series, snapshots: Sequence[int]) -> np.ndarray:
     """Each key's snapshot time: a stable hash of the key picks one (same key, same snapshot)."""
     buckets = [int(hashlib.sha256(str(k).encode()).hexdigest()[:8], 16) % len(snapshots) for k in keys]
@@ -439,7 +452,7 @@ def _spend_rows(conn: Connection, first_ts: int, last_ts: int) -> pd.DataFrame:
         table = raw_table(name)
         query = select(table.c.user_key, table.c.event_ts, table.c[column].label("amount")).where(
             and_(
-                table.c.event_date.between(_date(first_ts), _date(last_ts - 1)),
+                table.c.event_date.between(partition_day(first_ts), partition_day(last_ts - 1)),
                 table.c.event_date.in_(validated_dates(name)),
                 table.c.event_ts >= first_ts,
                 table.c.event_ts < last_ts,
@@ -482,7 +495,7 @@ def segment_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
         .where(
             and_(
                 users.c.event_date.in_(validated_dates(users.name)),
-                users.c.event_date <= _date(snapshots[-1] - 1),
+                users.c.event_date <= partition_day(snapshots[-1] - 1),
                 users.c.event_ts < snapshots[-1],
             )
         )
@@ -645,7 +658,7 @@ user_segments = ModelSpec(
     categorical=(),
     make_estimator=make_segment_model,
     params={"k_min": 3, "k_max": 8, "n_init": 4, "n_boot": 5, "sample_size": 2000},
-    baseline=f"column:{BASELINE_COLUMN}",
+    baseline=ColumnBaseline(BASELINE_COLUMN),
     metrics=METRICS,
     primary_metric="silhouette",
     slices=(),

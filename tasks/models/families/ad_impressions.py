@@ -9,13 +9,13 @@ device, an ad of the user's most-watched category with no delivery history yet).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, and_, case, func, literal, select
 
+from tasks.dates import partition_day
 from tasks.featurestore.definitions import DAY_S
 from tasks.featurestore.views import CATEGORY_VOCABULARY
 from tasks.models.context import FeatureValue, TopChoice
@@ -78,10 +78,6 @@ REFERENCE_CONTEXT: dict[str, Any] = {
 }
 
 
-def _date(ts: int) -> dt.date:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
-
-
 def impression_labels(conn: Connection, window: LabelWindow, *, clicked_only: bool) -> pd.DataFrame:
     """One row per impression (or per clicked impression) of validated partitions in the window."""
     imp, ads, users = (raw_table(t) for t in LABEL_SOURCES)
@@ -125,7 +121,9 @@ def impression_labels(conn: Connection, window: LabelWindow, *, clicked_only: bo
         )
         .where(
             and_(
-                imp.c.event_date.between(_date(window.start_ts), _date(last_ts)),  # partition pruning
+                imp.c.event_date.between(
+                    partition_day(window.start_ts), partition_day(last_ts)
+                ),  # partition pruning
                 imp.c.event_date.in_(validated_dates(imp.name)),
                 imp.c.event_ts >= window.start_ts,
                 imp.c.event_ts < last_ts,

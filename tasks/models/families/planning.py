@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from tasks.simulate.config import REGIONS
+from tasks.vocabulary import REGIONS
 
 # --- the network, declared as data -------------------------------------------------------
 

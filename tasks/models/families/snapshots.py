@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, func, select
 
+from tasks.dates import day_start, epoch, floor_to_day, partition_day
 from tasks.featurestore import get_historical_features
 from tasks.featurestore.definitions import DAY_S, parse_ref
 from tasks.featurestore.views import FEATURE_VIEWS as VIEWS
@@ -85,19 +86,6 @@ class DailyGrid:
         width = self.totals.shape[1]
         lo, hi = np.clip(start, 0, width), np.clip(end, 0, width)
         return np.asarray(self.cumulative[rows, hi] - self.cumulative[rows, lo], dtype="float64")
-
-
-def day_start(ts: int) -> int:
-    """00:00 UTC of the day holding ts (epoch seconds)."""
-    return ts - ts % DAY_S
-
-
-def _date(ts: int) -> dt.date:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
-
-
-def _midnight(day: dt.date) -> int:
-    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
 
 
 def snapshot_times(window: LabelWindow) -> list[int]:
@@ -172,7 +160,7 @@ def grid_window(
 ) -> np.ndarray:
     """Per row: the grid total over days [T + start_days, T + end_days) where T = the row's ts."""
     rows, known = _rows(grid, keys)
-    day = (ts.to_numpy("int64") - _midnight(grid.first)) // DAY_S
+    day = (ts.to_numpy("int64") - day_start(grid.first)) // DAY_S
     if grid.totals.shape[0] == 0:
         return np.zeros(len(keys))
     return np.where(known, grid.window(rows, day + start_days, day + end_days), 0.0)
@@ -192,7 +180,7 @@ def _signups(conn: Connection) -> pd.DataFrame:
 def _usable(times: Sequence[int], start: dt.date | None, min_history_days: int) -> list[int]:
     if start is None:
         return []
-    earliest = _midnight(start) + min_history_days * DAY_S
+    earliest = day_start(start) + min_history_days * DAY_S
     return sorted(t for t in times if t >= earliest)
 
 
@@ -202,8 +190,10 @@ def _drop_untrusted(
     """Snapshots whose outcome window holds no untrusted partition of the given tables."""
     if horizon_days <= 0 or not times:
         return times
-    bad = untrusted_dates(conn, tables, _date(times[0]), _date(times[-1] + (horizon_days - 1) * DAY_S))
-    return [t for t in times if not any(_date(t + d * DAY_S) in bad for d in range(horizon_days))]
+    bad = untrusted_dates(
+        conn, tables, partition_day(times[0]), partition_day(times[-1] + (horizon_days - 1) * DAY_S)
+    )
+    return [t for t in times if not any(partition_day(t + d * DAY_S) in bad for d in range(horizon_days))]
 
 
 def _example_ids(keys: pd.Series, ts: pd.Series) -> pd.Series:
@@ -270,13 +260,13 @@ def user_snapshots(
         columns += ["future_active_days", "future_events"]
     if not chosen or start is None:
         return pd.DataFrame(columns=columns)
-    first = _date(chosen[0] - LOOKBACK_DAYS * DAY_S)
-    last = _date(chosen[-1] + max(horizon_days - 1, 0) * DAY_S)
+    first = partition_day(chosen[0] - LOOKBACK_DAYS * DAY_S)
+    last = partition_day(chosen[-1] + max(horizon_days - 1, 0) * DAY_S)
     active = daily_grid(conn, EventCount(ACTIVITY_TABLE, "user_key"), first, last)
     active = DailyGrid(active.first, active.keys, (active.totals > 0).astype("float64"))
     parts = []
     for t in chosen:
-        day = (t - _midnight(active.first)) // DAY_S
+        day = (t - day_start(active.first)) // DAY_S
         rows = np.arange(len(active.keys))
         recent = active.window(rows, np.full(len(rows), day - LOOKBACK_DAYS), np.full(len(rows), day))
         keep = recent > 0
@@ -294,7 +284,7 @@ def user_snapshots(
     frame["active_days_7d"] = grid_window(active, keys, ts, -7, 0)
     frame["active_days_28d"] = grid_window(active, keys, ts, -LOOKBACK_DAYS, 0)
     # Days the user could have been seen on: since signup and since the history began, at most 28.
-    since = np.fmax(np.nan_to_num(signup_ts, nan=0.0) // DAY_S * DAY_S, float(_midnight(start)))
+    since = np.fmax(np.nan_to_num(signup_ts, nan=0.0) // DAY_S * DAY_S, float(day_start(start)))
     exposure = np.clip((ts.to_numpy("float64") - since) / DAY_S, 1.0, float(LOOKBACK_DAYS))
     frame["active_share_28d"] = frame["active_days_28d"] / exposure
     if horizon_days > 0:
@@ -348,14 +338,14 @@ def streamer_snapshots(conn: Connection, times: Sequence[int], *, horizon_days: 
     frame = pd.concat(parts, ignore_index=True)
     frame["event_ts"] = frame["event_ts"].astype("int64")
     keys, ts = frame["streamer_id"], frame["event_ts"]
-    first = _date(chosen[0] - LOOKBACK_DAYS * DAY_S)
-    last = _date(chosen[-1] + max(horizon_days - 1, 0) * DAY_S)
+    first = partition_day(chosen[0] - LOOKBACK_DAYS * DAY_S)
+    last = partition_day(chosen[-1] + max(horizon_days - 1, 0) * DAY_S)
     amount = daily_grid(conn, EventCount("raw_gifts", "streamer_id", value="amount"), first, last)
     count = daily_grid(conn, EventCount("raw_gifts", "streamer_id"), first, last)
     live = daily_grid(conn, EventCount("raw_streams", "streamer_id"), first, last)
     frame["gifts_last_7d"] = grid_window(amount, keys, ts, -7, 0)
     frame["gifts_last_28d"] = grid_window(amount, keys, ts, -LOOKBACK_DAYS, 0)
-    since = np.fmax(frame["onboard_ts"].to_numpy("float64") // DAY_S * DAY_S, float(_midnight(start)))
+    since = np.fmax(frame["onboard_ts"].to_numpy("float64") // DAY_S * DAY_S, float(day_start(start)))
     observed = np.clip((ts.to_numpy("float64") - since) / DAY_S, 1.0, float(LOOKBACK_DAYS))
     frame["gifts_per_day_28d"] = frame["gifts_last_28d"] / observed
     # A second naive baseline; never exactly zero, which the Tweedie deviance punishes without bound.
@@ -385,15 +375,15 @@ def with_features(engine: Engine, spec: ModelSpec, frame: pd.DataFrame, as_of: i
 
 def user_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
     """The user population of the snapshot at as_of's 00:00 UTC with its inputs (training's code)."""
-    ts = int(as_of.timestamp())
+    ts = epoch(as_of)
     with engine.connect() as conn:
-        frame = user_snapshots(conn, [day_start(ts)])
+        frame = user_snapshots(conn, [floor_to_day(ts)])
     return with_features(engine, spec, frame, ts)
 
 
 def streamer_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
     """Every streamer onboarded by as_of's 00:00 UTC with its inputs (training's code)."""
-    ts = int(as_of.timestamp())
+    ts = epoch(as_of)
     with engine.connect() as conn:
-        frame = streamer_snapshots(conn, [day_start(ts)])
+        frame = streamer_snapshots(conn, [floor_to_day(ts)])
     return with_features(engine, spec, frame, ts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.models.metrics.common import Array, Cols, Metric, safe_div
+from tasks.models.metrics.common import Array, Cols, MetricDef, higher, lower, on_target, safe_div
 
 ECE_BINS = 15
 EPS = 1e-15  # probabilities are clipped to [EPS, 1 − EPS] for log loss
@@ -104,14 +104,13 @@ def pred_obs_ratio(cols: Cols, w: Array) -> Array:
     return safe_div(w @ p, w @ y)
 
 
-METRICS: dict[str, Metric] = {
-    "auc": auc,
-    "log_loss": log_loss,
-    "normalized_entropy": normalized_entropy,
-    "ece": ece,
-    "pred_obs_ratio": pred_obs_ratio,
-    "pr_auc": pr_auc,
-    "lift_top_decile": lift_top_decile,
-    "brier": brier,
+METRICS: dict[str, MetricDef] = {
+    "auc": higher(auc),
+    "log_loss": lower(log_loss),
+    "normalized_entropy": lower(normalized_entropy),
+    "ece": lower(ece),
+    "pred_obs_ratio": on_target(pred_obs_ratio),
+    "pr_auc": higher(pr_auc),
+    "lift_top_decile": higher(lift_top_decile),
+    "brier": lower(brier),
 }
-NO_BOOTSTRAP: set[str] = set()

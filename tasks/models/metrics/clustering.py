@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.models.catalog.user_segments import USER_DIMENSIONS, has_columns, space_matrix, standardise
-from tasks.models.metrics.common import Array, Cols, Metric, safe_div
+from tasks.models.metrics.common import Array, Cols, MetricDef, higher, lower, safe_div
 
 MAX_ROWS = 10_000  # silhouette is O(n²): larger frames are judged on a fixed random subset
 CHUNK = 1_024  # rows of the distance matrix held at once
@@ -25,6 +24,9 @@ CHUNK = 1_024  # rows of the distance matrix held at once
 
 def coordinates(cols: Cols) -> Array | None:
     """(n, d) coordinates of the evaluated rows, or None when the columns to build them are absent."""
+    # Imported here: the catalog imports the evaluation framework, which imports this registry.
+    from tasks.models.catalog.user_segments import USER_DIMENSIONS, has_columns, space_matrix, standardise
+
     if "emb_0" in cols:
         d = 0
         while f"emb_{d}" in cols:
@@ -131,9 +133,8 @@ def stability(cols: Cols, w: Array) -> Array:
     return safe_div(w[:, ok] @ values[ok], w[:, ok].sum(axis=1))
 
 
-METRICS: dict[str, Metric] = {
-    "silhouette": silhouette,
-    "davies_bouldin": davies_bouldin,
-    "stability": stability,
+METRICS: dict[str, MetricDef] = {
+    "silhouette": higher(silhouette, bootstrap=False),
+    "davies_bouldin": lower(davies_bouldin, bootstrap=False),
+    "stability": higher(stability, bootstrap=False),
 }
-NO_BOOTSTRAP: set[str] = {"silhouette", "davies_bouldin", "stability"}

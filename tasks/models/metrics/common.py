@@ -4,17 +4,56 @@ A metric is ``fn(cols, w) -> values``: ``cols`` maps column names ("label", "pre
 prediction extras such as "lower"/"upper", and every evaluation-frame column) to 1-D arrays
 of n rows; ``w`` is (k, n) row weights of k bootstrap replicates (one row of ones for the point
 estimate). The result has shape (k,). Undefined values are NaN, never exceptions.
+
+Each module registers its metrics as ``MetricDef`` entries: the function with its direction
+(higher or lower is better, or a target value such as 1) and whether a bootstrap interval of it
+means anything, so a metric's direction is declared where the metric is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 Array = np.ndarray
 Cols = Mapping[str, Array]
 Metric = Callable[[Cols, Array], Array]
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """A registered metric: its function, which way is better, and whether it can be bootstrapped.
+
+    ``higher_is_better`` is None for a metric with a target value rather than a direction (the
+    ratio of predictions to outcomes is best at 1): such a metric is only ever bounded by value
+    thresholds. ``bootstrap`` is False when resampling rows leaves the value unchanged or
+    meaningless (a catalogue-wide coverage, a fit-time stability, an O(n²) clustering score).
+    """
+
+    compute: Metric
+    higher_is_better: bool | None
+    bootstrap: bool = True
+
+    def __call__(self, cols: Cols, w: Array) -> Array:
+        """The metric's values for each replicate's row weights."""
+        return self.compute(cols, w)
+
+
+def higher(compute: Metric, *, bootstrap: bool = True) -> MetricDef:
+    """A metric for which a larger value is better."""
+    return MetricDef(compute, True, bootstrap)
+
+
+def lower(compute: Metric, *, bootstrap: bool = True) -> MetricDef:
+    """A metric for which a smaller value is better."""
+    return MetricDef(compute, False, bootstrap)
+
+
+def on_target(compute: Metric) -> MetricDef:
+    """A metric with a target value, not a direction (bounded by value thresholds only)."""
+    return MetricDef(compute, None)
 
 
 def safe_div(num: Array, den: Array) -> Array:

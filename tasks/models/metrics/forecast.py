@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.models.metrics.common import Array, Cols, Metric, safe_div, weighted_mean
+from tasks.models.metrics.common import Array, Cols, MetricDef, higher, lower, safe_div, weighted_mean
 
 
 def _yp(cols: Cols) -> tuple[Array, Array]:
@@ -70,12 +70,11 @@ def pinball_p50(cols: Cols, w: Array) -> Array:
     return _pinball(y, p, 0.5, w)
 
 
-METRICS: dict[str, Metric] = {
-    "mase": mase,
-    "smape": smape,
-    "coverage_80": coverage_80,
-    "coverage_p90": coverage_p90,
-    "pinball_p90": pinball_p90,
-    "pinball_p50": pinball_p50,
+METRICS: dict[str, MetricDef] = {
+    "mase": lower(mase),
+    "smape": lower(smape),
+    "coverage_80": higher(coverage_80),
+    "coverage_p90": higher(coverage_p90),
+    "pinball_p90": lower(pinball_p90),
+    "pinball_p50": lower(pinball_p50),
 }
-NO_BOOTSTRAP: set[str] = set()

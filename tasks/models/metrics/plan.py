@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.models.families.planning import TOLERANCE, Backtest, backtest_rows
-from tasks.models.metrics.common import Array, Cols, Metric, safe_div, weighted_mean
+from tasks.models.metrics.common import Array, Cols, MetricDef, lower, safe_div, weighted_mean
 
 REQUIRED = ("label", "prediction", "region", "event_ts", "target_ts")
 
@@ -69,10 +69,9 @@ def shortfall_share(cols: Cols, w: Array) -> Array:
     return safe_div(w @ outcome.shortfall, w @ demand)
 
 
-METRICS: dict[str, Metric] = {
-    "violation_rate": violation_rate,
-    "overprovision": overprovision,
-    "cost": cost,
-    "violation_rate_viewers": shortfall_share,
+METRICS: dict[str, MetricDef] = {
+    "violation_rate": lower(violation_rate),
+    "overprovision": lower(overprovision),
+    "cost": lower(cost),
+    "violation_rate_viewers": lower(shortfall_share),
 }
-NO_BOOTSTRAP: set[str] = set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.models.metrics.common import Array, Cols, Metric, group_index, safe_div
+from tasks.models.metrics.common import Array, Cols, Metric, MetricDef, group_index, higher, safe_div
 
 
 def _ranked(cols: Cols) -> tuple[Array, Array, Array, Array]:
@@ -104,15 +104,14 @@ def catalog_coverage_10(cols: Cols, w: Array) -> Array:
     return np.full(w.shape[0], shown / size)
 
 
-METRICS: dict[str, Metric] = {
-    "ndcg_10": ndcg_at(10),
-    "recall_20": recall_at(20),
-    "recall_10": recall_at(10),
-    "hit_rate_1": hit_rate_at(1),
-    "hit_rate_5": hit_rate_at(5),
-    "hit_rate_10": hit_rate_at(10),
-    "hit_rate_20": hit_rate_at(20),
-    "mrr": mrr,
-    "catalog_coverage_10": catalog_coverage_10,
+METRICS: dict[str, MetricDef] = {
+    "ndcg_10": higher(ndcg_at(10)),
+    "recall_20": higher(recall_at(20)),
+    "recall_10": higher(recall_at(10)),
+    "hit_rate_1": higher(hit_rate_at(1)),
+    "hit_rate_5": higher(hit_rate_at(5)),
+    "hit_rate_10": higher(hit_rate_at(10)),
+    "hit_rate_20": higher(hit_rate_at(20)),
+    "mrr": higher(mrr),
+    "catalog_coverage_10": higher(catalog_coverage_10, bootstrap=False),
 }
-NO_BOOTSTRAP: set[str] = {"catalog_coverage_10"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.models.metrics.common import Array, Cols, Metric, safe_div
+from tasks.models.metrics.common import Array, Cols, MetricDef, higher, lower, on_target, safe_div
 
 TWEEDIE_POWER = 1.5
 FLOOR = 1e-9  # predictions are floored here for the deviance (it needs mu > 0)
@@ -76,12 +76,11 @@ def pred_obs_ratio(cols: Cols, w: Array) -> Array:
     return safe_div(w @ p, w @ y)
 
 
-METRICS: dict[str, Metric] = {
-    "rmse": rmse,
-    "mae": mae,
-    "rmse_log1p": rmse_log1p,
-    "tweedie_deviance": tweedie_deviance,
-    "gini_normalized": gini_normalized,
-    "pred_obs_ratio": pred_obs_ratio,
+METRICS: dict[str, MetricDef] = {
+    "rmse": lower(rmse),
+    "mae": lower(mae),
+    "rmse_log1p": lower(rmse_log1p),
+    "tweedie_deviance": lower(tweedie_deviance),
+    "gini_normalized": higher(gini_normalized),
+    "pred_obs_ratio": on_target(pred_obs_ratio),
 }
-NO_BOOTSTRAP: set[str] = set()

@@ -16,12 +16,14 @@ from scipy.stats import poisson
 from sqlalchemy import Engine
 
 from tasks.db import make_engine
+from tasks.featurestore import FEATURE_VIEWS, materialize_views
 from tasks.gates.metrics import higher_is_better
 from tasks.ingest import ingest_table
 from tasks.models import catalog
 from tasks.models.catalog.capacity_plan import (
     INPUTS,
     LIMIT,
+    LIMIT_INPUT,
     MAX_OVERPROVISION,
     PLAN_INPUTS,
     CapacityPlanner,
@@ -43,8 +45,8 @@ from tasks.models.metrics.plan import METRICS as PLAN_METRICS
 from tasks.models.spec import LabelWindow, PromotionPolicy, ValueThreshold
 from tasks.settings import Settings, get_settings
 from tasks.simulate import SimConfig
-from tasks.simulate.config import REGIONS
 from tasks.simulate.run import run_simulation
+from tasks.vocabulary import REGIONS
 from tasks.warehouse import upgrade_schema
 
 RNG = np.random.default_rng(5)
@@ -60,11 +62,15 @@ PAIR = Network.declare({"a": 1.0, "b": 2.0}, {("a", "b"): 0.5})
 def test_spec_is_registered_with_the_issue_gate_and_an_hourly_schedule() -> None:
     spec = catalog.get_spec("capacity_plan")
     assert spec is capacity_plan and spec.kind == "plan"
-    assert spec.feature_refs == () and set(PLAN_INPUTS) <= set(spec.input_columns)
+    # The forecaster's history and the serving limit come from the feature store.
+    assert f"traffic_history:{LIMIT_INPUT.split('__')[1]}" in spec.feature_refs
+    assert set(PLAN_INPUTS) <= set(spec.input_columns)
     bounds = {t.metric: t.upper for t in spec.policy.value_thresholds}
     assert bounds == {"violation_rate": 0.01, "overprovision": MAX_OVERPROVISION}
     assert spec.policy.beat_baseline == ("cost",)
-    assert spec.baseline == "column:static_capacity" and spec.extra_baselines == ("column:naive_capacity",)
+    assert str(spec.baseline) == "column:static_capacity" and tuple(map(str, spec.extra_baselines)) == (
+        "column:naive_capacity",
+    )
     assert spec.score_cron == "0 * * * *" and spec.horizon_days == 2
     assert spec.slices == ("horizon_band",)  # hours stay whole: no per-region slice
     for metric in spec.metrics:
@@ -307,6 +313,11 @@ def platform(settings: Settings, traffic_landing: Path, monkeypatch: pytest.Monk
     shutil.copytree(traffic_landing, landing / "raw_traffic")  # ingestion consumes its copy
     results = ingest_table(engine, landing, "raw_traffic", max_ts=int(AS_OF.timestamp()) + 86_400)
     assert len(results) == DAYS and all(r.accepted for r in results)
+    # The planner's inputs (traffic history, serving limits) come from the feature store.
+    last = START + dt.timedelta(days=DAYS - 1)
+    materialize_views(
+        engine, [FEATURE_VIEWS["traffic_history"]], created_ts=1_700_000_000, start=START, end=last
+    )
     spec = dataclasses.replace(capacity_plan, policy=LENIENT, params={**capacity_plan.params, **FAST})
     monkeypatch.setitem(catalog.MODELS, "capacity_plan", spec)
     yield engine
@@ -332,13 +343,13 @@ def test_train_gate_promote_and_publish_an_hourly_plan(platform: Engine) -> None
     assert np.allclose(labels.loc[within, "perfect_capacity"], labels.loc[within, "label"])
 
     trained = train_model("capacity_plan", as_of=AS_OF, build=False)
-    assert trained["version"] == 1 and trained["gate_passed"] and trained["promoted"], trained
+    assert trained.version == 1 and trained.gate_passed and trained.promoted, trained
     for metric in capacity_plan.metrics:
-        assert np.isfinite(trained["metrics"][metric]), metric
+        assert np.isfinite(trained.metrics[metric]), metric
 
     scored = score_model("capacity_plan", as_of=AS_OF)
     plan = read_current_scores(platform, "capacity_plan")
-    assert len(plan) == scored["rows"] == 48 * len(REGIONS)
+    assert len(plan) == scored.rows == 48 * len(REGIONS)
     assert set(plan["entity_key"]) == set(REGIONS) and not plan.duplicated(["entity_key", "item"]).any()
     assert sorted(plan["rank"].unique().tolist()) == list(range(1, 49))
     first = dt.datetime.strptime(min(plan["item"]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
@@ -355,7 +366,7 @@ def test_plan_frame_slices_keep_every_hour_whole() -> None:
     result = evaluate(capacity_plan, frame["label"], frame["prediction"], frame)
     assert set(result.by_slice["horizon_band"]) == {"01-06h", "07-24h"}
     assert result.metrics["violation_rate"] == 0.0
-    assert set(INPUTS) >= {"origin_ts", "target_ts", "region", LIMIT}
+    assert set(INPUTS) >= {"origin_ts", "target_ts", "region", LIMIT_INPUT}
 
 
 @pytest.mark.parametrize(

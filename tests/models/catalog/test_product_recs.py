@@ -16,12 +16,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from mlflow.tracking import MlflowClient
+from sklearn.base import clone
 from sqlalchemy import Engine, create_engine, select, text
 
 from flows.models import score_model
 from flows.models import train_model as train_flow
 from tasks.db import make_engine
 from tasks.featurestore import FEATURE_VIEWS as VIEWS
+from tasks.featurestore import materialize_views
 from tasks.featurestore.definitions import DAY_S
 from tasks.gates import GateReport, evaluate_gate, ledger
 from tasks.gates.metrics import higher_is_better
@@ -65,7 +67,7 @@ def test_spec_is_declared_with_its_protocol_and_thresholds() -> None:
     assert set(spec.metrics) == {"ndcg_10", "recall_20", "hit_rate_10", "catalog_coverage_10"}
     assert spec.primary_metric == "ndcg_10" and all(m in METRICS for m in spec.metrics)
     assert all(higher_is_better(m) for m in spec.metrics)
-    assert spec.baseline == "column:popularity" and "popularity" in spec.context_features
+    assert str(spec.baseline) == "column:popularity" and "popularity" in spec.context_features
     assert "query_id" in spec.input_columns and "user_key" not in spec.input_columns
     policy = spec.policy
     assert {t.metric for t in policy.value_thresholds} == {"ndcg_10", "recall_20", "hit_rate_10"}
@@ -275,6 +277,20 @@ def test_ranker_learns_within_query_order_and_scores_in_the_unit_interval() -> N
     assert at_k["ndcg_10"] > pr.ranking_at_k(valid.reset_index(drop=True), "popularity")["ndcg_10"]
 
 
+def test_ranker_follows_the_scikit_learn_estimator_conventions() -> None:
+    params = {"seed": 1, "n_estimators": 30}
+    ranker = pr.ProductRanker(params)
+    assert ranker.get_params() == {"params": params, "group_column": "query_id"}
+    assert ranker.params is params and not hasattr(ranker, "model_")  # stored unchanged, nothing fitted
+    frame = _ranking_frame(200, seed=4)
+    columns = ["popularity", "taste", "query_id"]
+    fitted = ranker.fit(frame[columns], frame["label"])
+    twin = clone(fitted)
+    assert twin.get_params() == fitted.get_params() and not hasattr(twin, "model_")
+    assert np.array_equal(twin.fit(frame[columns], frame["label"]).predict(frame[columns]),
+                          fitted.predict(frame[columns]))  # fmt: skip
+
+
 # --- end to end on a simulated platform, both backends ------------------------------------------
 
 
@@ -303,7 +319,7 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SimConfig]:
 def platform(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, landed: tuple[Path, SimConfig]
 ) -> Iterator[Platform]:
-    """The landed platform's label sources ingested into a fresh warehouse (the model reads no views)."""
+    """The landed platform's label sources ingested into a fresh warehouse, the model's views built."""
     home = tmp_path_factory.mktemp(f"product-recs-{request.param}")
     schema = None
     if request.param == "sqlite":
@@ -333,6 +349,9 @@ def platform(
             for table in pr.LABEL_SOURCES:  # ingest consumes landed files: each backend gets a copy
                 shutil.copytree(landing / table, Path(settings.landing_dir) / table)
                 ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + DAY_S)
+            views = {r.partition(":")[0] for r in (*pr.FEATURE_REFS, *pr.data.FEATURE_REFS)}
+            materialize_views(engine, [VIEWS[v] for v in sorted(views)], created_ts=0, start=START,
+                              end=AS_OF.date())  # fmt: skip
             yield Platform(settings, engine)
         finally:
             engine.dispose()
@@ -354,19 +373,19 @@ def test_train_gate_promote_and_score_through_the_flows(
     spec = dataclasses.replace(pr.product_recs, policy=LENIENT)
     monkeypatch.setitem(catalog.MODELS, "product_recs", spec)
     result = train_flow("product_recs", as_of=AS_OF, build=False)
-    assert result["gate_passed"] and result["promoted"], result["gate_reason"]
+    assert result.gate_passed and result.promoted, result.gate_reason
     assert len(ledger(platform.engine, "product_recs")) == 1
     client = MlflowClient(platform.settings.mlflow_tracking_uri)
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result.run_id)
     for key in ("ndcg_10", "recall_20", "hit_rate_10", "catalog_coverage_10", "baseline__ndcg_10",
                 "ndcg_10__user_type_warm"):  # fmt: skip
         assert key in run.data.metrics, key
-    plots = {a.path for a in client.list_artifacts(result["run_id"], "plots")}
+    plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert "plots/ranking_at_k.png" in plots
 
     scored = score_model("product_recs", as_of=AS_OF)
     current = read_current_scores(platform.engine, "product_recs")
-    assert len(current) == scored["rows"] > 0 and set(current["model_version"]) == {1}
+    assert len(current) == scored.rows > 0 and set(current["model_version"]) == {1}
     per_user = current.groupby("entity_key")
     assert per_user.size().max() <= pr.TOP_K and not current.duplicated(["entity_key", "item"]).any()
     assert per_user["rank"].apply(lambda r: sorted(r) == list(range(1, len(r) + 1))).all()
@@ -383,5 +402,5 @@ def test_train_gate_promote_and_score_through_the_flows(
     # Scoring refuses commerce data that stopped arriving (no validated day in the last two).
     build = spec.build_scoring_frame
     assert build is not None
-    with pytest.raises(StaleFeatures, match="newest validated partition"):
+    with pytest.raises(StaleFeatures, match="newest feature_ts"):
         build(platform.engine, spec, AS_OF + dt.timedelta(days=3))

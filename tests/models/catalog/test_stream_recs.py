@@ -16,11 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.base import clone
 from sqlalchemy import Engine, create_engine, select, text
 
 from flows.models import score_model
 from flows.models import train_model as train_flow
 from tasks.db import make_engine
+from tasks.featurestore import materialize_views
 from tasks.featurestore.definitions import DAY_S
 from tasks.featurestore.views import FEATURE_VIEWS as VIEWS
 from tasks.gates import GateReport, evaluate_gate, ledger
@@ -31,7 +33,7 @@ from tasks.models.catalog import stream_recs as sr
 from tasks.models.evaluation import baseline_frame, baseline_names, bootstrap_delta, evaluate
 from tasks.models.metrics import METRICS
 from tasks.models.spec import LabelWindow, ModelSpec
-from tasks.models.training import TrainedModel, build_training_set, train_model
+from tasks.models.training import TrainedModel, build_training_set, fit_candidate
 from tasks.schema import raw_streams
 from tasks.scoring import read_current_scores
 from tasks.settings import Settings, get_settings
@@ -53,7 +55,8 @@ H = 3_600
 def test_spec_is_declared_with_its_protocol_and_thresholds() -> None:
     spec = catalog.get_spec("stream_recs")
     assert spec is sr.stream_recs and spec.kind == "ranking"
-    for ref in spec.feature_refs:  # none today; any added later must be declared
+    assert spec.feature_refs
+    for ref in spec.feature_refs:  # each must be declared
         view, _, feature = ref.partition(":")
         assert feature in {f.name for f in VIEWS[view].features}
     assert {"hit_rate_1", "hit_rate_5", "hit_rate_10", "ndcg_10"} <= set(spec.metrics)
@@ -62,14 +65,16 @@ def test_spec_is_declared_with_its_protocol_and_thresholds() -> None:
         assert metric in METRICS
         assert higher_is_better(metric)
     assert spec.slices == ("target_type",)
-    assert spec.baseline == "column:pop_score" and spec.extra_baselines == ("column:rep_score",)
+    assert str(spec.baseline) == "column:pop_score" and tuple(map(str, spec.extra_baselines)) == (
+        "column:rep_score",
+    )
     policy = spec.policy
     assert "hit_rate_10" in policy.beat_baseline
     assert {t.metric for t in policy.value_thresholds} >= {"hit_rate_10", "ndcg_10"}
     assert {t.metric for t in policy.change_thresholds} >= {"hit_rate_10", "ndcg_10"}
     assert policy.require_validated_data and not policy.is_empty
     assert set(spec.label_sources) == {"raw_watch_sessions", "raw_streams", "raw_follows", "raw_users"}
-    assert spec.input_columns == list(sr.FEATURES)
+    assert spec.input_columns == [*sr.REF_COLUMNS, *sr.FEATURES] == list(sr.INPUTS)
     assert spec.build_scoring_frame is sr.scoring_frame and spec.format_scores is sr.format_scores
 
 
@@ -226,7 +231,7 @@ class Platform:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """300 users, 250 streamers (about 30 live at a time), 9 days; only the label sources are ingested."""
+    """300 users, 250 streamers (about 30 live at a time), 9 days; the label sources ingested, views built."""
     home = tmp_path_factory.mktemp(f"stream-recs-{request.param}")
     schema = None
     if request.param == "sqlite":
@@ -257,6 +262,9 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             run_simulation(settings, engine, config)
             for table in sr.LABEL_SOURCES:
                 ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + DAY_S)
+            refs = [ref.partition(":")[0] for ref in sr.FEATURE_REFS]
+            views = [VIEWS[name] for name in dict.fromkeys([*sr.HISTORY_VIEWS, *refs])]
+            materialize_views(engine, views, created_ts=0, start=START, end=AS_OF.date())
             yield Platform(settings, engine)
         finally:
             engine.dispose()
@@ -270,7 +278,7 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 def trained(platform: Platform) -> TrainedModel:
     """stream_recs fitted once on the platform (outside the flows)."""
     spec = sr.stream_recs
-    return train_model(spec, build_training_set(platform.engine, spec, AS_OF))
+    return fit_candidate(spec, build_training_set(platform.engine, spec, AS_OF))
 
 
 def test_training_frame_follows_the_protocol(trained: TrainedModel) -> None:
@@ -292,6 +300,7 @@ def test_a_one_category_viewer_is_shown_that_categorys_live_streams(trained: Tra
     sessions += [(f"v{j}", f"o{i}", "music", T - (j + 1) * 20 * 60) for i in range(8) for j in range(2)]
     sessions += [(f"w{j}", f"g{i}", "gaming", T - (j + 1) * 30 * 60) for i in range(2) for j in range(1)]
     frame = sr.rank_frame(_pairs("u", streams, T), _history(sessions, streams))
+    frame = frame.assign(**dict.fromkeys(sr.REF_COLUMNS, np.nan))  # no stored streamer history
     scored = frame.assign(score=trained.pipeline.predict(frame)).sort_values("score", ascending=False)
     assert list(scored["category"].head(2)) == ["gaming", "gaming"], scored[["streamer_id", "score"]]
 
@@ -302,6 +311,7 @@ def test_repeat_streamer_on_air_is_ranked_first(trained: TrainedModel) -> None:
     sessions = [("u", "s3", "music", T - 3 * H), ("u", "s3", "music", T - 26 * H)]
     sessions += [(f"v{j}", f"s{i}", "music", T - (j + 1) * 20 * 60) for i in range(6) for j in range(2)]
     frame = sr.rank_frame(_pairs("u", streams, T), _history(sessions, streams))
+    frame = frame.assign(**dict.fromkeys(sr.REF_COLUMNS, np.nan))  # no stored streamer history
     scores = pd.Series(trained.pipeline.predict(frame), index=frame["streamer_id"])
     assert scores.idxmax() == "s3"
 
@@ -342,20 +352,20 @@ def test_a_recommender_no_better_than_popularity_is_not_promoted(trained: Traine
 @pytest.mark.usefixtures("prefect_harness")
 def test_train_gate_promote_and_score_through_the_flows(platform: Platform) -> None:
     result = train_flow("stream_recs", as_of=AS_OF, build=False)
-    assert result["gate_passed"] and result["promoted"], result["gate_reason"]
-    assert result["metrics"]["hit_rate_10"] > 0.0
+    assert result.gate_passed and result.promoted, result.gate_reason
+    assert result.metrics["hit_rate_10"] > 0.0
     assert len(ledger(platform.engine, "stream_recs")) == 1
     client = MlflowClient(platform.settings.mlflow_tracking_uri)
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result.run_id)
     for key in ("hit_rate_10", "baseline__hit_rate_10", "baseline_1__hit_rate_10",
                 "ndcg_10__target_type_repeat", "ndcg_10__target_type_new"):  # fmt: skip
         assert key in run.data.metrics, key
-    plots = [a.path for a in client.list_artifacts(result["run_id"], "plots")]
+    plots = [a.path for a in client.list_artifacts(result.run_id, "plots")]
     assert "plots/hit_rate_at_k.png" in plots
 
     scored = score_model("stream_recs", as_of=AS_OF)
     current = read_current_scores(platform.engine, "stream_recs")
-    assert len(current) == scored["rows"] > 0 and set(current["model_version"]) == {result["version"]}
+    assert len(current) == scored.rows > 0 and set(current["model_version"]) == {result.version}
     assert not current.duplicated(["entity_key", "item"]).any()
     assert current["score"].between(0, 1).all()
     ranks = current.sort_values(["entity_key", "rank"]).groupby("entity_key")["rank"]
@@ -374,3 +384,17 @@ def test_train_gate_promote_and_score_through_the_flows(platform: Platform) -> N
         }
     assert on_air and set(current["item"]) <= on_air
     assert {json.loads(d)["status"] for d in current["detail"]} == {"live"}
+
+
+def test_ranker_follows_the_scikit_learn_estimator_conventions() -> None:
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame(rng.normal(size=(400, len(sr.INPUTS))), columns=list(sr.INPUTS))
+    y = (X["pair_recent"] + rng.normal(scale=0.5, size=len(X)) > 0.5).astype(int)
+    params = {"seed": 3, "n_estimators": 20}
+    ranker = sr.make_ranker(params)
+    assert ranker.get_params() == {"columns": sr.INPUTS, "params": params}
+    assert ranker.params is params and not hasattr(ranker, "booster_")  # stored unchanged, nothing fitted
+    fitted = ranker.fit(X, y)
+    twin = clone(fitted)
+    assert twin.get_params() == fitted.get_params() and not hasattr(twin, "booster_")
+    assert np.array_equal(twin.fit(X, y).predict(X), fitted.predict(X))

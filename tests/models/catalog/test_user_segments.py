@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,29 +12,26 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import davies_bouldin_score, silhouette_score
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, select
 
-from tasks.db import make_engine
 from tasks.featurestore import materialize_views
 from tasks.featurestore.definitions import DAY_S, parse_ref
 from tasks.featurestore.views import CATEGORY_VOCABULARY
 from tasks.featurestore.views import FEATURE_VIEWS as VIEWS
 from tasks.gates import evaluate_gate
-from tasks.gates.metrics import higher_is_better
 from tasks.ingest import ingest_table
 from tasks.models.catalog import MODELS, get_spec
 from tasks.models.catalog import user_segments as segments
 from tasks.models.evaluation import Evaluation
-from tasks.models.metrics import METRICS, NO_BOOTSTRAP
+from tasks.models.metrics import METRICS, NO_BOOTSTRAP, higher_is_better
 from tasks.models.metrics.clustering import davies_bouldin, silhouette, stability
 from tasks.models.spec import LabelWindow
 from tasks.schema import oracle_users
 from tasks.settings import Settings, get_settings
 from tasks.simulate import SimConfig
 from tasks.simulate.run import run_simulation
-from tasks.warehouse import upgrade_schema
-from tests.conftest import BACKENDS, PG_URL
-from tests.models.warehouse import CREATED_TS, START
+from tests.conftest import BACKENDS
+from tests.models.warehouse import CREATED_TS, START, fresh_warehouse
 
 SPEC = segments.user_segments
 SHARES = [f"user_category_mix__{c}_share_28d" for c in CATEGORY_VOCABULARY]
@@ -52,7 +48,7 @@ def test_spec_is_declared_with_features_thresholds_and_a_baseline() -> None:
     floors = {t.metric: t.lower for t in SPEC.policy.value_thresholds}
     assert floors["stability"] is not None and 0 < floors["stability"] < 1
     assert set(SPEC.policy.beat_baseline) == {"silhouette", "davies_bouldin"}
-    assert SPEC.baseline == f"column:{segments.BASELINE_COLUMN}"
+    assert str(SPEC.baseline) == f"column:{segments.BASELINE_COLUMN}"
     assert SPEC.primary_metric in SPEC.metrics
     for metric in SPEC.metrics:
         assert metric in METRICS and metric in NO_BOOTSTRAP
@@ -300,36 +296,9 @@ def platform(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_available: bool
 ) -> Iterator[Platform]:
     """One warehouse per backend for this module: 250 users, 15 streamers, 10 days, seed 5."""
-    folder = tmp_path_factory.mktemp(f"segments-{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{folder / 'warehouse.db'}"
-    else:
-        if not pg_available:
-            pytest.skip("PostgreSQL cases skipped (LIVEYIELD_SKIP_PG=1)")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    env = {
-        "LIVEYIELD_HOME": str(folder / "home"),
-        "LIVEYIELD_DB_URL": url,
-        "LIVEYIELD_PSEUDONYM_KEY": "test-key",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-    }
-    settings: Settings = get_settings(env)
-    engine = make_engine(url)
-    try:
-        upgrade_schema(engine)
-        _build(settings, engine)
-        yield Platform(engine, env)
-    finally:
-        engine.dispose()
-        if schema is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+    with fresh_warehouse(request.param, tmp_path_factory.mktemp(f"segments-{request.param}")) as backend:
+        _build(backend.settings, backend.engine)
+        yield Platform(backend.engine, backend.env)
 
 
 def test_label_frame_has_one_row_per_user_at_its_snapshot(platform: Platform) -> None:
@@ -358,17 +327,17 @@ def test_train_gate_promote_and_score_through_the_flows(
     for name, value in platform.env.items():
         monkeypatch.setenv(name, value)
     first = train_model("user_segments", as_of=AS_OF, build=False)
-    assert first["version"] == 1 and first["created"], first
-    assert first["gate_passed"] and first["promoted"], first["gate_reason"]
-    metrics = mlflow_client(get_settings()).get_run(first["run_id"]).data.metrics
+    assert first.version == 1 and first.created, first
+    assert first.gate_passed and first.promoted, first.gate_reason
+    metrics = mlflow_client(get_settings()).get_run(first.run_id).data.metrics
     assert metrics["silhouette"] > metrics["baseline__silhouette"]
     assert metrics["stability"] >= 0.75 and "oracle__oracle_ari" in metrics
-    artifacts = {a.path for a in mlflow_client(get_settings()).list_artifacts(first["run_id"], "plots")}
+    artifacts = {a.path for a in mlflow_client(get_settings()).list_artifacts(first.run_id, "plots")}
     assert {"plots/segment_profiles.json", "plots/segment_profiles.png"} <= artifacts
 
     scored = score_model("user_segments", as_of=AS_OF)
     current = read_current_scores(platform.engine, "user_segments")
-    assert len(current) == scored["rows"]
+    assert len(current) == scored.rows
     users = current[current["item"] == ""]
     profiles = current[current["item"] == "profile"]
     with platform.engine.connect() as conn:

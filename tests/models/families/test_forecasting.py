@@ -17,15 +17,18 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from tasks.db import insert_frame, make_engine, write_tx
+from tasks.featurestore import FEATURE_VIEWS, materialize_views
 from tasks.gates import evaluate_gate
 from tasks.gates.metrics import higher_is_better
 from tasks.models import catalog
-from tasks.models.catalog.traffic_forecast import ANCHOR, TRAFFIC_INPUTS, traffic_forecast, traffic_labels
+from tasks.models.catalog.traffic_forecast import TRAFFIC_INPUTS, traffic_forecast, traffic_labels
 from tasks.models.catalog.user_growth import EXPECTED, growth_rows, user_growth
 from tasks.models.evaluation import evaluate
 from tasks.models.families.forecasting import (
     BASE,
+    CALENDAR_INPUTS,
     HORIZON,
+    LEVEL_INPUTS,
     SERIES,
     DirectSpec,
     IntervalForecaster,
@@ -42,9 +45,10 @@ from tasks.models.training import time_split
 from tasks.schema import RAW_TABLES, partition_status
 from tasks.settings import get_settings
 from tasks.simulate import SimConfig
-from tasks.simulate.config import DIURNAL_LOCAL, REGION_UTC_OFFSET, REGIONS
+from tasks.simulate.config import DIURNAL_LOCAL
 from tasks.simulate.population import make_users, users_frame
 from tasks.simulate.traffic import TrafficAccumulator
+from tasks.vocabulary import REGION_UTC_OFFSET, REGIONS
 from tasks.warehouse import upgrade_schema
 from tests.conftest import BACKENDS, PG_URL
 from tests.models.warehouse import START
@@ -61,22 +65,24 @@ HOUR, DAY = 3_600, 86_400
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_spec_is_complete_and_gated_on_seasonal_naive(spec: ModelSpec) -> None:
     assert catalog.get_spec(spec.name) is spec and spec.kind == "forecast"
-    assert spec.feature_refs == ()  # inputs come from validated raw data in the label builder
+    # Inputs come from the feature store: one history view, read point-in-time at each origin.
+    assert spec.feature_refs and len({ref.split(":")[0] for ref in spec.feature_refs}) == 1
     assert spec.build_scoring_frame is not None and spec.format_scores is not None and spec.plots
     for metric in spec.metrics:
         assert metric in METRICS
         higher_is_better(metric)  # every metric has a declared direction
-    assert spec.primary_metric == "mase" and spec.baseline.startswith("column:snaive_")
+    assert spec.primary_metric == "mase" and str(spec.baseline).startswith("column:snaive_")
     assert spec.policy.beat_baseline == ("mase",)
     assert any(c.metric == "mase" and c.slack < 0 for c in spec.policy.change_thresholds)
     assert "horizon" in spec.slices or "horizon_band" in spec.slices
     assert spec.scoring.score_range == (0.0, float("inf"))
-    assert {HORIZON, BASE, SERIES, "origin_ts", "target_ts"} <= set(spec.input_columns)
+    assert {HORIZON, SERIES, "origin_ts", "target_ts"} <= set(spec.input_columns)
+    assert BASE not in spec.input_columns  # derived by the model from the history features
 
 
 def test_traffic_spec_specifics() -> None:
     spec = traffic_forecast
-    assert spec.extra_baselines == ("column:snaive_168h",) and spec.score_cron == "0 * * * *"
+    assert tuple(map(str, spec.extra_baselines)) == ("column:snaive_168h",) and spec.score_cron == "0 * * * *"
     coverage = [t for t in spec.policy.value_thresholds if t.metric == "coverage_p90"]
     assert coverage and coverage[0].lower == 0.88 and coverage[0].upper == 0.92
     assert {"mase", "smape", "coverage_p90", "pinball_p90", "pinball_p50"} <= set(spec.metrics)
@@ -135,7 +141,7 @@ def test_interval_forecaster_beats_seasonal_naive_covers_and_pickles() -> None:
     origins = panel.start_ts + np.arange(168, 23 * 24, 4) * HOUR
     frame = attach_scale(direct_rows(panel, origins, spec), panel, 24)
     train, valid, holdout = time_split(frame, (0.6, 0.2, 0.2))
-    columns = [c for c in traffic_forecast.context_features if c != ANCHOR]
+    columns = [*LEVEL_INPUTS, *CALENDAR_INPUTS, SERIES, HORIZON, BASE, "origin_ts", "target_ts"]
     model = make_interval_forecaster(("last_value", "same_phase_1", "same_phase_mean", "target_hour"))(
         {"n_estimators": 120, "max_depth": 4, "seed": 1, "min_calibration": 40}
     )
@@ -220,7 +226,9 @@ def _holdout(n_origins: int = 30, seed: int = 5) -> pd.DataFrame:
 def _gate(spec: ModelSpec, frame: pd.DataFrame, pred: pd.DataFrame, champion: pd.DataFrame | None = None):  # type: ignore[no-untyped-def]
     y = frame["label"].to_numpy("float64")
     baselines = {
-        name: evaluate(spec, y, pd.DataFrame({"prediction": frame[name.split(":")[1]].to_numpy()}), frame)
+        name: evaluate(
+            spec, y, pd.DataFrame({"prediction": frame[str(name).removeprefix("column:")].to_numpy()}), frame
+        )
         for name in (spec.baseline, *spec.extra_baselines)
     }
     return evaluate_gate(
@@ -337,6 +345,17 @@ def platform_frames(users: int = 300, days: int = DAYS, seed: int = 5) -> dict[s
     return frames
 
 
+FORECAST_VIEWS = ("traffic_history", "growth_history")
+
+
+def materialize_histories(engine: Engine, first: dt.date = START, days: int = DAYS) -> None:
+    """Build the forecasters' history views over the platform's days (their inputs come from them)."""
+    views = [FEATURE_VIEWS[name] for name in FORECAST_VIEWS]
+    materialize_views(
+        engine, views, created_ts=1_700_000_000, start=first, end=first + dt.timedelta(days=days - 1)
+    )
+
+
 def load_validated(engine: Engine, frames: dict[str, pd.DataFrame]) -> None:
     """Insert the raw rows and mark every partition validated."""
     with write_tx(engine) as conn:
@@ -391,6 +410,7 @@ def platform(
     try:
         upgrade_schema(engine)
         load_validated(engine, platform_frames())
+        materialize_histories(engine)
         with pytest.MonkeyPatch.context() as env:
             env.setenv("LIVEYIELD_HOME", str(home / "home"))
             env.setenv("LIVEYIELD_DB_URL", url)
@@ -427,11 +447,11 @@ def test_train_gate_promote_and_score_through_the_flows(
     expected = {"user_growth": (2, 14), "traffic_forecast": (12, 48)}
     for spec in SPECS:
         trained = train_model(spec.name, as_of=AS_OF, build=False)
-        assert trained["gate_passed"] and trained["promoted"], trained["gate_reason"]
-        metrics = client.get_run(trained["run_id"]).data.metrics
+        assert trained.gate_passed and trained.promoted, trained.gate_reason
+        metrics = client.get_run(trained.run_id).data.metrics
         assert {"mase", "baseline__mase", "smape", "pinball_p90"} <= set(metrics)
         assert any(k.startswith("mase__horizon") for k in metrics)
-        plots = {Path(f.path).name for f in client.list_artifacts(trained["run_id"], "plots")}
+        plots = {Path(f.path).name for f in client.list_artifacts(trained.run_id, "plots")}
         assert plots == {"forecast_backtest.png", "error_by_horizon.png"}
 
         score_model(spec.name, as_of=AS_OF)

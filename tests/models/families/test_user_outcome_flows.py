@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from flows.models import score_model, train_model
+from flows.results import TrainingResult
 from tasks import landing
-from tasks.db import insert_frame, make_engine, write_tx
+from tasks.db import insert_frame, write_tx
 from tasks.featurestore import FEATURE_VIEWS as VIEWS
 from tasks.featurestore import materialize_views
 from tasks.models import catalog
@@ -33,12 +31,10 @@ from tasks.models.training import build_training_set, time_split
 from tasks.registry import load_approved
 from tasks.schema import ORACLE_TABLES, RAW_TABLES, identity_users
 from tasks.scoring import read_current_scores
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings
 from tasks.simulate import SimConfig, simulate_platform
-from tasks.warehouse import upgrade_schema
-from tests.conftest import PG_URL
 from tests.featurestore.helpers import set_status
-from tests.models.warehouse import CREATED_TS, START
+from tests.models.warehouse import CREATED_TS, START, fresh_warehouse
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -119,44 +115,19 @@ def platform(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, simulated: _Recorder
 ) -> Iterator[Platform]:
     """The simulated platform loaded into one backend, with the four models under lenient policies."""
-    home = tmp_path_factory.mktemp(f"outcomes-{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{home / 'warehouse.db'}"
-    else:
-        if os.environ.get("LIVEYIELD_SKIP_PG") == "1":
-            pytest.skip("PostgreSQL cases skipped (LIVEYIELD_SKIP_PG=1)")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    env = {
-        "LIVEYIELD_HOME": str(home / "home"),
-        "LIVEYIELD_DB_URL": url,
-        "LIVEYIELD_PSEUDONYM_KEY": "test-key",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-    }
-    settings = get_settings(env)
-    engine = make_engine(url)
-    with pytest.MonkeyPatch.context() as patch:
+    with (
+        fresh_warehouse(request.param, tmp_path_factory.mktemp(f"outcomes-{request.param}")) as backend,
+        pytest.MonkeyPatch.context() as patch,
+    ):
         for name in MODELS:
             spec = catalog.MODELS[name]
             patch.setitem(catalog.MODELS, name, dataclasses.replace(spec, policy=LENIENT[spec.kind]))
-        try:
-            upgrade_schema(engine)
-            _load(engine, simulated)
-            yield Platform(settings, engine, env)
-        finally:
-            engine.dispose()
-            if schema is not None:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+        _load(backend.engine, simulated)
+        yield Platform(backend.settings, backend.engine, backend.env)
 
 
 @pytest.fixture(scope="module")
-def trained(platform: Platform) -> dict[str, dict[str, Any]]:
+def trained(platform: Platform) -> dict[str, TrainingResult]:
     """Each model trained, gated and promoted once through the train-model flow."""
     with pytest.MonkeyPatch.context() as patch:
         for key, value in platform.env.items():
@@ -172,11 +143,11 @@ def env(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Platform:
     return platform
 
 
-def test_train_gate_promote_and_score_every_model(trained: dict[str, dict[str, Any]], env: Platform) -> None:
+def test_train_gate_promote_and_score_every_model(trained: dict[str, TrainingResult], env: Platform) -> None:
     for name in MODELS:
         result = trained[name]
-        assert result["version"] == 1 and result["gate_passed"] and result["promoted"], (name, result)
-        assert result["examples"] > 0
+        assert result.version == 1 and result.gate_passed and result.promoted, (name, result)
+        assert result.examples > 0
     with env.engine.connect() as conn:
         users = user_snapshots(conn, [int(AS_OF.timestamp())])
         streamers = streamer_snapshots(conn, [int(AS_OF.timestamp())])
@@ -185,7 +156,7 @@ def test_train_gate_promote_and_score_every_model(trained: dict[str, dict[str, A
         current = read_current_scores(env.engine, name)
         population = streamers["streamer_id"] if name == "gift_revenue" else users["user_key"]
         # The scoring population is training's: users seen in the last 28 days, onboarded streamers.
-        assert scored["rows"] == len(current) == len(population) > 0, name
+        assert scored.rows == len(current) == len(population) > 0, name
         assert set(current["entity_key"]) == set(population.astype(str))
         low, high = catalog.get_spec(name).scoring.score_range
         assert current["score"].between(low, high).all() and current["score"].gt(0).all()
@@ -207,7 +178,7 @@ def _rows(spec_name: str, **values: float) -> pd.DataFrame:
 
 
 def test_a_silent_user_is_likelier_to_churn_than_a_daily_one(
-    trained: dict[str, dict[str, Any]], env: Platform
+    trained: dict[str, TrainingResult], env: Platform
 ) -> None:
     model = load_approved(env.settings.mlflow_tracking_uri, "churn").model
     common = {"user_profile__days_since_signup": 40.0, "active_days_28d": 10.0}
@@ -233,7 +204,7 @@ def test_a_silent_user_is_likelier_to_churn_than_a_daily_one(
 
 
 def test_more_past_spending_never_lowers_purchase_propensity(
-    trained: dict[str, dict[str, Any]], env: Platform
+    trained: dict[str, TrainingResult], env: Platform
 ) -> None:
     for name in ("subscription_propensity", "paid_content_propensity"):
         spec = catalog.get_spec(name)
@@ -245,7 +216,7 @@ def test_more_past_spending_never_lowers_purchase_propensity(
 
 
 def test_revenue_predictions_are_positive_and_grow_with_tipping(
-    trained: dict[str, dict[str, Any]], env: Platform
+    trained: dict[str, TrainingResult], env: Platform
 ) -> None:
     spec = catalog.get_spec("gift_revenue")
     model = load_approved(env.settings.mlflow_tracking_uri, "gift_revenue").model
