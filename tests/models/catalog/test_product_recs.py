@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 import scipy.sparse as sp
 from mlflow.tracking import MlflowClient
 from sklearn.base import clone
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, select
 
 from flows.models import score_model
 from flows.models import train_model as train_flow
@@ -46,9 +44,7 @@ from tasks.scoring import read_current_scores
 from tasks.settings import Settings, get_settings
 from tasks.simulate import SimConfig
 from tasks.simulate.run import run_simulation
-from tasks.warehouse import upgrade_schema
-from tests.conftest import PG_URL
-from tests.models.warehouse import START
+from tests.models.warehouse import START, fresh_warehouse
 
 DAYS = 10
 AS_OF = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
@@ -320,45 +316,22 @@ def platform(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, landed: tuple[Path, SimConfig]
 ) -> Iterator[Platform]:
     """The landed platform's label sources ingested into a fresh warehouse, the model's views built."""
-    home = tmp_path_factory.mktemp(f"product-recs-{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{home / 'warehouse.db'}"
-    else:
-        if os.environ.get("LIVEYIELD_SKIP_PG") == "1":
-            pytest.skip("PostgreSQL cases skipped (LIVEYIELD_SKIP_PG=1)")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    env = {
-        "LIVEYIELD_HOME": str(home / "home"),
-        "LIVEYIELD_DB_URL": url,
-        "LIVEYIELD_PSEUDONYM_KEY": "test-key",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-    }
     landing, config = landed
-    engine = make_engine(url)
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
+    with (
+        fresh_warehouse(request.param, tmp_path_factory.mktemp(f"product-recs-{request.param}")) as backend,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        for key, value in backend.env.items():
             patch.setenv(key, value)
-        settings = get_settings()
-        try:
-            upgrade_schema(engine)
-            for table in pr.LABEL_SOURCES:  # ingest consumes landed files: each backend gets a copy
-                shutil.copytree(landing / table, Path(settings.landing_dir) / table)
-                ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + DAY_S)
-            views = {r.partition(":")[0] for r in (*pr.FEATURE_REFS, *pr.data.FEATURE_REFS)}
-            materialize_views(engine, [VIEWS[v] for v in sorted(views)], created_ts=0, start=START,
-                              end=AS_OF.date())  # fmt: skip
-            yield Platform(settings, engine)
-        finally:
-            engine.dispose()
-            if schema is not None:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+        settings, engine = get_settings(), backend.engine
+        for table in pr.LABEL_SOURCES:  # ingest consumes landed files: each backend gets a copy
+            shutil.copytree(landing / table, Path(settings.landing_dir) / table)
+            ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + DAY_S)
+        views = {r.partition(":")[0] for r in (*pr.FEATURE_REFS, *pr.data.FEATURE_REFS)}
+        materialize_views(
+            engine, [VIEWS[v] for v in sorted(views)], created_ts=0, start=START, end=AS_OF.date()
+        )
+        yield Platform(settings, engine)
 
 
 # The flow's mechanics are under test here, not this small platform's model quality (at demo

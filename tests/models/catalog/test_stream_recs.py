@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +15,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.base import clone
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, select
 
 from flows.models import score_model
 from flows.models import train_model as train_flow
-from tasks.db import make_engine
 from tasks.featurestore import materialize_views
 from tasks.featurestore.definitions import DAY_S
 from tasks.featurestore.views import FEATURE_VIEWS as VIEWS
@@ -39,9 +36,7 @@ from tasks.scoring import read_current_scores
 from tasks.settings import Settings, get_settings
 from tasks.simulate import SimConfig
 from tasks.simulate.run import run_simulation
-from tasks.warehouse import upgrade_schema
-from tests.conftest import PG_URL
-from tests.models.warehouse import START
+from tests.models.warehouse import START, fresh_warehouse
 
 DAYS = 9
 AS_OF = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
@@ -232,46 +227,22 @@ class Platform:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """300 users, 250 streamers (about 30 live at a time), 9 days; the label sources ingested, views built."""
-    home = tmp_path_factory.mktemp(f"stream-recs-{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{home / 'warehouse.db'}"
-    else:
-        if os.environ.get("LIVEYIELD_SKIP_PG") == "1":
-            pytest.skip("PostgreSQL cases skipped (LIVEYIELD_SKIP_PG=1)")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    env = {
-        "LIVEYIELD_HOME": str(home / "home"),
-        "LIVEYIELD_DB_URL": url,
-        "LIVEYIELD_PSEUDONYM_KEY": "test-key",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-    }
-    engine = make_engine(url)
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
+    with (
+        fresh_warehouse(request.param, tmp_path_factory.mktemp(f"stream-recs-{request.param}")) as backend,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        for key, value in backend.env.items():
             patch.setenv(key, value)
-        settings = get_settings()
-        try:
-            upgrade_schema(engine)
-            config = SimConfig(users=300, streamers=250, days=DAYS, seed=11, start=START)
-            config = dataclasses.replace(config, pseudonym_key=b"test-key")
-            run_simulation(settings, engine, config)
-            for table in sr.LABEL_SOURCES:
-                ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + DAY_S)
-            refs = [ref.partition(":")[0] for ref in sr.FEATURE_REFS]
-            views = [VIEWS[name] for name in dict.fromkeys([*sr.HISTORY_VIEWS, *refs])]
-            materialize_views(engine, views, created_ts=0, start=START, end=AS_OF.date())
-            yield Platform(settings, engine)
-        finally:
-            engine.dispose()
-            if schema is not None:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+        settings, engine = get_settings(), backend.engine
+        config = SimConfig(users=300, streamers=250, days=DAYS, seed=11, start=START)
+        config = dataclasses.replace(config, pseudonym_key=b"test-key")
+        run_simulation(settings, engine, config)
+        for table in sr.LABEL_SOURCES:
+            ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + DAY_S)
+        refs = [ref.partition(":")[0] for ref in sr.FEATURE_REFS]
+        views = [VIEWS[name] for name in dict.fromkeys([*sr.HISTORY_VIEWS, *refs])]
+        materialize_views(engine, views, created_ts=0, start=START, end=AS_OF.date())
+        yield Platform(settings, engine)
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
-from tasks.db import insert_frame, make_engine, write_tx
+from tasks.db import insert_frame, write_tx
 from tasks.featurestore import FEATURE_VIEWS, materialize_views
 from tasks.gates import evaluate_gate
 from tasks.gates.metrics import higher_is_better
@@ -49,9 +49,8 @@ from tasks.simulate.config import DIURNAL_LOCAL
 from tasks.simulate.population import make_users, users_frame
 from tasks.simulate.traffic import TrafficAccumulator
 from tasks.vocabulary import REGION_UTC_OFFSET, REGIONS
-from tasks.warehouse import upgrade_schema
-from tests.conftest import BACKENDS, PG_URL
-from tests.models.warehouse import START
+from tests.conftest import BACKENDS
+from tests.models.warehouse import START, fresh_warehouse
 
 SPECS = (user_growth, traffic_forecast)
 DAYS = 14
@@ -394,35 +393,13 @@ def platform(
 ) -> Iterator[Engine]:
     """A small validated platform on this backend, with settings of its own in the environment."""
     home = tmp_path_factory.mktemp(f"forecast-{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{home / 'warehouse.db'}"
-    else:
-        if not pg_available:
-            pytest.skip("PostgreSQL cases skipped (LIVEYIELD_SKIP_PG=1)")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    engine = make_engine(url)
     shutil.copy(mlflow_template, home / "mlflow.db")
-    try:
-        upgrade_schema(engine)
-        load_validated(engine, platform_frames())
-        materialize_histories(engine)
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("LIVEYIELD_HOME", str(home / "home"))
-            env.setenv("LIVEYIELD_DB_URL", url)
-            env.setenv("LIVEYIELD_PSEUDONYM_KEY", "test-key")
-            env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-            yield engine
-    finally:
-        engine.dispose()
-        if schema is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+    with fresh_warehouse(request.param, home) as backend, pytest.MonkeyPatch.context() as env:
+        load_validated(backend.engine, platform_frames())
+        materialize_histories(backend.engine)
+        for key, value in backend.env.items():
+            env.setenv(key, value)
+        yield backend.engine
 
 
 # The flows' mechanics are under test here, not a 14-day, 300-user platform's forecast quality
