@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from typing import Any
 
@@ -10,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.results import FeatureBuild, IngestSummary, PipelineResult, ScoringResult, TrainingSummary
+from tasks.dates import utc
 
 # Wide enough for the tables when output is piped (rich would assume 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -125,7 +125,7 @@ def fresh_until(latest_feature_ts: int | None) -> str:
     """The newest feature time of a view, or "never built"."""
     if not latest_feature_ts:
         return "never built"
-    return dt.datetime.fromtimestamp(latest_feature_ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
+    return utc(latest_feature_ts).strftime("%Y-%m-%d %H:%M")
 
 
 def registered_models(rows: list[dict[str, Any]]) -> None:

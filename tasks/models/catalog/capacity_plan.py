@@ -33,6 +33,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sqlalchemy import Connection, Engine, and_, func, select
 
+from tasks.dates import partition_day
 from tasks.models.catalog.traffic_forecast import (
     HISTORY,
     LOOKBACK_H,
@@ -93,10 +94,6 @@ VIOLATION_TARGET = 0.0015
 MAX_OVERPROVISION = 0.30
 
 
-def _date(ts: int) -> dt.date:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
-
-
 def read_limits(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
     """Serving capacity (viewers) per hour × region in [start, end), validated partitions only, carried
     forward over hours without a report (the limit in force is the latest one reported)."""
@@ -106,7 +103,9 @@ def read_limits(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
         select(raw.c.region, hour.label("ts"), func.max(raw.c.capacity_viewers).label("capacity"))
         .where(
             and_(
-                raw.c.event_date.between(_date(start_ts), _date(end_ts - 1)),  # partition pruning
+                raw.c.event_date.between(
+                    partition_day(start_ts), partition_day(end_ts - 1)
+                ),  # partition pruning
                 raw.c.event_date.in_(validated_dates(SOURCE)),
                 raw.c.event_ts >= start_ts,
                 raw.c.event_ts < end_ts,

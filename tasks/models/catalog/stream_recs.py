@@ -38,6 +38,7 @@ from sqlalchemy import Connection, Engine, and_, select
 from sqlalchemy.sql import Select
 from xgboost import XGBClassifier
 
+from tasks.dates import partition_day
 from tasks.featurestore import get_online_features
 from tasks.featurestore.definitions import DAY_S
 from tasks.featurestore.views import FEATURE_VIEWS
@@ -99,10 +100,6 @@ class History:
     users: pd.DataFrame  # user_key, region
 
 
-def _date(ts: int) -> dt.date:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
-
-
 def _read(conn: Connection, query: Select[Any], ints: tuple[str, ...]) -> pd.DataFrame:
     result = conn.execute(query)
     # Plain tuples: building a frame from Row objects probes each one for attributes (slow).
@@ -116,7 +113,7 @@ def _between(table: Any, first_ts: int, end_ts: int, *, inclusive: bool = False)
     """Rows of validated partitions with first_ts <= event_ts < end_ts (<= with inclusive)."""
     upper = table.c.event_ts <= end_ts if inclusive else table.c.event_ts < end_ts
     return and_(
-        table.c.event_date.between(_date(first_ts), _date(end_ts)),  # partition pruning
+        table.c.event_date.between(partition_day(first_ts), partition_day(end_ts)),  # partition pruning
         table.c.event_date.in_(validated_dates(table.name)),
         table.c.event_ts >= first_ts,
         upper,

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, func, select
 
+from tasks.dates import partition_day, utc
 from tasks.featurestore.views import FEATURE_VIEWS, HISTORY_HOURS
 from tasks.models.families.forecasting import (
     CALENDAR_INPUTS,
@@ -95,10 +96,6 @@ CATEGORICAL = (SERIES,)
 HORIZON_BANDS = ((1, 6, "01-06h"), (7, 12, "07-12h"), (13, 24, "13-24h"), (25, HORIZON_H, "25-48h"))
 
 
-def _date(ts: int) -> dt.date:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
-
-
 def load_traffic(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
     """Hourly mean viewers and bandwidth per region in [start_ts, end_ts), validated partitions only.
 
@@ -115,7 +112,9 @@ def load_traffic(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
         )
         .where(
             and_(
-                raw.c.event_date.between(_date(start_ts), _date(end_ts - 1)),  # partition pruning
+                raw.c.event_date.between(
+                    partition_day(start_ts), partition_day(end_ts - 1)
+                ),  # partition pruning
                 raw.c.event_date.in_(validated_dates(SOURCE)),
                 raw.c.event_ts >= start_ts,
                 raw.c.event_ts < end_ts,
@@ -197,7 +196,7 @@ def traffic_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -
             f"{spec.name}: no validated {SOURCE} hour in {HISTORY} before {as_of.isoformat()}"
         )
     if origin - data_end >= HORIZON_H * HOUR_S:
-        newest = dt.datetime.fromtimestamp(data_end, dt.UTC).isoformat()
+        newest = utc(data_end).isoformat()
         raise StaleFeatures(
             f"{spec.name}: newest validated {SOURCE} hour ends {newest}, "
             f"more than {HORIZON_H} h before {as_of.isoformat()}"

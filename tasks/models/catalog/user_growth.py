@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, and_, case, func, literal, select
 
+from tasks.dates import partition_day
 from tasks.featurestore.views import FEATURE_VIEWS, GROWTH_MEASURES, HISTORY_DAYS
 from tasks.models.families.forecasting import (
     HORIZON,
@@ -122,10 +123,6 @@ SLICES = ("series", "horizon")
 NEVER_DAYS = 60.0  # days_since_campaign when no campaign day is in the history
 
 
-def _date(ts: int) -> dt.date:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
-
-
 def _validated_days(conn: Connection, table: str, start_ts: int, end_ts: int) -> np.ndarray:
     """Epoch-second midnights of the table's validated partitions in [start_ts, end_ts)."""
     ps = partition_status
@@ -134,7 +131,7 @@ def _validated_days(conn: Connection, table: str, start_ts: int, end_ts: int) ->
             and_(
                 ps.c.table_name == table,
                 ps.c.status == "validated",
-                ps.c.partition_date.between(_date(start_ts), _date(end_ts - 1)),
+                ps.c.partition_date.between(partition_day(start_ts), partition_day(end_ts - 1)),
             )
         )
     ).scalars()
@@ -154,7 +151,7 @@ def load_daily(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
         )
         .where(
             and_(
-                users.c.event_date.between(_date(start_ts), _date(end_ts - 1)),
+                users.c.event_date.between(partition_day(start_ts), partition_day(end_ts - 1)),
                 users.c.event_date.in_(validated_dates(users.name)),
                 users.c.event_ts >= start_ts,
                 users.c.event_ts < end_ts,
@@ -167,7 +164,7 @@ def load_daily(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
         select(day_w.label("ts"), func.count(func.distinct(watch.c.user_key)).label("dau"))
         .where(
             and_(
-                watch.c.event_date.between(_date(start_ts), _date(end_ts - 1)),
+                watch.c.event_date.between(partition_day(start_ts), partition_day(end_ts - 1)),
                 watch.c.event_date.in_(validated_dates(watch.name)),
                 watch.c.event_ts >= start_ts,
                 watch.c.event_ts < end_ts,
@@ -361,7 +358,8 @@ def growth_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) ->
         )
     if origin - data_end >= HORIZON_D * DAY_S:
         raise StaleFeatures(
-            f"{spec.name}: newest validated day is {_date(data_end - DAY_S)}, over {HORIZON_D} days old"
+            f"{spec.name}: newest validated day is {partition_day(data_end - DAY_S)}, "
+            f"over {HORIZON_D} days old"
         )
     history = read_online_history(engine, spec.feature_refs, now, data_end).features
     horizon = np.arange(1, HORIZON_D + 1, dtype=np.int64)

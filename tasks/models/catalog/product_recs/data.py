@@ -11,7 +11,6 @@ the store).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, Select, and_, case, func, select
 
+from tasks.dates import partition_day
 from tasks.featurestore.definitions import DAY_S
 from tasks.models.families.event_logs import read_logs, unpack
 from tasks.warehouse import raw_table, validated_dates
@@ -162,10 +162,6 @@ def commerce_data(
     )
 
 
-def _date(ts: int) -> dt.date:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
-
-
 def _frame(conn: Connection, query: Select[Any], columns: Sequence[str]) -> pd.DataFrame:
     rows = conn.execute(query).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=list(columns))
@@ -173,7 +169,7 @@ def _frame(conn: Connection, query: Select[Any], columns: Sequence[str]) -> pd.D
 
 def _in_range(table: Any, start_ts: int, end_ts: int) -> Any:
     return and_(
-        table.c.event_date.between(_date(start_ts), _date(end_ts - 1)),  # partition pruning
+        table.c.event_date.between(partition_day(start_ts), partition_day(end_ts - 1)),  # partition pruning
         table.c.event_date.in_(validated_dates(table.name)),
         table.c.event_ts >= start_ts,
         table.c.event_ts < end_ts,
