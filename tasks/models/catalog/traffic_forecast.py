@@ -34,6 +34,14 @@ from sqlalchemy import Connection, Engine, and_, func, select
 
 from tasks.dates import partition_day, utc
 from tasks.featurestore.views import FEATURE_VIEWS, HISTORY_HOURS
+from tasks.models.families.forecast_history import (
+    HistoryInputs,
+    lag_names,
+    make_history_forecaster,
+    newest_history_end,
+    read_online_history,
+    silent_history,
+)
 from tasks.models.families.forecasting import (
     CALENDAR_INPUTS,
     HORIZON,
@@ -43,18 +51,12 @@ from tasks.models.families.forecasting import (
     SERIES,
     TARGET,
     DirectSpec,
-    HistoryInputs,
     Panel,
     attach_scale,
     baseline_columns,
     direct_rows,
     example_ids,
-    lag_names,
-    make_history_forecaster,
-    newest_history_end,
     panel_from_long,
-    read_online_history,
-    silent_history,
 )
 from tasks.models.plots import forecast_plots
 from tasks.models.scoring_frame import StaleFeatures

@@ -43,6 +43,15 @@ from sqlalchemy import Connection, Engine, and_, case, func, literal, select
 
 from tasks.dates import partition_day
 from tasks.featurestore.views import FEATURE_VIEWS, GROWTH_MEASURES, HISTORY_DAYS
+from tasks.models.families.forecast_history import (
+    HistoryInputs,
+    align_history,
+    lag_names,
+    make_history_forecaster,
+    newest_history_end,
+    read_online_history,
+    silent_history,
+)
 from tasks.models.families.forecasting import (
     HORIZON,
     LABEL,
@@ -50,18 +59,11 @@ from tasks.models.families.forecasting import (
     SERIES,
     TARGET,
     DirectSpec,
-    HistoryInputs,
     Panel,
-    align_history,
     attach_scale,
     baseline_columns,
     direct_rows,
     example_ids,
-    lag_names,
-    make_history_forecaster,
-    newest_history_end,
-    read_online_history,
-    silent_history,
 )
 from tasks.models.plots import forecast_plots
 from tasks.models.scoring_frame import StaleFeatures
