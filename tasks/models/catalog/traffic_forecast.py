@@ -56,6 +56,7 @@ from tasks.models.families.forecasting import (
     baseline_columns,
     direct_rows,
     example_ids,
+    forecast_scores,
     panel_from_long,
 )
 from tasks.models.plots import forecast_plots
@@ -222,18 +223,7 @@ def traffic_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -
 
 def format_traffic_scores(spec: ModelSpec, frame: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
     """entity_key "<region>/<measure>", item = target hour (ISO UTC), rank = hours ahead, P50/P10/P90."""
-    items = pd.to_datetime(frame["target_start_ts"], unit="s", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    rank = frame["step"] if "step" in frame else frame[HORIZON]
-    return pd.DataFrame(
-        {
-            "entity_key": frame[SERIES].astype(str).to_numpy(),
-            "item": items.to_numpy(),
-            "rank": rank.astype("int64").to_numpy(),
-            "score": pred["prediction"].to_numpy("float64"),
-            "lower": pred["lower"].to_numpy("float64"),
-            "upper": pred["upper"].to_numpy("float64"),
-        }
-    )
+    return forecast_scores(frame, pred, "%Y-%m-%dT%H:%M:%SZ")
 
 
 FEATURES = (*LEVEL_INPUTS, *CALENDAR_INPUTS)

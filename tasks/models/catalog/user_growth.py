@@ -64,6 +64,7 @@ from tasks.models.families.forecasting import (
     baseline_columns,
     direct_rows,
     example_ids,
+    forecast_scores,
 )
 from tasks.models.plots import forecast_plots
 from tasks.models.scoring_frame import StaleFeatures
@@ -385,18 +386,7 @@ def growth_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) ->
 
 def format_growth_scores(spec: ModelSpec, frame: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
     """entity_key = series, item = target day (ISO date), rank = days ahead, score P50, P10/P90 bounds."""
-    items = pd.to_datetime(frame["target_start_ts"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
-    rank = frame["step"] if "step" in frame else frame[HORIZON]
-    return pd.DataFrame(
-        {
-            "entity_key": frame[SERIES].astype(str).to_numpy(),
-            "item": items.to_numpy(),
-            "rank": rank.astype("int64").to_numpy(),
-            "score": pred["prediction"].to_numpy("float64"),
-            "lower": pred["lower"].to_numpy("float64"),
-            "upper": pred["upper"].to_numpy("float64"),
-        }
-    )
+    return forecast_scores(frame, pred, "%Y-%m-%d")
 
 
 make_growth_estimator = make_history_forecaster(

@@ -25,6 +25,7 @@ which plans from traffic_forecast's P90) reuses:
   by sqrt(prediction x level) (count-like noise), so intervals widen at busy hours and narrow
   at quiet ones. ``make_interval_forecaster(features, ...)`` returns the ModelSpec factory.
 
+* ``forecast_scores``: the published rows of any forecast (series × target step, P50 and interval).
 * The same inputs from a history feature row, for the models that read their series through
   the feature store: ``tasks/models/families/forecast_history.py``.
 
@@ -341,6 +342,23 @@ def attach_scale(frame: pd.DataFrame, panel: Panel, season: int, *, column: str 
 def example_ids(frame: pd.DataFrame) -> pd.Series:
     """Stable example ids: "<series>@<origin ts>+<horizon>"."""
     return frame[SERIES].astype(str) + "@" + frame["event_ts"].astype(str) + "+" + frame[HORIZON].astype(str)
+
+
+def forecast_scores(frame: pd.DataFrame, pred: pd.DataFrame, item_format: str) -> pd.DataFrame:
+    """A forecast's published rows: entity_key = series, item = the target step's start in UTC
+    (``item_format``), rank = steps ahead of the origin, score = P50, lower/upper = the interval."""
+    items = pd.to_datetime(frame["target_start_ts"], unit="s", utc=True).dt.strftime(item_format)
+    rank = frame["step"] if "step" in frame else frame[HORIZON]
+    return pd.DataFrame(
+        {
+            "entity_key": frame[SERIES].astype(str).to_numpy(),
+            "item": items.to_numpy(),
+            "rank": rank.astype("int64").to_numpy(),
+            "score": pred["prediction"].to_numpy("float64"),
+            "lower": pred["lower"].to_numpy("float64"),
+            "upper": pred["upper"].to_numpy("float64"),
+        }
+    )
 
 
 # --- the estimator ------------------------------------------------------------------------
