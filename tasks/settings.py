@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -60,19 +61,52 @@ def disable_telemetry() -> None:
         os.environ.setdefault(name, value)
 
 
-def pseudonym_key(settings: Settings, env: dict[str, str] | None = None) -> bytes:
-    """The HMAC key for user pseudonyms: LIVEYIELD_PSEUDONYM_KEY, else a key file made once under home."""
+KEY_FILE = "pseudonym.key"
+_DERIVED_NOTE = "# derived from simulation seed "  # first line of a key file made from a seed
+
+
+def pseudonym_key(settings: Settings, env: dict[str, str] | None = None, *, seed: int | None = None) -> bytes:
+    """The HMAC key for user pseudonyms: LIVEYIELD_PSEUDONYM_KEY, else the key file under home.
+
+    A missing key file is made once: from ``seed`` when one is given (a simulated platform, whose
+    users have nothing secret, so the same seed gives the same pseudonyms and models everywhere),
+    else from a random secret. The file of a derived key says so on its first line (a comment).
+    """
     env = dict(os.environ) if env is None else env
     if value := env.get("LIVEYIELD_PSEUDONYM_KEY"):
         return value.encode()
-    path = settings.home / "pseudonym.key"
+    path = settings.home / KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        if seed is None:
+            text = secrets.token_hex(32) + "\n"
+        else:
+            text = f"{_DERIVED_NOTE}{seed}\n{derived_key(seed).decode()}\n"
         # Created with 0600 so the key never becomes world-readable on a shared machine.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+            handle.write(text)
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return next(line for line in lines if line and not line.startswith("#")).encode()
+
+
+def derived_key(seed: int) -> bytes:
+    """The pseudonym key a simulated platform derives from its seed (not a secret)."""
+    return hashlib.sha256(f"liveyield-simulated-platform:{seed}".encode()).hexdigest().encode()
+
+
+def pseudonym_key_origin(settings: Settings, env: dict[str, str] | None = None) -> str:
+    """Where the pseudonym key comes from, in words: the variable, a derived key file, a key file, none."""
+    env = dict(os.environ) if env is None else env
+    if env.get("LIVEYIELD_PSEUDONYM_KEY"):
+        return "LIVEYIELD_PSEUDONYM_KEY"
+    path = settings.home / KEY_FILE
+    if not path.exists():
+        return "none yet"
+    first = path.read_text().splitlines()[0:1]
+    if first and first[0].startswith(_DERIVED_NOTE):
+        return f"derived from simulation seed {first[0][len(_DERIVED_NOTE) :].strip()}"
+    return f"the key file {path.name}"
 
 
 def redact_url(url: str) -> str:

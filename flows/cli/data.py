@@ -42,6 +42,7 @@ def import_(
 ) -> None:
     """Import a CSV or Parquet file into a raw table through the data-quality gate."""
     from tasks import importer
+    from tasks.settings import get_settings, pseudonym_key_origin
     from tasks.warehouse import raw_table
 
     raw_table(table)  # checked here, before a flow run starts
@@ -49,6 +50,12 @@ def import_(
         raise CliError(f"no such file: {file}")
     if mapping is not None:
         importer.load_mapping(mapping)
+    origin = pseudonym_key_origin(get_settings())
+    if origin.startswith("derived"):
+        err.print(
+            f"warning: the pseudonym key is {origin} (not secret); "
+            "give real data a secret key in LIVEYIELD_PSEUDONYM_KEY"
+        )
     from flows.ingest_validate import import_file
 
     quiet_console_tracebacks()
@@ -97,6 +104,7 @@ def demo(
 
 def _simulate(*, users: int, streamers: int, days: int, seed: int, start: dt.date) -> dict[str, int]:
     """Simulate into the configured platform with a progress bar on stderr; rows per table."""
+    from tasks.settings import get_settings, pseudonym_key_origin
     from tasks.simulate import SimConfig
     from tasks.simulate.run import simulate_configured_platform
 
@@ -114,7 +122,9 @@ def _simulate(*, users: int, streamers: int, days: int, seed: int, start: dt.dat
         def progress(stage: str, done: int, total: int) -> None:
             bar.update(task_id, description=stage, completed=done, total=total)
 
-        return simulate_configured_platform(config, progress=progress)
+        rows = simulate_configured_platform(config, progress=progress)
+    render.console.print(f"pseudonym key: {pseudonym_key_origin(get_settings())}")
+    return rows
 
 
 def _ingest(table: str | None = None, partition: dt.date | None = None) -> IngestSummary:

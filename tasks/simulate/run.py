@@ -51,6 +51,9 @@ def simulate_configured_platform(
 ) -> dict[str, int]:
     """Simulate into the configured platform (settings from the environment): migrate the warehouse,
     pseudonymise with the platform's key, land the raw tables and write the truth tables.
+
+    With no key configured and no key file yet, the key is derived from the simulation seed
+    (tasks.settings.pseudonym_key), so the same seed gives the same pseudonyms on every machine.
     """
     from tasks.db import make_engine
     from tasks.settings import get_settings, pseudonym_key
@@ -60,7 +63,7 @@ def simulate_configured_platform(
     engine = make_engine(settings.db_url)
     try:
         upgrade_schema(engine)
-        keyed = dataclasses.replace(config, pseudonym_key=pseudonym_key(settings))
+        keyed = dataclasses.replace(config, pseudonym_key=pseudonym_key(settings, seed=config.seed))
         return run_simulation(settings, engine, keyed, progress=progress)
     finally:
         engine.dispose()

@@ -202,7 +202,12 @@ def _example_ids(keys: pd.Series, ts: pd.Series) -> pd.Series:
 
 
 def entity_fold(keys: pd.Series) -> np.ndarray:
-    """A stable number in [0, 1) per entity key (md5 of the key), the same on every run and host."""
+    """A stable number in [0, 1) per entity key (md5 of the key), the same on every run and host.
+
+    User keys are pseudonyms, so the user-level splits built on this are a fixed function of the
+    pseudonym key: reproducible wherever the key is the same (a simulated platform derives it
+    from its seed, see tasks.settings.pseudonym_key; production keeps one secret key).
+    """
     digests = [hashlib.md5(str(k).encode(), usedforsecurity=False).hexdigest()[:8] for k in keys]
     return np.array([int(d, 16) for d in digests], dtype="float64") / 2**32
 
