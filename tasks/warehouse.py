@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Select, Table, and_, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, Table, and_, func, select
 
+from tasks.dates import partition_day
 from tasks.schema import RAW_TABLES, partition_status
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "infra"
@@ -58,6 +59,17 @@ def validated_dates(table: str) -> Select[tuple[dt.date]]:
     """A subquery of the partition dates of a raw table that passed validation (``IN`` filters)."""
     ps = partition_status
     return select(ps.c.partition_date).where(and_(ps.c.table_name == table, ps.c.status == "validated"))
+
+
+def validated_between(table: Table, start_ts: int, end_ts: int) -> ColumnElement[bool]:
+    """Rows of a raw table with ``start_ts <= event_ts < end_ts`` in validated partitions only
+    (the partition range first, so the database prunes partitions before it reads rows)."""
+    return and_(
+        table.c.event_date.between(partition_day(start_ts), partition_day(end_ts - 1)),
+        table.c.event_date.in_(validated_dates(table.name)),
+        table.c.event_ts >= start_ts,
+        table.c.event_ts < end_ts,
+    )
 
 
 def partition_row_count(conn: Connection, table: str, partition: dt.date) -> int:

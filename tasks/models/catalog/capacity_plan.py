@@ -31,9 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, func, select
 
-from tasks.dates import partition_day
 from tasks.models.catalog.traffic_forecast import (
     HISTORY,
     LOOKBACK_H,
@@ -64,7 +63,7 @@ from tasks.models.spec import (
     SignificanceRule,
     ValueThreshold,
 )
-from tasks.warehouse import raw_table, validated_dates
+from tasks.warehouse import raw_table, validated_between
 
 HOUR_S = 3_600
 SOURCE = "raw_traffic"
@@ -102,15 +101,8 @@ def read_limits(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
     query = (
         select(raw.c.region, hour.label("ts"), func.max(raw.c.capacity_viewers).label("capacity"))
         .where(
-            and_(
-                raw.c.event_date.between(
-                    partition_day(start_ts), partition_day(end_ts - 1)
-                ),  # partition pruning
-                raw.c.event_date.in_(validated_dates(SOURCE)),
-                raw.c.event_ts >= start_ts,
-                raw.c.event_ts < end_ts,
-                raw.c.capacity_viewers.is_not(None),
-            )
+            validated_between(raw, start_ts, end_ts),
+            raw.c.capacity_viewers.is_not(None),
         )
         .group_by(raw.c.region, hour)
     )

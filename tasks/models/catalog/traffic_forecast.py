@@ -30,9 +30,9 @@ import math
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, func, select
 
-from tasks.dates import partition_day, utc
+from tasks.dates import utc
 from tasks.featurestore.views import FEATURE_VIEWS, HISTORY_HOURS
 from tasks.models.families.forecast_history import (
     HistoryInputs,
@@ -71,7 +71,7 @@ from tasks.models.spec import (
     ValueThreshold,
 )
 from tasks.models.training import epoch_seconds
-from tasks.warehouse import raw_table, validated_dates
+from tasks.warehouse import raw_table, validated_between
 
 HOUR_S = 3_600
 HORIZON_H = 48
@@ -113,16 +113,7 @@ def load_traffic(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
             func.avg(raw.c.concurrent_viewers).label("viewers"),
             func.avg(raw.c.bandwidth_mbps).label("bandwidth"),
         )
-        .where(
-            and_(
-                raw.c.event_date.between(
-                    partition_day(start_ts), partition_day(end_ts - 1)
-                ),  # partition pruning
-                raw.c.event_date.in_(validated_dates(SOURCE)),
-                raw.c.event_ts >= start_ts,
-                raw.c.event_ts < end_ts,
-            )
-        )
+        .where(validated_between(raw, start_ts, end_ts))
         .group_by(raw.c.region, hour)
         .order_by(raw.c.region, hour)
     )

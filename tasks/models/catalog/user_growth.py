@@ -78,7 +78,7 @@ from tasks.models.spec import (
 )
 from tasks.models.training import epoch_seconds
 from tasks.schema import partition_status
-from tasks.warehouse import raw_table, validated_dates
+from tasks.warehouse import raw_table, validated_between
 
 DAY_S = 86_400
 HORIZON_D = 14
@@ -152,27 +152,13 @@ def load_daily(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFrame:
             func.count().label("new_users"),
             func.sum(case((users.c.channel == literal("campaign"), 1), else_=0)).label("campaign"),
         )
-        .where(
-            and_(
-                users.c.event_date.between(partition_day(start_ts), partition_day(end_ts - 1)),
-                users.c.event_date.in_(validated_dates(users.name)),
-                users.c.event_ts >= start_ts,
-                users.c.event_ts < end_ts,
-            )
-        )
+        .where(validated_between(users, start_ts, end_ts))
         .group_by(day_u)
     ).all()
     day_w = watch.c.event_ts - watch.c.event_ts % DAY_S
     active = conn.execute(
         select(day_w.label("ts"), func.count(func.distinct(watch.c.user_key)).label("dau"))
-        .where(
-            and_(
-                watch.c.event_date.between(partition_day(start_ts), partition_day(end_ts - 1)),
-                watch.c.event_date.in_(validated_dates(watch.name)),
-                watch.c.event_ts >= start_ts,
-                watch.c.event_ts < end_ts,
-            )
-        )
+        .where(validated_between(watch, start_ts, end_ts))
         .group_by(day_w)
     ).all()
     days = np.arange(start_ts - start_ts % DAY_S, end_ts, DAY_S, dtype=np.int64)

@@ -19,10 +19,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, Select, and_, case, func, select
 
-from tasks.dates import partition_day
 from tasks.featurestore.definitions import DAY_S
 from tasks.models.families.event_logs import read_logs, unpack
-from tasks.warehouse import raw_table, validated_dates
+from tasks.warehouse import raw_table, validated_between, validated_dates
 
 RAW_SOURCES = ("raw_orders", "raw_product_views", "raw_products", "raw_watch_sessions")
 PRODUCT_EVENTS = ("user_product_events:orders_1d", "user_product_events:product_views_1d")
@@ -167,15 +166,6 @@ def _frame(conn: Connection, query: Select[Any], columns: Sequence[str]) -> pd.D
     return pd.DataFrame([tuple(r) for r in rows], columns=list(columns))
 
 
-def _in_range(table: Any, start_ts: int, end_ts: int) -> Any:
-    return and_(
-        table.c.event_date.between(partition_day(start_ts), partition_day(end_ts - 1)),  # partition pruning
-        table.c.event_date.in_(validated_dates(table.name)),
-        table.c.event_ts >= start_ts,
-        table.c.event_ts < end_ts,
-    )
-
-
 def load_commerce(
     conn: Connection, start_ts: int, end_ts: int, watch_start_ts: int | None = None
 ) -> CommerceData:
@@ -184,14 +174,14 @@ def load_commerce(
     orders = _frame(
         conn,
         select(orders_t.c.user_key, orders_t.c.product_id, orders_t.c.event_ts, orders_t.c.unit_price).where(
-            _in_range(orders_t, start_ts, end_ts)
+            validated_between(orders_t, start_ts, end_ts)
         ),
         _ORDER_COLUMNS,
     )
     views = _frame(
         conn,
         select(views_t.c.user_key, views_t.c.product_id, views_t.c.event_ts).where(
-            _in_range(views_t, start_ts, end_ts)
+            validated_between(views_t, start_ts, end_ts)
         ),
         _VIEW_COLUMNS,
     )
@@ -210,7 +200,7 @@ def load_commerce(
             func.sum(same_day),
             func.min(watch_t.c.category),
         )
-        .where(_in_range(watch_t, first, end_ts))
+        .where(validated_between(watch_t, first, end_ts))
         .group_by(watch_t.c.user_key, watch_t.c.streamer_id, watch_t.c.event_date),
         ("user_key", "streamer_id", "event_date", "seconds", "category"),
     )
@@ -274,7 +264,7 @@ def load_label_orders(conn: Connection, start_ts: int, end_ts: int) -> pd.DataFr
     return _frame(
         conn,
         select(orders_t.c.user_key, orders_t.c.product_id, orders_t.c.event_ts, orders_t.c.unit_price).where(
-            _in_range(orders_t, start_ts, end_ts)
+            validated_between(orders_t, start_ts, end_ts)
         ),
         _ORDER_COLUMNS,
     )
