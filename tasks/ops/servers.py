@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.settings import Settings, redact_url
+from tasks.settings import NO_TELEMETRY, Settings, redact_url
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = ROOT / "infra" / "prefect.yaml"
@@ -183,14 +183,8 @@ def flow_env(plan: StackPlan) -> dict[str, str]:
 
 
 def _quiet_env() -> dict[str, str]:
-    # No telemetry: these machines may have no outbound network.
-    return {
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MLFLOW_ENABLE_TELEMETRY": "false",
-        "GX_ANALYTICS_ENABLED": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
+    # No telemetry (these machines may have no outbound network), and logs written as they come.
+    return {**NO_TELEMETRY, "PYTHONUNBUFFERED": "1"}
 
 
 # --- state: what was started ------------------------------------------------------------
