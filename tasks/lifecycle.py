@@ -31,11 +31,13 @@ from tasks.models.evaluation import (
     baseline_roles,
     bootstrap_ci,
     bootstrap_delta,
+    change_intervals,
     evaluate,
     evaluation_frame,
     oracle_report,
     predict_frame,
     stored_predictions,
+    value_intervals,
 )
 from tasks.models.metrics import NO_BOOTSTRAP
 from tasks.models.scoring_frame import build_scoring_frame
@@ -174,6 +176,12 @@ def gate(settings: Settings, engine: Engine, model: str, version: int, run_id: s
         champion=champion_eval,
         baseline=baselines[spec.baseline],
         extra_baselines={k: v for k, v in baselines.items() if k != spec.baseline},
+        intervals=value_intervals(spec, y, pred, frame, n_boot=CI_BOOT, seed=spec.seed),
+        change_intervals=(
+            {}
+            if champion_pred is None
+            else change_intervals(spec, y, pred, champion_pred, frame, n_boot=CI_BOOT, seed=spec.seed)
+        ),
         deltas=deltas,
         data_validated=client.get_run(run_id).data.tags.get("data_validated") == "true",
         model=spec.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -65,13 +66,24 @@ def pipeline(result: PipelineResult) -> None:
             continue
         champion = f"v{t.champion}" if t.champion else "-"
         table.add_row(
-            name, str(t.version), "passed" if t.gate_passed else "failed", champion,
+            name, str(t.version), _gate_cell(t.gate_passed, t.gate_reason), champion,
             "yes" if t.promoted else "no", f"{s.rows:,}" if s else "-", t.headline,
         )  # fmt: skip
     console.print(table)
     for name, outcome in result.models.items():
         if outcome.train is not None and not outcome.train.gate_passed:
             console.print(f"  {name}: {outcome.train.gate_reason}")
+
+
+def _gate_cell(passed: bool, reason: str) -> str:
+    """The gate cell: passed, failed, or "passed (N undecided)" when checks were undecided."""
+    if not passed:
+        return "failed"
+    found = UNDECIDED.search(reason)
+    return f"passed ({found.group(1)} undecided)" if found else "passed"
+
+
+UNDECIDED = re.compile(r"(\d+) undecided")  # as tasks.gates.evaluate words a passing verdict
 
 
 LISTED_REFS = 6  # refs per view in `features list`; `features describe` shows them all

@@ -2,6 +2,19 @@
 
 Every threshold comes from the policy; this module holds no numbers of its own except a
 float tolerance so that a delta equal to its slack is not failed by rounding.
+
+A value threshold is judged on the metric's bootstrap interval on the holdout, not on the point
+alone, so that a verdict does not flip on noise:
+
+* the whole interval inside the bound: **pass**;
+* the whole interval outside the bound: **fail** (the holdout shows the candidate is out of bounds);
+* the interval straddles the bound: **undecided**. The holdout cannot tell the candidate from the
+  bound, so the check does not block promotion; the report marks it and says about how many holdout
+  units would decide it (a percentile interval narrows as 1/sqrt(n)).
+
+A metric without an interval (not bootstrappable, e.g. silhouette, or none given) is judged on its
+point value, and the report says so. A change threshold (candidate − champion >= slack) is judged
+the same way on the paired bootstrap interval of the difference, when one is given.
 """
 
 from __future__ import annotations
@@ -10,13 +23,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.gates.metrics import EvaluationLike, finite_metric
+from tasks.gates.metrics import EvaluationLike, Interval, finite_metric
 from tasks.gates.report import GateCheck, GateReport
 from tasks.models.metrics import higher_is_better
 from tasks.models.spec import ChangeThreshold, PromotionPolicy, SignificanceRule, ValueThreshold
 
 EPS = 1e-12  # rounding tolerance for "delta >= slack" (0.70 - 0.71 must equal -0.01)
 Deltas = Mapping[tuple[str, str], tuple[float, float, float]]
+Intervals = Mapping[tuple[str, str | None], Interval]  # (metric, slice "column=value" or None)
 
 
 def evaluate_gate(
@@ -31,6 +45,8 @@ def evaluate_gate(
     candidate_version: int | None = None,
     champion_version: int | None = None,
     extra_baselines: Mapping[Any, EvaluationLike] | None = None,
+    intervals: Intervals | None = None,
+    change_intervals: Intervals | None = None,
 ) -> GateReport:
     """Run every check of the policy and return the verdict with one row per check.
 
@@ -39,6 +55,10 @@ def evaluate_gate(
     thresholds and champion significance are recorded as skipped. ``extra_baselines`` (a baseline
     declaration, or its name, -> evaluation) are further naive baselines every beat_baseline metric
     must also beat; the report names each by ``str()`` (e.g. "column:snaive_168h").
+    ``intervals[(metric, where)]`` is the candidate's bootstrap interval of a value-thresholded
+    metric overall (where None) or on one slice value ("region=eu"); see the module docstring.
+    ``change_intervals`` is the same for candidate − champion (paired bootstrap) of every
+    change-thresholded metric: a change threshold is judged like a value threshold on it.
     """
     checks: list[GateCheck] = []
     if policy.is_empty:
@@ -62,13 +82,13 @@ def evaluate_gate(
     if champion is not None:
         checks.append(_size_check("champion", champion))
     for value in policy.value_thresholds:
-        checks.extend(_value_checks(value, candidate))
+        checks.extend(_value_checks(value, candidate, intervals or {}))
     for metric in policy.beat_baseline:
         checks.append(_baseline_check(metric, candidate, baseline))
         for name, other in sorted((str(k), v) for k, v in (extra_baselines or {}).items()):
             checks.append(_baseline_check(metric, candidate, other, name))
     for change in policy.change_thresholds:
-        checks.extend(_change_checks(change, candidate, champion))
+        checks.extend(_change_checks(change, candidate, champion, change_intervals or {}))
     for rule in policy.significance:
         checks.append(_significance_check(rule, deltas, champion is None))
     return _verdict(model, candidate_version, champion_version, checks)
@@ -82,7 +102,9 @@ def _verdict(model: str, candidate: int | None, champion: int | None, checks: li
         if len(failed) > 5:
             reason += f"; and {len(failed) - 5} more failed checks"
     else:
-        reason = f"all {len(checks) - skipped} checks passed ({skipped} skipped)"
+        undecided = sum(c.undecided for c in checks)
+        reason = f"all {len(checks) - skipped} checks passed ({skipped} skipped"
+        reason += f", {undecided} undecided within noise of their bound)" if undecided else ")"
     return GateReport(model, candidate, champion, checks, passed=not failed, reason=reason)
 
 
@@ -109,7 +131,9 @@ def _slice_metrics(evaluation: EvaluationLike, column: str, value: str) -> Mappi
     return evaluation.by_slice.get(column, {}).get(value)
 
 
-def _value_checks(threshold: ValueThreshold, candidate: EvaluationLike) -> list[GateCheck]:
+def _value_checks(
+    threshold: ValueThreshold, candidate: EvaluationLike, intervals: Intervals
+) -> list[GateCheck]:
     bound = _bound_text(threshold.lower, threshold.upper)
     if threshold.slice is None:
         targets: list[tuple[str | None, Mapping[str, float] | None]] = [(None, candidate.metrics)]
@@ -137,12 +161,61 @@ def _value_checks(threshold: ValueThreshold, candidate: EvaluationLike) -> list[
                 )
             )
             continue
-        ok = (threshold.lower is None or observed >= threshold.lower) and (
-            threshold.upper is None or observed <= threshold.upper
+        checks.append(
+            _judge_value(threshold, where, observed, bound, intervals.get((threshold.metric, where)))
         )
-        detail = "" if ok else f"{observed:.6g} outside {bound}"
-        checks.append(GateCheck("value_threshold", threshold.metric, where, observed, bound, ok, detail))
     return checks
+
+
+def _judge_value(
+    threshold: ValueThreshold, where: str | None, observed: float, bound: str, interval: Interval | None
+) -> GateCheck:
+    """Pass, fail or undecided on the interval; on the point when there is no finite interval."""
+
+    def inside(value: float) -> bool:
+        return (threshold.lower is None or value >= threshold.lower) and (
+            threshold.upper is None or value <= threshold.upper
+        )
+
+    def check(
+        ok: bool, detail: str, undecided: bool = False, low: float | None = None, high: float | None = None
+    ) -> GateCheck:
+        return GateCheck(
+            "value_threshold", threshold.metric, where, observed, bound, ok, detail, low, high, undecided
+        )
+
+    if interval is None or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        ok = inside(observed)
+        detail = "no interval: judged on the point value"
+        return check(ok, detail if ok else f"{observed:.6g} outside {bound} ({detail})")
+    low, high = interval.low, interval.high
+    span = f"interval [{low:.6g}, {high:.6g}] on {interval.n:,} holdout units"
+    if inside(low) and inside(high):
+        return check(True, "", low=low, high=high)
+    below = threshold.lower is not None and high < threshold.lower
+    above = threshold.upper is not None and low > threshold.upper
+    if below or above:
+        return check(
+            False, f"{observed:.6g} outside {bound}; the whole {span} is outside", low=low, high=high
+        )
+    return check(
+        True,
+        f"undecided: {span} straddles the bound; {_needed(threshold, observed, interval)}",
+        True,
+        low,
+        high,
+    )
+
+
+def _needed(threshold: ValueThreshold, observed: float, interval: Interval) -> str:
+    """About how many holdout units would put the interval on one side of the nearest bound."""
+    bounds = [b for b in (threshold.lower, threshold.upper) if b is not None]
+    distance = min(abs(observed - b) for b in bounds)
+    half_width = (interval.high - interval.low) / 2
+    if distance <= EPS:
+        return "the point lies on the bound, no holdout size decides it"
+    needed = math.ceil(interval.n * (half_width / distance) ** 2)
+    return f"deciding it needs about {needed:,} units"
 
 
 def _baseline_check(
@@ -170,7 +243,7 @@ def _baseline_check(
 
 
 def _change_checks(
-    change: ChangeThreshold, candidate: EvaluationLike, champion: EvaluationLike | None
+    change: ChangeThreshold, candidate: EvaluationLike, champion: EvaluationLike | None, intervals: Intervals
 ) -> list[GateCheck]:
     hib = higher_is_better(change.metric)
     threshold = f"{'candidate − champion' if hib else 'champion − candidate'} >= {change.slack:+g}"
@@ -187,7 +260,8 @@ def _change_checks(
             )
         ]
     if change.slice is None:
-        return [_change_one(change, threshold, None, candidate.metrics, champion.metrics)]
+        interval = intervals.get((change.metric, None))
+        return [_change_one(change, threshold, None, candidate.metrics, champion.metrics, interval)]
     ours = candidate.by_slice.get(change.slice)
     if not ours:
         return [
@@ -218,7 +292,8 @@ def _change_checks(
                 )
             )
             continue
-        checks.append(_change_one(change, threshold, where, metrics, theirs[value]))
+        interval = intervals.get((change.metric, where))
+        checks.append(_change_one(change, threshold, where, metrics, theirs[value], interval))
     for value in sorted(set(theirs) - set(ours)):
         checks.append(
             GateCheck(
@@ -240,7 +315,9 @@ def _change_one(
     where: str | None,
     ours: Mapping[str, float] | None,
     theirs: Mapping[str, float] | None,
+    interval: Interval | None = None,
 ) -> GateCheck:
+    """Judged on the paired interval of the improvement when there is one, like a value threshold."""
     cand, champ = finite_metric(ours, change.metric), finite_metric(theirs, change.metric)
     if cand is None or champ is None:
         which, source = ("candidate", ours) if cand is None else ("champion", theirs)
@@ -253,10 +330,23 @@ def _change_one(
             False,
             f"{which}: {_missing(source, change.metric)}",
         )
-    delta = cand - champ if higher_is_better(change.metric) else champ - cand
-    ok = delta >= change.slack - EPS
+    hib = higher_is_better(change.metric)
+    delta = cand - champ if hib else champ - cand
     detail = f"candidate {cand:.6g} vs champion {champ:.6g} (improvement {delta:+.6g})"
-    return GateCheck("change_threshold", change.metric, where, delta, threshold, ok, detail)
+    if interval is None or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        ok = delta >= change.slack - EPS
+        return GateCheck("change_threshold", change.metric, where, delta, threshold, ok, detail)
+    low, high = (interval.low, interval.high) if hib else (-interval.high, -interval.low)
+    span = f"paired interval [{low:+.6g}, {high:+.6g}] on {interval.n:,} holdout units"
+    if low >= change.slack - EPS:
+        return GateCheck("change_threshold", change.metric, where, delta, threshold, True, detail, low, high)
+    if high < change.slack - EPS:
+        detail += f"; the whole {span} is below the slack"
+        return GateCheck("change_threshold", change.metric, where, delta, threshold, False, detail, low, high)
+    detail += f"; undecided: {span} straddles the slack"
+    return GateCheck(
+        "change_threshold", change.metric, where, delta, threshold, True, detail, low, high, True
+    )
 
 
 def _significance_check(rule: SignificanceRule, deltas: Deltas, first_run: bool) -> GateCheck:

@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from tasks.models.metrics import higher_is_better
 
-__all__ = ["EvaluationLike", "finite_metric", "higher_is_better"]
+__all__ = ["EvaluationLike", "Interval", "finite_metric", "higher_is_better"]
+
+
+class Interval(NamedTuple):
+    """A metric's bootstrap interval on the n units (rows, or queries) it was computed on."""
+
+    low: float
+    point: float
+    high: float
+    n: int
 
 
 def finite_metric(metrics: Mapping[str, float] | None, metric: str) -> float | None:

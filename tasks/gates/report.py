@@ -19,11 +19,18 @@ class GateCheck:
     threshold: str  # human-readable bound, e.g. ">= 0.7", "delta >= -0.01"
     passed: bool | None
     detail: str = ""
+    low: float | None = None  # the bootstrap interval the check judged, when it judged one
+    high: float | None = None
+    undecided: bool = False  # the interval straddles the bound: passed, but within noise of it
 
     @property
     def status(self) -> str:
-        """'pass', 'fail' or 'skip'."""
-        return "skip" if self.passed is None else ("pass" if self.passed else "fail")
+        """'pass', 'fail', 'skip' or 'undecided' (a pass the holdout cannot confirm)."""
+        if self.passed is None:
+            return "skip"
+        if not self.passed:
+            return "fail"
+        return "undecided" if self.undecided else "pass"
 
 
 @dataclass
@@ -45,11 +52,12 @@ class GateReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (NaN/inf observed values become None)."""
         out = asdict(self)
-        for check in out["checks"]:
-            value = check["observed"]
-            if value is not None and not math.isfinite(value):
-                check["observed"] = None
-            check["status"] = "skip" if check["passed"] is None else ("pass" if check["passed"] else "fail")
+        for check, source in zip(out["checks"], self.checks, strict=True):
+            for key in ("observed", "low", "high"):
+                value = check[key]
+                if value is not None and not math.isfinite(value):
+                    check[key] = None
+            check["status"] = source.status
         return out
 
     def to_json(self) -> str:
@@ -59,8 +67,11 @@ class GateReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GateReport:
         """Rebuild a report from to_dict() output."""
-        fields = ("name", "metric", "slice", "observed", "threshold", "passed", "detail")
-        checks = [GateCheck(**{k: c.get(k) for k in fields}) for c in data.get("checks", [])]
+        fields = ("name", "metric", "slice", "observed", "threshold", "passed", "detail", "low", "high")
+        checks = [
+            GateCheck(**{k: c.get(k) for k in fields}, undecided=bool(c.get("undecided", False)))
+            for c in data.get("checks", [])
+        ]
         return cls(
             model=data["model"],
             candidate_version=data.get("candidate_version"),
@@ -79,14 +90,15 @@ class GateReport:
             "",
             f"Champion compared against: {champion}. {_cell(self.reason)}",
             "",
-            "| check | metric | slice | observed | threshold | result | detail |",
-            "|---|---|---|---|---|---|---|",
+            "| check | metric | slice | observed | interval | threshold | result | detail |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for c in self.checks:
             observed = "—" if c.observed is None else f"{c.observed:.6g}"
+            interval = "—" if c.low is None or c.high is None else f"[{c.low:.4g}, {c.high:.4g}]"
             lines.append(
                 f"| {c.name} | {_cell(c.metric or '—')} | {_cell(c.slice or 'overall')} | {observed} "
-                f"| {_cell(c.threshold)} | {c.status.upper()} | {_cell(c.detail)} |"
+                f"| {interval} | {_cell(c.threshold)} | {c.status.upper()} | {_cell(c.detail)} |"
             )
         return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, select
 
+from tasks.gates.metrics import Interval
 from tasks.models.estimator import as_estimator
 from tasks.models.metrics import METRICS, NO_BOOTSTRAP
 from tasks.models.metrics.common import group_index
@@ -143,8 +144,7 @@ def evaluate(
     for column in spec.slices:
         if column not in frame.columns:
             continue
-        series = frame[column]
-        values = series.astype(object).where(series.notna(), "missing").astype(str).to_numpy()
+        values = _slice_labels(frame[column])
         by_slice[column] = {}
         for value in sorted(set(values)):
             part = cols.subset(values == value)
@@ -274,6 +274,104 @@ def bootstrap_ci(
     fn = METRICS[metric]
     replicates = np.concatenate([fn(cols, w) for w in _unit_weights(cols, n_boot, seed)])
     return _interval(point, replicates, confidence)
+
+
+def _slice_labels(series: pd.Series) -> Array:
+    """A slice column's values as the strings by_slice is keyed by (missing -> "missing")."""
+    return series.astype(object).where(series.notna(), "missing").astype(str).to_numpy()
+
+
+def _where_masks(slice_: str | None, frame: pd.DataFrame) -> dict[str | None, Array]:
+    """Row masks of a threshold's rows: all (None), one slice value, or every value of a column."""
+    if slice_ is None:
+        return {None: np.ones(len(frame), dtype=bool)}
+    column, _, wanted = slice_.partition("=")
+    if column not in frame.columns:
+        return {}
+    values = _slice_labels(frame[column])
+    chosen = [wanted] if wanted else sorted(set(values))
+    return {f"{column}={v}": values == v for v in chosen}
+
+
+def _units(rows: pd.DataFrame) -> int:
+    return int(rows[GROUP_COLUMN].nunique()) if GROUP_COLUMN in rows.columns else len(rows)
+
+
+def value_intervals(
+    spec: ModelSpec,
+    y: Array | pd.Series,
+    pred: pd.DataFrame,
+    frame: pd.DataFrame,
+    *,
+    n_boot: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[tuple[str, str | None], Interval]:
+    """The candidate's bootstrap interval of every value-thresholded metric, where its policy judges it.
+
+    Keys are (metric, None) overall and (metric, "column=value") for a threshold on one slice value
+    or on every value of a slice column; metrics that cannot be bootstrapped get none.
+    """
+    label = np.asarray(y, dtype="float64")
+    out: dict[tuple[str, str | None], Interval] = {}
+    for threshold in spec.policy.value_thresholds:
+        if threshold.metric in NO_BOOTSTRAP:
+            continue
+        for where, mask in _where_masks(threshold.slice, frame).items():
+            if (threshold.metric, where) in out or not mask.any():
+                continue
+            rows = frame[mask].reset_index(drop=True)
+            low, point, high = bootstrap_ci(
+                spec,
+                threshold.metric,
+                label[mask],
+                pred[mask].reset_index(drop=True),
+                rows=rows,
+                n_boot=n_boot,
+                confidence=confidence,
+                seed=seed,
+            )
+            out[(threshold.metric, where)] = Interval(low, point, high, _units(rows))
+    return out
+
+
+def change_intervals(
+    spec: ModelSpec,
+    y: Array | pd.Series,
+    pred: pd.DataFrame,
+    champion: pd.DataFrame,
+    frame: pd.DataFrame,
+    *,
+    n_boot: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[tuple[str, str | None], Interval]:
+    """Paired bootstrap interval of candidate − champion for every change-thresholded metric.
+
+    Keyed like value_intervals; both models are scored on the same resampled rows (or queries).
+    """
+    label = np.asarray(y, dtype="float64")
+    out: dict[tuple[str, str | None], Interval] = {}
+    for threshold in spec.policy.change_thresholds:
+        if threshold.metric in NO_BOOTSTRAP:
+            continue
+        for where, mask in _where_masks(threshold.slice, frame).items():
+            if (threshold.metric, where) in out or not mask.any():
+                continue
+            rows = frame[mask].reset_index(drop=True)
+            low, point, high = bootstrap_delta(
+                spec,
+                threshold.metric,
+                label[mask],
+                pred[mask].reset_index(drop=True),
+                champion[mask].reset_index(drop=True),
+                rows=rows,
+                n_boot=n_boot,
+                confidence=confidence,
+                seed=seed,
+            )
+            out[(threshold.metric, where)] = Interval(low, point, high, _units(rows))
+    return out
 
 
 OracleHook = Callable[[Engine, pd.DataFrame, pd.DataFrame], dict[str, float]]

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from tasks.gates import GateReport, evaluate_gate
+from tasks.gates.metrics import Interval
+from tasks.models.catalog import get_spec
+from tasks.models.evaluation import evaluate, value_intervals
 from tasks.models.metrics import higher_is_better
 from tasks.models.spec import ChangeThreshold, PromotionPolicy, SignificanceRule, ValueThreshold
 from tests.lifecycle.helpers import Evaluation, ev
@@ -216,3 +223,145 @@ def test_metric_directions() -> None:
     assert not higher_is_better("log_loss") and not higher_is_better("pinball_0.9")
     with pytest.raises(ValueError, match="unknown metric"):
         higher_is_better("vibes")
+
+
+# Value thresholds judged on the bootstrap interval (issue: gates that do not flip on noise).
+
+ECE_POLICY = PromotionPolicy(value_thresholds=(ValueThreshold("ece", upper=0.03),))
+
+
+def judged(
+    interval: Interval | None, point: float = 0.0305, policy: PromotionPolicy = ECE_POLICY
+) -> GateReport:
+    metric = policy.value_thresholds[0].metric
+    return evaluate_gate(
+        policy,
+        candidate=ev(**{metric: point}),
+        champion=None,
+        baseline=BASE,
+        deltas={},
+        data_validated=True,
+        model="churn",
+        candidate_version=1,
+        intervals={} if interval is None else {(metric, None): interval},
+    )
+
+
+def test_point_just_past_the_bound_inside_noise_is_undecided_not_failed() -> None:
+    report = judged(Interval(0.021, 0.0305, 0.040, 4000))
+    (check,) = [c for c in report.checks if c.name == "value_threshold"]
+    assert report.passed, report.reason
+    assert check.status == "undecided" and check.undecided
+    assert (check.low, check.high) == (0.021, 0.040)
+    assert "straddles" in check.detail and "needs about" in check.detail
+    assert "1 undecided" in report.reason
+    needed = int(check.detail.rsplit("about ", 1)[1].split()[0].replace(",", ""))
+    assert needed > 4000  # a narrower interval needs more units than the holdout has
+
+
+def test_whole_interval_outside_the_bound_fails() -> None:
+    report = judged(Interval(0.031, 0.036, 0.041, 4000), point=0.036)
+    assert not report.passed
+    assert "whole interval" in report.reason
+
+
+def test_whole_interval_inside_the_bound_passes_decided() -> None:
+    report = judged(Interval(0.010, 0.015, 0.020, 4000), point=0.015)
+    (check,) = [c for c in report.checks if c.name == "value_threshold"]
+    assert report.passed and check.status == "pass" and not check.undecided
+
+
+def test_no_interval_judges_the_point_and_says_so() -> None:
+    report = judged(None, point=0.0305)
+    assert not report.passed
+    assert "judged on the point value" in report.reason
+    nan_interval = judged(Interval(NAN, 0.02, NAN, 10), point=0.02)
+    assert nan_interval.passed and "point value" in nan_interval.checks[-1].detail
+
+
+def test_band_wider_than_the_interval_straddling_both_ends_is_undecided() -> None:
+    policy = PromotionPolicy(value_thresholds=(ValueThreshold("coverage_p90", lower=0.88, upper=0.92),))
+    report = judged(Interval(0.87, 0.90, 0.93, 300), point=0.90, policy=policy)
+    assert report.passed and report.checks[-1].undecided
+    below = judged(Interval(0.80, 0.83, 0.86, 300), point=0.83, policy=policy)
+    assert not below.passed
+
+
+def test_interval_fields_round_trip_through_json() -> None:
+    report = judged(Interval(0.021, 0.0305, 0.040, 4000))
+    again = GateReport.from_dict(json.loads(report.to_json()))
+    assert again.to_dict() == report.to_dict()
+    assert again.checks[-1].status == "undecided"
+    assert "[0.021, 0.04]" in report.to_markdown() and "UNDECIDED" in report.to_markdown()
+
+
+def _holdout(seed: int, n: int = 1500) -> tuple[np.ndarray, pd.DataFrame]:
+    """A holdout drawn from one fixed population whose true AUC is near 0.70."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.2).astype(float)
+    score = rng.normal(0.74 * y, 1.0)  # binormal AUC = Phi(0.74 / sqrt(2)) ~ 0.70
+    return y, pd.DataFrame({"prediction": 1 / (1 + np.exp(-score)), "region": rng.choice(["eu", "us"], n)})
+
+
+def test_equivalent_holdouts_on_either_side_of_the_bound_get_the_same_verdict() -> None:
+    """The point rule flips between two draws of the same population; the interval rule does not."""
+    spec = dataclasses.replace(
+        get_spec("churn"),
+        policy=PromotionPolicy(
+            value_thresholds=(
+                ValueThreshold("auc", lower=0.70),
+                ValueThreshold("auc", lower=0.6, slice="region"),
+            )
+        ),
+    )
+    points: dict[int, float] = {}
+    for seed in range(40):
+        y, frame = _holdout(seed)
+        points[seed] = float(roc_auc_score(y, frame["prediction"]))
+    above = next(s for s, v in points.items() if 0.70 < v < 0.72)
+    below = next(s for s, v in points.items() if 0.68 < v < 0.70)
+    verdicts = []
+    for seed in (above, below):
+        y, frame = _holdout(seed)
+        intervals = value_intervals(spec, y, frame[["prediction"]], frame, n_boot=200, seed=0)
+        assert {("auc", None), ("auc", "region=eu"), ("auc", "region=us")} <= set(intervals)
+        low, point, high, units = intervals[("auc", None)]
+        assert low < point < high and units == len(y)
+        assert point == pytest.approx(points[seed])
+        report = evaluate_gate(
+            spec.policy,
+            candidate=evaluate(spec, y, frame[["prediction"]], frame),
+            champion=None,
+            baseline=BASE,
+            deltas={},
+            data_validated=True,
+            intervals=intervals,
+        )
+        overall = next(c for c in report.checks if c.slice is None and c.name == "value_threshold")
+        verdicts.append((report.passed, overall.status))
+        point_rule = point >= 0.70
+        assert point_rule == (seed == above)  # the point alone would pass one and fail the other
+    assert verdicts == [(True, "undecided"), (True, "undecided")]
+
+
+def test_change_threshold_is_judged_on_the_paired_interval() -> None:
+    policy = PromotionPolicy(change_thresholds=(ChangeThreshold("log_loss", slack=-0.002),))
+
+    def change(interval: Interval) -> GateReport:
+        return evaluate_gate(
+            policy,
+            candidate=ev(log_loss=0.2030),
+            champion=ev(log_loss=0.2000),
+            baseline=BASE,
+            deltas={},
+            data_validated=True,
+            change_intervals={("log_loss", None): interval},
+        )
+
+    # candidate − champion log loss = +0.003: a 0.003 regression, past the 0.002 slack by its point
+    straddling = change(Interval(-0.001, 0.003, 0.007, 5000))
+    (check,) = [c for c in straddling.checks if c.name == "change_threshold"]
+    assert straddling.passed and check.undecided
+    assert (check.low, check.high) == (-0.007, 0.001)  # as improvement: champion − candidate
+    assert not change(Interval(0.0025, 0.003, 0.0035, 5000)).passed  # surely worse than the slack
+    assert not gate(champion=ev(auc=0.70), candidate=ev(auc=0.66)).passed  # no interval: the point

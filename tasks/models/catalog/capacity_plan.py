@@ -399,6 +399,7 @@ def make_capacity_planner(params: Mapping[str, Any]) -> CapacityPlanner:
 
 POLICY = PromotionPolicy(
     value_thresholds=(
+        # Both are decided on the demo's 23 planning origins (at its values, 2 would do).
         ValueThreshold("violation_rate", upper=0.01),  # the SLA: under 1 % of region-hours short
         ValueThreshold("overprovision", upper=MAX_OVERPROVISION),  # vs the perfect-knowledge plan
     ),

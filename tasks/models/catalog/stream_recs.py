@@ -568,6 +568,8 @@ def ranking_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
 # gate also asks for a strict win over POP and REP and a significant NDCG gain over POP.
 POLICY = PromotionPolicy(
     value_thresholds=(
+        # Holdout users each floor needs at the demo's values (it has 891; 628 new, 263 repeat):
+        # 26, 43, 49 (new) and 3 (repeat).
         ValueThreshold("hit_rate_10", lower=0.55),
         ValueThreshold("ndcg_10", lower=0.33),
         ValueThreshold("hit_rate_10", lower=0.45, slice="target_type=new"),

@@ -622,6 +622,8 @@ def format_segment_scores(spec: ModelSpec, frame: pd.DataFrame, predictions: pd.
 
 POLICY = PromotionPolicy(
     value_thresholds=(
+        # Neither metric is bootstrapped (a resample would refit the clustering): both are judged
+        # on their point value, which the gate report says. stability already averages refits.
         ValueThreshold("stability", lower=0.75),
         ValueThreshold("silhouette", lower=0.2),
     ),

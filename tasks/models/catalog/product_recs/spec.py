@@ -241,6 +241,7 @@ def ranking_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
 
 POLICY = PromotionPolicy(
     value_thresholds=(
+        # Holdout users each floor needs at the demo's values: 121, 73, 143 (the demo has 229).
         ValueThreshold("ndcg_10", lower=0.04),
         ValueThreshold("recall_20", lower=0.10),
         ValueThreshold("hit_rate_10", lower=0.08),
