@@ -236,7 +236,7 @@ def judged(
     metric = policy.value_thresholds[0].metric
     return evaluate_gate(
         policy,
-        candidate=ev(**{metric: point}),
+        candidate=Evaluation({metric: point}),
         champion=None,
         baseline=BASE,
         deltas={},
