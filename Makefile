@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: venv demo test test-all test-servers lint format bench doctor serve stop clean
+.PHONY: venv demo test test-all test-slow test-servers lint format bench doctor serve stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,10 @@ test: lint ## lint, then the default test suite (SQLite and PostgreSQL)
 test-all: lint ## every test, the slow ones too
 	$(PYTEST) -q
 
-test-servers: venv ## end to end on real Prefect and MLflow servers, worker and UIs (slow; CI runs it)
+test-slow: venv ## the heavy cases `make test` leaves out, servers included (CI runs it)
+	$(PYTEST) -m slow -q
+
+test-servers: venv ## end to end on real Prefect and MLflow servers, worker and UIs (slow; in test-slow)
 	$(PYTEST) -m slow -q tests/ops/test_servers.py
 
 bench: venv ## benchmarks; figures go to tests/benchmarks/RESULTS.md

@@ -122,9 +122,15 @@ def train_model(
 
 @flow(name="score-model", flow_run_name=_name("score"), log_prints=True)
 def score_model(model: ModelName, as_of: dt.datetime | None = None) -> ScoringResult:
-    """Score every entity of a model's target with its champion and publish the score set."""
+    """Score every entity of a model's target with its champion and publish the score set; the same
+    step monitors what it scores (refusing stale inputs; drift is reported, never blocking)."""
+    from flows.monitor import publish_artifact
+
     as_of = resolve_as_of(as_of)
-    result = ScoringResult(**steps.score_model(model, as_of, int(dt.datetime.now(dt.UTC).timestamp())))
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    scored = steps.score_model(model, as_of, now)
+    publish_artifact(scored["monitor"])
+    result = ScoringResult(**{k: v for k, v in scored.items() if k != "monitor"})
     create_markdown_artifact(
         key=f"scores-{model.replace('_', '-')}",
         markdown=(

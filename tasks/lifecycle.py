@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -40,10 +41,13 @@ from tasks.models.evaluation import (
     value_intervals,
 )
 from tasks.models.metrics import NO_BOOTSTRAP
-from tasks.models.scoring_frame import build_scoring_frame
+from tasks.models.scoring_frame import StaleFeatures, build_scoring_frame
 from tasks.models.spec import Baseline, ModelSpec
 from tasks.models.tracking import load_holdout, log_training_run
-from tasks.models.training import build_training_set, fit_candidate, frame_fingerprint
+from tasks.models.training import TrainedModel, build_training_set, fit_candidate, frame_fingerprint
+from tasks.monitoring.reference import Reference, profile_pair
+from tasks.monitoring.run import check_inputs, compare, refusal, retention_days
+from tasks.monitoring.store import record_checks
 from tasks.registry import load_approved, register_candidate
 from tasks.scoring import publish, validate_score_set, write_score_set
 from tasks.settings import Settings
@@ -115,6 +119,7 @@ def train_candidate(
         ci=ci,
         tags=lineage,
         frame=frame,
+        reference=monitoring_reference(engine, spec, as_of, training_set.frame, trained, frame),
     )
     return {
         "model": spec.name,
@@ -124,6 +129,55 @@ def train_candidate(
         "metrics": {k: round(v, 5) for k, v in evaluation.metrics.items()},
         "headline": _headline(spec, evaluation, baselines),
     }
+
+
+def monitoring_reference(
+    engine: Engine,
+    spec: ModelSpec,
+    as_of: dt.datetime,
+    training_frame: pd.DataFrame,
+    trained: TrainedModel,
+    evaluation: pd.DataFrame,
+) -> Reference:
+    """What monitoring compares later scoring runs with (tasks/monitoring/reference.py): profiles of
+    the inputs on the training frame and the holdout predictions, and of the scoring frame at as_of
+    and the trained model's predictions on it."""
+    columns = spec.input_columns
+    training = profile_pair(training_frame, evaluation["prediction"], columns, spec.categorical)
+    serving, note = None, ""
+    try:
+        current = scoring_frame(engine, spec, as_of)
+    except StaleFeatures as exc:
+        note = f"no scoring frame at the training as_of: {exc}"
+    else:
+        if current.empty:
+            note = "the scoring frame at the training as_of has no rows"
+        else:
+            predictions = predict_chunks(spec, trained.pipeline, current)["prediction"]
+            serving = profile_pair(current, predictions, columns, spec.categorical)
+    return Reference(
+        model=spec.name,
+        as_of=as_of.isoformat(),
+        columns=tuple(columns),
+        categorical=tuple(c for c in spec.categorical if c in columns),
+        training=training,
+        serving=serving,
+        serving_note=note,
+    )
+
+
+def scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
+    """The rows a scoring run scores at as_of (the spec's builder, else the default one)."""
+    build = spec.build_scoring_frame or build_scoring_frame
+    return build(engine, spec, as_of)
+
+
+def predict_chunks(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
+    """The model's prediction frame for every row, predicted in chunks (bounded memory)."""
+    chunks = [
+        predict_frame(spec, model, frame.iloc[i : i + SCORE_CHUNK]) for i in range(0, len(frame), SCORE_CHUNK)
+    ]
+    return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame({"prediction": []})
 
 
 def register(settings: Settings, model: str, run_id: str) -> dict[str, Any]:
@@ -240,21 +294,34 @@ def roll_back(settings: Settings, model: str, *, actor: str, reason: str) -> int
 
 
 def score(
-    settings: Settings, engine: Engine, model: str, as_of: dt.datetime, *, run_id: str, now: int
+    settings: Settings,
+    engine: Engine,
+    model: str,
+    as_of: dt.datetime,
+    *,
+    run_id: str,
+    now: int,
+    plots: Path | None = None,
 ) -> dict[str, Any]:
-    """Score every entity of the model's target with the champion and publish the set atomically."""
+    """Score every entity of the model's target with the champion and publish the set atomically.
+
+    The frame is built and predicted once: monitoring (tasks/monitoring/run.py) checks freshness
+    first (stale inputs are recorded, then refused with StaleFeatures) and compares that frame and
+    those predictions with the champion's reference before the set is written. Drift never blocks;
+    the monitoring summary comes back under ``monitor``.
+    """
     spec = get_spec(model)
     started = time.perf_counter()
     version = resolve_champion(engine, mlflow_client(settings), spec.name)  # once per run
     approved = load_approved(settings.mlflow_tracking_uri, spec.name, version=version)
-    build = spec.build_scoring_frame or build_scoring_frame
-    frame = build(engine, spec, as_of)
+    checked, frame = check_inputs(engine, spec, version, as_of, recorded_at=now, run_id=run_id)
+    if frame is None:
+        record_checks(engine, checked)
+        raise refusal(spec, checked)
     # Predict in chunks (bounded memory), format once: a format may rank across rows of one entity.
-    chunks = [
-        predict_frame(spec, approved.model, frame.iloc[i : i + SCORE_CHUNK])
-        for i in range(0, len(frame), SCORE_CHUNK)
-    ]
-    predictions = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame({"prediction": []})
+    predictions = predict_chunks(spec, approved.model, frame)
+    monitored = compare(settings, engine, spec, version, as_of, (checked, frame, predictions["prediction"]),
+                        now=now, run_id=run_id, plots=plots)  # fmt: skip
     scored = _score_rows(spec, frame.reset_index(drop=True), predictions)
     set_id = write_score_set(
         engine,
@@ -266,13 +333,14 @@ def score(
         created_ts=now,
     )
     validate_score_set(engine, set_id, spec.scoring.score_range, frame=scored)
-    publish(engine, spec.name, set_id, published_ts=now)
+    publish(engine, spec.name, set_id, published_ts=now, keep_days=retention_days(spec))
     return {
         "model": spec.name,
         "version": version,
         "rows": len(scored),
         "score_set_id": set_id,
         "seconds": round(time.perf_counter() - started, 2),
+        "monitor": monitored.as_dict(),
     }
 
 

@@ -425,3 +425,30 @@ CREATE VIEW current_scores AS
 SELECT s.* FROM scores s
 JOIN published_scores p ON p.score_set_id = s.score_set_id AND p.model_name = s.model_name
 """
+
+# --- monitoring: drift, freshness and realised-performance checks -----------------------
+
+monitoring_checks = Table(
+    "monitoring_checks",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("model", NAME, nullable=False),
+    Column("version", Integer),
+    Column("as_of", BigInteger, nullable=False),
+    Column("check", String(32), nullable=False),
+    Column("feature", String(128)),
+    Column("statistic", NAME, nullable=False),
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("run_id", String(64)),
+    Column("recorded_at", BigInteger, nullable=False),
+    comment="One row per monitoring statistic: model, version, as_of, check, value, threshold, status.",
+)
+Index(
+    "ix_monitoring_checks_model",
+    monitoring_checks.c.model,
+    monitoring_checks.c.check,
+    monitoring_checks.c.as_of,
+)

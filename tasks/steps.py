@@ -207,15 +207,51 @@ def promote_candidate(model: str, report: dict[str, Any], actor: str, reason: st
 
 @task(name="score-model", task_run_name="score-{model}", retries=1, retry_condition_fn=retry_on_io)
 def score_model(model: str, as_of: dt.datetime, now: int) -> dict[str, Any]:
-    """Score with the champion resolved once, validate the set, publish it atomically."""
+    """Check freshness, score with the champion resolved once, monitor what was scored (the summary
+    under ``monitor``), validate the set, publish it atomically."""
+    import tempfile
+
     from prefect.runtime import flow_run
 
     from tasks import lifecycle
 
     engine = _engine()
     try:
-        return lifecycle.score(
-            get_settings(), engine, model, as_of, run_id=flow_run.get_id() or "local", now=now
-        )
+        with tempfile.TemporaryDirectory(prefix="ly-score-") as tmp:
+            return lifecycle.score(
+                get_settings(),
+                engine,
+                model,
+                as_of,
+                run_id=flow_run.get_id() or "local",
+                now=now,
+                plots=Path(tmp),
+            )
     finally:
         engine.dispose()
+
+
+@task(name="monitor-model", task_run_name="monitor-{model}", retries=1, retry_condition_fn=retry_on_io)
+def monitor_model(model: str, as_of: dt.datetime, now: int) -> dict[str, Any]:
+    """Drift, freshness and realised performance of the champion at as_of, recorded; the summary."""
+    import tempfile
+
+    from prefect.runtime import flow_run
+
+    from tasks.monitoring.run import monitor
+
+    engine = _engine()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ly-monitor-") as tmp:
+            result = monitor(
+                get_settings(),
+                engine,
+                model,
+                as_of,
+                now=now,
+                run_id=flow_run.get_id(),
+                plots=Path(tmp),
+            )
+    finally:
+        engine.dispose()
+    return result.as_dict()

@@ -79,6 +79,8 @@ def demo(
     # 5,000 users give the rarest label (ad conversions) a holdout large enough to judge.
     users: Annotated[int, typer.Option(help="Users on the demo platform.", callback=positive)] = 5000,
     days: Annotated[int, typer.Option(help="Days to simulate.", callback=positive)] = 28,
+    start: Annotated[str, typer.Option(help="First simulated day (YYYY-MM-DD).")] = DEMO_START.isoformat(),
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same platform.")] = 7,
 ) -> None:
     """Simulate a platform and run the pipeline that exists so far, then print a summary."""
     from flows.build_features import build_features
@@ -87,13 +89,14 @@ def demo(
     from tasks.dates import resolve_as_of
 
     started = time.perf_counter()
-    rows = _simulate(users=users, streamers=max(20, users // 16), days=days, seed=7, start=DEMO_START)
+    first_day = parse_date(start) or DEMO_START
+    rows = _simulate(users=users, streamers=max(20, users // 16), days=days, seed=seed, start=first_day)
     render.console.print(f"simulated {sum(rows.values()):,} rows")
     _check_quality(_ingest())
     render.feature_build(build_features(validate_first=False))
     features_list()
     # As of the end of the simulated period, so every model trains on the whole history.
-    as_of = resolve_as_of(DEMO_START + dt.timedelta(days=days - 1))
+    as_of = resolve_as_of(first_day + dt.timedelta(days=days - 1))
     try:
         render.pipeline(pipeline(as_of=as_of))
     except PipelineFailed as exc:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import pandas as pd
 from sqlalchemy import Connection, Engine
 
+from tasks.monitoring.drift import DriftPolicy
+
 TaskKind = Literal["binary", "regression", "forecast", "ranking", "clustering", "plan"]
 
 
@@ -163,6 +165,8 @@ class ModelSpec:
     format_scores: Callable[[ModelSpec, pd.DataFrame, pd.DataFrame], pd.DataFrame] | None = None
     # (stored evaluation frame, folder) -> image files logged under plots/; None: the kind's default.
     plots: Callable[[pd.DataFrame, Path], list[Path]] | None = None
+    # Monitoring thresholds (tasks/monitoring/drift.py documents the defaults and their sources).
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
 
     @property
     def input_columns(self) -> list[str]:

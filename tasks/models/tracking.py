@@ -28,6 +28,7 @@ from tasks.models.evaluation import (
 from tasks.models.plots import write_plots
 from tasks.models.spec import Baseline, ModelSpec
 from tasks.models.training import TrainedModel
+from tasks.monitoring.reference import Reference, log_reference
 
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
 MODEL_NAME = "model"
@@ -114,11 +115,12 @@ def log_training_run(
     tags: Mapping[str, str] | None = None,
     extra_baselines: Mapping[Baseline, Evaluation] | None = None,
     frame: pd.DataFrame | None = None,
+    reference: Reference | None = None,
 ) -> str:
     """Log one training as one MLflow run (run id passed explicitly, never the thread's active run).
 
     ``frame`` is the stored evaluation frame (tasks.models.evaluation.evaluation_frame); it is
-    built here when not given.
+    built here when not given. ``reference`` is the monitoring reference (monitoring/reference.json).
     """
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(tracking_uri, artifact_root, spec.name)
@@ -138,6 +140,8 @@ def log_training_run(
         if frame is None:
             frame = evaluation_frame(spec, trained.pipeline, trained.train, trained.holdout)
         _log_everything(client, tracking_uri, run_id, spec, trained, metrics, frame)
+        if reference is not None:
+            log_reference(client, run_id, reference)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise

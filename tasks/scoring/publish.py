@@ -7,8 +7,10 @@ published set only), so they see the old complete set or the new complete set, n
 scored row carries the model name, version, ``as_of`` and run id.
 
 Statuses: ``staged`` → ``validated`` (validate_score_set) → ``published`` → ``superseded`` (when a
-newer set is published). Publishing keeps the last ``KEEP_PUBLISHED`` published sets of the model
-and deletes older ones, and staged sets abandoned before them.
+newer set is published). Publishing keeps the last ``KEEP_PUBLISHED`` published sets of the model,
+and every published set scored within ``keep_days`` of its newest one (a model judged on realised
+performance needs the set scored one label horizon ago), and deletes older ones and staged sets
+abandoned before them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, column, delete, func, select, table, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tasks.dates import DAY_S
 from tasks.db import CHUNK_ROWS, insert_frame, write_tx
 from tasks.schema import published_scores, score_sets, scores
 
@@ -187,8 +190,9 @@ def validate_score_set(
         )
 
 
-def publish(engine: Engine, model: str, score_set_id: str, *, published_ts: int) -> None:
-    """Make a validated score set the model's current one (one transaction), then prune old sets."""
+def publish(engine: Engine, model: str, score_set_id: str, *, published_ts: int, keep_days: int = 0) -> None:
+    """Make a validated score set the model's current one (one transaction), then prune old sets:
+    all but the last KEEP_PUBLISHED, and those scored more than ``keep_days`` before the newest."""
     with write_tx(engine) as conn:
         query = select(score_sets).where(score_sets.c.score_set_id == score_set_id)
         if conn.dialect.name == "postgresql":
@@ -222,7 +226,7 @@ def publish(engine: Engine, model: str, score_set_id: str, *, published_ts: int)
             conn.execute(
                 update(score_sets).where(score_sets.c.score_set_id == previous).values(status=SUPERSEDED)
             )
-        _prune(conn, model, score_set_id)
+        _prune(conn, model, score_set_id, keep_days)
 
 
 def read_current_scores(engine: Engine, model: str) -> pd.DataFrame:
@@ -282,15 +286,19 @@ def _delete_sets(conn: Connection, ids: list[str]) -> None:
         conn.execute(delete(score_sets).where(score_sets.c.score_set_id.in_(ids)))
 
 
-def _prune(conn: Connection, model: str, current: str) -> None:
-    """Keep the last KEEP_PUBLISHED published sets (and the current one); drop older ones."""
+def _prune(conn: Connection, model: str, current: str, keep_days: int) -> None:
+    """Keep the current set, the last KEEP_PUBLISHED published sets and every published set scored
+    within ``keep_days`` of the newest one (by as_of); drop the others."""
     history = conn.execute(
-        select(score_sets.c.score_set_id, score_sets.c.created_ts)
+        select(score_sets.c.score_set_id, score_sets.c.created_ts, score_sets.c.as_of)
         .where(score_sets.c.model_name == model, score_sets.c.status.in_([PUBLISHED, SUPERSEDED]))
         .order_by(score_sets.c.created_ts.desc(), score_sets.c.score_set_id.desc())
     ).all()
     kept = [r for r in history if r.score_set_id == current]
     kept += [r for r in history if r.score_set_id != current][: KEEP_PUBLISHED - 1]
+    if keep_days > 0 and history:
+        since = max(int(r.as_of) for r in history) - keep_days * DAY_S
+        kept += [r for r in history if int(r.as_of) >= since]
     keep_ids = {r.score_set_id for r in kept}
     drop = [r.score_set_id for r in history if r.score_set_id not in keep_ids]
     if kept:

@@ -27,6 +27,7 @@ BENCHMARKS = [
     "bench_forecasts",
     "bench_recs_retail",
     "bench_segments_retail",
+    "bench_monitoring",
 ]
 
 

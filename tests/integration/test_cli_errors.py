@@ -65,6 +65,7 @@ CASES: dict[str, Case] = {
     "train": Case(["train", "ad_ctr", "--as-of", "1999-01-01"], "no labelled examples"),
     "score": Case(["score", "ad_ctr"], "no champion"),
     "run": Case(["run", "--model", "ad_ctrr"], "unknown model 'ad_ctrr'"),
+    "monitor": Case(["monitor", "ad_ctrr"], "unknown model 'ad_ctrr'"),
     "retrain": Case(["retrain", "ad_ctrr"], "unknown model 'ad_ctrr'"),
     "serve": Case(["serve", "--prefect-port", "99999"], "not a port"),
     "stop": Case(["stop", "now"], "unexpected extra argument"),

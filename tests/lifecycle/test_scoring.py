@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import signal
@@ -16,6 +17,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, select
 
+from tasks.dates import DAY_S
+from tasks.models.catalog import get_spec
+from tasks.monitoring.run import RETENTION_MARGIN_DAYS, retention_days
 from tasks.schema import score_sets, scores
 from tasks.scoring import (
     ScoreSetError,
@@ -135,6 +139,31 @@ def test_publish_prunes_all_but_the_last_three(engine: Engine) -> None:
     # Re-publishing a kept older set (a score rollback) is one flip too.
     publish(engine, MODEL, ids[3], published_ts=999)
     assert set(read_current_scores(engine, MODEL)["score_set_id"]) == {ids[3]}
+
+
+def test_publish_keeps_the_sets_realised_performance_will_judge(engine: Engine) -> None:
+    """A daily model with a 3-day label horizon: each day's run still finds the set scored three
+    days before it, although that is older than the last three."""
+    spec = dataclasses.replace(get_spec(MODEL), horizon_days=3)
+    keep = retention_days(spec)
+    assert keep == 3 + RETENTION_MARGIN_DAYS
+    day0 = 1_800_000_000 - 1_800_000_000 % DAY_S
+    ids: list[str] = []
+    for day in range(8):
+        ts = day0 + day * DAY_S
+        set_id = stage(engine, f"day-{day}", frame(5, seed=day), ts=ts)
+        validate_score_set(engine, set_id, (0.0, 1.0))
+        publish(engine, MODEL, set_id, published_ts=ts + 60, keep_days=keep)
+        ids.append(set_id)
+        if day >= 3:
+            assert score_set_status(engine, ids[day - 3]) == "superseded", f"day {day}"
+    with engine.connect() as conn:
+        left = set(conn.execute(select(score_sets.c.score_set_id)).scalars())
+    assert left == set(ids[8 - 1 - keep :])  # scored within the horizon and margin of the newest
+    # Without a horizon only the last three are kept: the set three days back would be gone.
+    ship(engine, "no-horizon", frame(5, seed=99), ts=day0 + 8 * DAY_S)
+    with engine.connect() as conn:
+        assert len(conn.execute(select(score_sets.c.score_set_id)).all()) == 3
 
 
 def _writer(db_url: str, rows: int, run_id: str, mode: str) -> subprocess.Popen[str]:

@@ -1,0 +1,37 @@
+"""monitor-model: drift, freshness and realised performance of one model's champion at as_of.
+
+The logic is tasks/monitoring/run.py; this flow runs it, records it (monitoring_checks) and shows
+the table as a Prefect artifact. A model without a champion or reference is skipped, not failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flows.models import ModelName, _name
+from tasks import steps
+from tasks.dates import resolve_as_of
+from tasks.monitoring.run import to_markdown
+
+
+def publish_artifact(summary: dict[str, Any]) -> None:
+    """The run's table as the model's ``monitor-MODEL`` markdown artifact."""
+    create_markdown_artifact(
+        key=f"monitor-{summary['model'].replace('_', '-')}",
+        markdown=to_markdown(summary),
+        description=f"Monitoring of {summary['model']}: {summary['status']}",
+    )
+
+
+@flow(name="monitor-model", flow_run_name=_name("monitor"), log_prints=True)
+def monitor_model(model: ModelName, as_of: dt.datetime | None = None) -> dict[str, Any]:
+    """Compare what the champion would score at as_of with its training reference; record it all."""
+    as_of = resolve_as_of(as_of)
+    summary = steps.monitor_model(model, as_of, int(dt.datetime.now(dt.UTC).timestamp()))
+    publish_artifact(summary)
+    print(summary["summary"])
+    return summary
