@@ -10,7 +10,7 @@ resamples whole queries. A metric undefined on the rows given is NaN, never an e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from tasks.gates.metrics import Interval
 from tasks.models.estimator import as_estimator
 from tasks.models.metrics import METRICS, NO_BOOTSTRAP
 from tasks.models.metrics.common import group_index
-from tasks.models.spec import Baseline, BaseRate, ColumnBaseline, ModelSpec
+from tasks.models.spec import Baseline, BaseRate, ChangeThreshold, ColumnBaseline, ModelSpec, ValueThreshold
 from tasks.schema import ORACLE_TABLES
 
 BOOT_CELLS = 4_000_000  # replicates × rows evaluated per chunk: bounds bootstrap memory
@@ -297,6 +297,32 @@ def _units(rows: pd.DataFrame) -> int:
     return int(rows[GROUP_COLUMN].nunique()) if GROUP_COLUMN in rows.columns else len(rows)
 
 
+IntervalKeys = dict[tuple[str, str | None], Interval]
+
+
+def _intervals(
+    thresholds: Sequence[ValueThreshold | ChangeThreshold],
+    frame: pd.DataFrame,
+    interval: Callable[[str, Array, pd.DataFrame], tuple[float, float, float]],
+) -> IntervalKeys:
+    """interval(metric, row mask, rows) for every bootstrappable threshold, where it judges.
+
+    Keys are (metric, None) overall and (metric, "column=value") for a threshold on one slice value
+    or on every value of a slice column; metrics that cannot be bootstrapped get none.
+    """
+    out: IntervalKeys = {}
+    for threshold in thresholds:
+        if threshold.metric in NO_BOOTSTRAP:
+            continue
+        for where, mask in _where_masks(threshold.slice, frame).items():
+            if (threshold.metric, where) in out or not mask.any():
+                continue
+            rows = frame[mask].reset_index(drop=True)
+            low, point, high = interval(threshold.metric, mask, rows)
+            out[(threshold.metric, where)] = Interval(low, point, high, _units(rows))
+    return out
+
+
 def value_intervals(
     spec: ModelSpec,
     y: Array | pd.Series,
@@ -306,33 +332,17 @@ def value_intervals(
     n_boot: int = 200,
     confidence: float = 0.95,
     seed: int = 0,
-) -> dict[tuple[str, str | None], Interval]:
-    """The candidate's bootstrap interval of every value-thresholded metric, where its policy judges it.
-
-    Keys are (metric, None) overall and (metric, "column=value") for a threshold on one slice value
-    or on every value of a slice column; metrics that cannot be bootstrapped get none.
-    """
+) -> IntervalKeys:
+    """The candidate's bootstrap interval of every value-thresholded metric, where its policy judges it."""
     label = np.asarray(y, dtype="float64")
-    out: dict[tuple[str, str | None], Interval] = {}
-    for threshold in spec.policy.value_thresholds:
-        if threshold.metric in NO_BOOTSTRAP:
-            continue
-        for where, mask in _where_masks(threshold.slice, frame).items():
-            if (threshold.metric, where) in out or not mask.any():
-                continue
-            rows = frame[mask].reset_index(drop=True)
-            low, point, high = bootstrap_ci(
-                spec,
-                threshold.metric,
-                label[mask],
-                pred[mask].reset_index(drop=True),
-                rows=rows,
-                n_boot=n_boot,
-                confidence=confidence,
-                seed=seed,
-            )
-            out[(threshold.metric, where)] = Interval(low, point, high, _units(rows))
-    return out
+
+    def interval(metric: str, mask: Array, rows: pd.DataFrame) -> tuple[float, float, float]:
+        part = pred[mask].reset_index(drop=True)
+        return bootstrap_ci(
+            spec, metric, label[mask], part, rows=rows, n_boot=n_boot, confidence=confidence, seed=seed
+        )
+
+    return _intervals(spec.policy.value_thresholds, frame, interval)
 
 
 def change_intervals(
@@ -345,33 +355,28 @@ def change_intervals(
     n_boot: int = 200,
     confidence: float = 0.95,
     seed: int = 0,
-) -> dict[tuple[str, str | None], Interval]:
+) -> IntervalKeys:
     """Paired bootstrap interval of candidate − champion for every change-thresholded metric.
 
     Keyed like value_intervals; both models are scored on the same resampled rows (or queries).
     """
     label = np.asarray(y, dtype="float64")
-    out: dict[tuple[str, str | None], Interval] = {}
-    for threshold in spec.policy.change_thresholds:
-        if threshold.metric in NO_BOOTSTRAP:
-            continue
-        for where, mask in _where_masks(threshold.slice, frame).items():
-            if (threshold.metric, where) in out or not mask.any():
-                continue
-            rows = frame[mask].reset_index(drop=True)
-            low, point, high = bootstrap_delta(
-                spec,
-                threshold.metric,
-                label[mask],
-                pred[mask].reset_index(drop=True),
-                champion[mask].reset_index(drop=True),
-                rows=rows,
-                n_boot=n_boot,
-                confidence=confidence,
-                seed=seed,
-            )
-            out[(threshold.metric, where)] = Interval(low, point, high, _units(rows))
-    return out
+
+    def interval(metric: str, mask: Array, rows: pd.DataFrame) -> tuple[float, float, float]:
+        ours, theirs = pred[mask].reset_index(drop=True), champion[mask].reset_index(drop=True)
+        return bootstrap_delta(
+            spec,
+            metric,
+            label[mask],
+            ours,
+            theirs,
+            rows=rows,
+            n_boot=n_boot,
+            confidence=confidence,
+            seed=seed,
+        )
+
+    return _intervals(spec.policy.change_thresholds, frame, interval)
 
 
 OracleHook = Callable[[Engine, pd.DataFrame, pd.DataFrame], dict[str, float]]

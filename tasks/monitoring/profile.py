@@ -85,20 +85,12 @@ def bin_edges(ordered: np.ndarray, bins: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class NumericProfile:
-    """A numeric column's distribution: bins and shares, quantile sketch, nulls and summary."""
+class _ColumnCounts:
+    """What every column profile has: its name, rows and missing values."""
 
     name: str
     rows: int
     nulls: int
-    mean: float | None
-    std: float | None  # population std (ddof=0), as the normalised Wasserstein distance uses
-    min: float | None
-    max: float | None
-    edges: tuple[float, ...]
-    shares: tuple[float, ...]  # one more than edges
-    quantiles: tuple[float, ...]
-    kind: Kind = field(default="numeric", init=False)
 
     @property
     def count(self) -> int:
@@ -109,6 +101,20 @@ class NumericProfile:
     def null_share(self) -> float:
         """Share of rows with a missing value (0 for an empty column)."""
         return self.nulls / self.rows if self.rows else 0.0
+
+
+@dataclass(frozen=True)
+class NumericProfile(_ColumnCounts):
+    """A numeric column's distribution: bins and shares, quantile sketch, nulls and summary."""
+
+    mean: float | None
+    std: float | None  # population std (ddof=0), as the normalised Wasserstein distance uses
+    min: float | None
+    max: float | None
+    edges: tuple[float, ...]
+    shares: tuple[float, ...]  # one more than edges
+    quantiles: tuple[float, ...]
+    kind: Kind = field(default="numeric", init=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -128,26 +134,13 @@ class NumericProfile:
 
 
 @dataclass(frozen=True)
-class CategoricalProfile:
+class CategoricalProfile(_ColumnCounts):
     """A categorical column's top-K frequencies (shares of non-null values), other bucket, nulls."""
 
-    name: str
-    rows: int
-    nulls: int
     frequencies: Mapping[str, float]
     other_share: float
     distinct: int
     kind: Kind = field(default="categorical", init=False)
-
-    @property
-    def count(self) -> int:
-        """Values that were not missing."""
-        return self.rows - self.nulls
-
-    @property
-    def null_share(self) -> float:
-        """Share of rows with a missing value (0 for an empty column)."""
-        return self.nulls / self.rows if self.rows else 0.0
 
     @property
     def complete(self) -> bool:
