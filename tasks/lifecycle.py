@@ -29,9 +29,11 @@ from tasks.gates import (
 from tasks.models.catalog import get_spec
 from tasks.models.evaluation import (
     Evaluation,
+    baseline_intervals,
     baseline_roles,
     bootstrap_ci,
     bootstrap_delta,
+    champion_rows,
     change_intervals,
     evaluate,
     evaluation_frame,
@@ -85,7 +87,7 @@ def train_candidate(
     spec = get_spec(model)
     training_set = build_training_set(engine, spec, as_of)
     trained = fit_candidate(spec, training_set)
-    frame = evaluation_frame(spec, trained.pipeline, trained.train, trained.holdout)
+    frame = evaluation_frame(spec, trained.pipeline, trained.train, trained.holdout, trained.mirror)
     y = frame["label"].to_numpy("float64")
     pred = stored_predictions(frame, "candidate")
     evaluation = evaluate(spec, y, pred, frame)
@@ -198,43 +200,54 @@ def gate(settings: Settings, engine: Engine, model: str, version: int, run_id: s
     pred = stored_predictions(frame, "candidate")
     base = stored_predictions(frame, "baseline")
     champion_version = current_champion(engine, spec.name)
+    # The champion is compared on the registered model's own holdout rows (champion_rows).
+    own = champion_rows(frame)
+    own_frame, own_y, own_pred = frame[own].reset_index(drop=True), y[own], pred[own].reset_index(drop=True)
     champion_eval: Evaluation | None = None
     champion_pred: pd.DataFrame | None = None
     if champion_version is not None and champion_version != version:
         resolve_champion(engine, client, spec.name)  # re-point a drifted MLflow alias first
         champion = load_approved(settings.mlflow_tracking_uri, spec.name, version=champion_version)
-        champion_pred = predict_frame(spec, champion.model, frame)
-        champion_eval = evaluate(spec, y, champion_pred, frame)
+        champion_pred = predict_frame(spec, champion.model, own_frame)
+        champion_eval = evaluate(spec, own_y, champion_pred, own_frame)
     elif champion_version == version:
-        champion_pred = pred
-        champion_eval = evaluate(spec, y, pred, frame)
+        champion_pred = own_pred
+        champion_eval = evaluate(spec, own_y, own_pred, own_frame)
     deltas: dict[tuple[str, str], tuple[float, float, float]] = {}
     for rule in spec.policy.significance:
-        other = base if rule.against == "baseline" else champion_pred
-        if other is not None:
-            deltas[(rule.metric, rule.against)] = bootstrap_delta(
-                spec,
-                rule.metric,
-                y,
-                pred,
-                other,
-                rows=frame,
-                n_boot=rule.n_boot,
-                confidence=rule.confidence,
-                seed=spec.seed,
-            )
+        if rule.against == "baseline":
+            args = (y, pred, base, frame)
+        elif champion_pred is not None:
+            args = (own_y, own_pred, champion_pred, own_frame)
+        else:
+            continue
+        deltas[(rule.metric, rule.against)] = bootstrap_delta(
+            spec,
+            rule.metric,
+            args[0],
+            args[1],
+            args[2],
+            rows=args[3],
+            n_boot=rule.n_boot,
+            confidence=rule.confidence,
+            seed=spec.seed,
+        )
     baselines = _baselines(spec, frame)
     report = evaluate_gate(
         spec.policy,
         candidate=evaluate(spec, y, pred, frame),
+        candidate_vs_champion=None if own.all() else evaluate(spec, own_y, own_pred, own_frame),
         champion=champion_eval,
         baseline=baselines[spec.baseline],
         extra_baselines={k: v for k, v in baselines.items() if k != spec.baseline},
         intervals=value_intervals(spec, y, pred, frame, n_boot=CI_BOOT, seed=spec.seed),
+        baseline_intervals=baseline_intervals(spec, y, pred, frame, n_boot=CI_BOOT, seed=spec.seed),
         change_intervals=(
             {}
             if champion_pred is None
-            else change_intervals(spec, y, pred, champion_pred, frame, n_boot=CI_BOOT, seed=spec.seed)
+            else change_intervals(
+                spec, own_y, own_pred, champion_pred, own_frame, n_boot=CI_BOOT, seed=spec.seed
+            )
         ),
         deltas=deltas,
         data_validated=client.get_run(run_id).data.tags.get("data_validated") == "true",

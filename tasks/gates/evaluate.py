@@ -14,7 +14,10 @@ alone, so that a verdict does not flip on noise:
 
 A metric without an interval (not bootstrappable, e.g. silhouette, or none given) is judged on its
 point value, and the report says so. A change threshold (candidate − champion >= slack) is judged
-the same way on the paired bootstrap interval of the difference, when one is given.
+the same way on the paired bootstrap interval of the difference, when one is given, and so is a
+beat-the-baseline check (candidate − baseline > 0): it fails only when the candidate is worse on
+the whole paired interval. Whether the candidate is *significantly better* is the policy's
+significance rules' business.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def evaluate_gate(
     candidate: EvaluationLike,
     champion: EvaluationLike | None,
     baseline: EvaluationLike,
+    candidate_vs_champion: EvaluationLike | None = None,
     deltas: Deltas,
     data_validated: bool,
     model: str = "",
@@ -47,6 +51,7 @@ def evaluate_gate(
     extra_baselines: Mapping[Any, EvaluationLike] | None = None,
     intervals: Intervals | None = None,
     change_intervals: Intervals | None = None,
+    baseline_intervals: Mapping[tuple[str, str], Interval] | None = None,
 ) -> GateReport:
     """Run every check of the policy and return the verdict with one row per check.
 
@@ -59,6 +64,10 @@ def evaluate_gate(
     metric overall (where None) or on one slice value ("region=eu"); see the module docstring.
     ``change_intervals`` is the same for candidate − champion (paired bootstrap) of every
     change-thresholded metric: a change threshold is judged like a value threshold on it.
+    ``candidate_vs_champion`` is the candidate's evaluation on the rows the champion was scored
+    on, where those are fewer than the holdout (cross-fitting); None: ``candidate``.
+    ``baseline_intervals[(metric, name)]`` is the paired interval of candidate − baseline ("baseline"
+    for the primary, str() of an extra one) of every beat_baseline metric.
     """
     checks: list[GateCheck] = []
     if policy.is_empty:
@@ -83,12 +92,15 @@ def evaluate_gate(
         checks.append(_size_check("champion", champion))
     for value in policy.value_thresholds:
         checks.extend(_value_checks(value, candidate, intervals or {}))
+    paired = baseline_intervals or {}
     for metric in policy.beat_baseline:
-        checks.append(_baseline_check(metric, candidate, baseline))
+        checks.append(_baseline_check(metric, candidate, baseline, interval=paired.get((metric, "baseline"))))
         for name, other in sorted((str(k), v) for k, v in (extra_baselines or {}).items()):
-            checks.append(_baseline_check(metric, candidate, other, name))
+            checks.append(_baseline_check(metric, candidate, other, name, paired.get((metric, name))))
     for change in policy.change_thresholds:
-        checks.extend(_change_checks(change, candidate, champion, change_intervals or {}))
+        checks.extend(
+            _change_checks(change, candidate_vs_champion or candidate, champion, change_intervals or {})
+        )
     for rule in policy.significance:
         checks.append(_significance_check(rule, deltas, champion is None))
     return _verdict(model, candidate_version, champion_version, checks)
@@ -219,8 +231,13 @@ def _needed(threshold: ValueThreshold, observed: float, interval: Interval) -> s
 
 
 def _baseline_check(
-    metric: str, candidate: EvaluationLike, baseline: EvaluationLike, name: str = "baseline"
+    metric: str,
+    candidate: EvaluationLike,
+    baseline: EvaluationLike,
+    name: str = "baseline",
+    interval: Interval | None = None,
 ) -> GateCheck:
+    """Beat the baseline: on the paired interval when there is one (see the module docstring)."""
     ours, theirs = finite_metric(candidate.metrics, metric), finite_metric(baseline.metrics, metric)
     hib = higher_is_better(metric)
     threshold = f"{'>' if hib else '<'} {name}"
@@ -239,7 +256,27 @@ def _baseline_check(
     ok = ours > theirs if hib else ours < theirs
     threshold = f"{'>' if hib else '<'} {theirs:.6g} ({name})"
     detail = "" if ok else f"{ours:.6g} does not beat the {name}'s {theirs:.6g}"
-    return GateCheck("beat_baseline", metric, None, ours, threshold, ok, detail)
+    if interval is None or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return GateCheck("beat_baseline", metric, None, ours, threshold, ok, detail)
+    # The improvement (candidate better by) on the paired interval: above 0 passes, below fails.
+    low, high = (interval.low, interval.high) if hib else (-interval.high, -interval.low)
+    span = f"paired interval of the improvement [{low:+.6g}, {high:+.6g}] on {interval.n:,} holdout units"
+    if low > 0:
+        return GateCheck("beat_baseline", metric, None, ours, threshold, True, "", low, high)
+    if high < 0:
+        return GateCheck(
+            "beat_baseline",
+            metric,
+            None,
+            ours,
+            threshold,
+            False,
+            f"{detail}; the whole {span} is below 0" if detail else f"the whole {span} is below 0",
+            low,
+            high,
+        )
+    note = f"undecided: {span} contains 0" + (f" ({detail})" if detail else "")
+    return GateCheck("beat_baseline", metric, None, ours, threshold, True, note, low, high, True)
 
 
 def _change_checks(

@@ -23,6 +23,7 @@ from tasks.models.estimator import as_estimator
 from tasks.models.metrics import METRICS, NO_BOOTSTRAP
 from tasks.models.metrics.common import group_index
 from tasks.models.spec import Baseline, BaseRate, ChangeThreshold, ColumnBaseline, ModelSpec, ValueThreshold
+from tasks.models.training import CROSS_FITTED
 from tasks.schema import ORACLE_TABLES
 
 BOOT_CELLS = 4_000_000  # replicates × rows evaluated per chunk: bounds bootstrap memory
@@ -201,15 +202,24 @@ def baseline_predictions(spec: ModelSpec, train: pd.DataFrame, holdout: pd.DataF
     return baseline_frame(spec, spec.baseline, train, holdout)["prediction"].to_numpy("float64")
 
 
-def _unit_weights(cols: _Cols, n_boot: int, seed: int) -> Iterator[Array]:
+def _unit_column(spec: ModelSpec, cols: _Cols | pd.DataFrame) -> str | None:
+    """The column whose values the bootstrap resamples: the spec's unit, else a ranking's query."""
+    for column in (spec.resample_by, GROUP_COLUMN):
+        if column is not None and column in cols:
+            return column
+    return None
+
+
+def _unit_weights(cols: _Cols, n_boot: int, seed: int, unit: str | None) -> Iterator[Array]:
     """Row weights of each bootstrap replicate, in chunks that bound memory.
 
-    Rows are the units, or whole queries when the frame has a query_id column (a resampled
-    query keeps all its candidates, so per-query metrics stay defined).
+    Rows are the units, or whole groups of the ``unit`` column: a resampled query keeps all its
+    candidates (so per-query metrics stay defined), a resampled user all their snapshots (so
+    correlated snapshots do not pass for independent evidence).
     """
     rng = np.random.default_rng(seed)
-    if GROUP_COLUMN in cols:
-        codes, first = group_index(np.asarray(cols[GROUP_COLUMN]))
+    if unit is not None:
+        codes, first = group_index(np.asarray(cols[unit]))
         n_units = len(first)
     else:
         codes, n_units = None, cols.n
@@ -243,14 +253,16 @@ def bootstrap_delta(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Paired bootstrap over rows (or queries) of metric(a) − metric(b): (lower, point, upper)."""
+    """Paired bootstrap over units (rows, queries or the spec's resample_by) of metric(a) − metric(b)."""
     _check_metric(metric)
     a, b = _columns(y, pred_a, rows), _columns(y, pred_b, rows)
     point = _value(metric, a) - _value(metric, b)
     if a.n == 0 or metric in NO_BOOTSTRAP:
         return float("nan"), point, float("nan")
     fn = METRICS[metric]
-    replicates = np.concatenate([fn(a, w) - fn(b, w) for w in _unit_weights(a, n_boot, seed)])
+    replicates = np.concatenate(
+        [fn(a, w) - fn(b, w) for w in _unit_weights(a, n_boot, seed, _unit_column(spec, a))]
+    )
     return _interval(point, replicates, confidence)
 
 
@@ -272,7 +284,9 @@ def bootstrap_ci(
     if cols.n == 0 or metric in NO_BOOTSTRAP:
         return float("nan"), point, float("nan")
     fn = METRICS[metric]
-    replicates = np.concatenate([fn(cols, w) for w in _unit_weights(cols, n_boot, seed)])
+    replicates = np.concatenate(
+        [fn(cols, w) for w in _unit_weights(cols, n_boot, seed, _unit_column(spec, cols))]
+    )
     return _interval(point, replicates, confidence)
 
 
@@ -293,14 +307,17 @@ def _where_masks(slice_: str | None, frame: pd.DataFrame) -> dict[str | None, Ar
     return {f"{column}={v}": values == v for v in chosen}
 
 
-def _units(rows: pd.DataFrame) -> int:
-    return int(rows[GROUP_COLUMN].nunique()) if GROUP_COLUMN in rows.columns else len(rows)
+def _units(spec: ModelSpec, rows: pd.DataFrame) -> int:
+    """Independent units among the rows: what the bootstrap resamples."""
+    unit = _unit_column(spec, rows)
+    return len(rows) if unit is None else int(rows[unit].nunique())
 
 
 IntervalKeys = dict[tuple[str, str | None], Interval]
 
 
 def _intervals(
+    spec: ModelSpec,
     thresholds: Sequence[ValueThreshold | ChangeThreshold],
     frame: pd.DataFrame,
     interval: Callable[[str, Array, pd.DataFrame], tuple[float, float, float]],
@@ -319,7 +336,7 @@ def _intervals(
                 continue
             rows = frame[mask].reset_index(drop=True)
             low, point, high = interval(threshold.metric, mask, rows)
-            out[(threshold.metric, where)] = Interval(low, point, high, _units(rows))
+            out[(threshold.metric, where)] = Interval(low, point, high, _units(spec, rows))
     return out
 
 
@@ -342,7 +359,7 @@ def value_intervals(
             spec, metric, label[mask], part, rows=rows, n_boot=n_boot, confidence=confidence, seed=seed
         )
 
-    return _intervals(spec.policy.value_thresholds, frame, interval)
+    return _intervals(spec, spec.policy.value_thresholds, frame, interval)
 
 
 def change_intervals(
@@ -376,7 +393,36 @@ def change_intervals(
             seed=seed,
         )
 
-    return _intervals(spec.policy.change_thresholds, frame, interval)
+    return _intervals(spec, spec.policy.change_thresholds, frame, interval)
+
+
+def baseline_intervals(
+    spec: ModelSpec,
+    y: Array | pd.Series,
+    pred: pd.DataFrame,
+    frame: pd.DataFrame,
+    *,
+    n_boot: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[tuple[str, str], Interval]:
+    """Paired bootstrap interval of candidate − baseline for every beat_baseline metric and baseline.
+
+    Keyed (metric, "baseline") for the primary baseline and (metric, str(baseline)) for the others;
+    the baselines' predictions are read back from the stored evaluation frame.
+    """
+    out: dict[tuple[str, str], Interval] = {}
+    for baseline, role in baseline_roles(spec).items():
+        name = "baseline" if baseline == spec.baseline else str(baseline)
+        theirs = stored_predictions(frame, role)
+        for metric in spec.policy.beat_baseline:
+            if metric in NO_BOOTSTRAP:
+                continue
+            low, point, high = bootstrap_delta(
+                spec, metric, y, pred, theirs, rows=frame, n_boot=n_boot, confidence=confidence, seed=seed
+            )
+            out[(metric, name)] = Interval(low, point, high, _units(spec, frame))
+    return out
 
 
 OracleHook = Callable[[Engine, pd.DataFrame, pd.DataFrame], dict[str, float]]
@@ -481,11 +527,34 @@ def stored_predictions(frame: pd.DataFrame, role: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def evaluation_frame(spec: ModelSpec, model: Any, train: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
-    """The holdout plus the candidate's and every baseline's predictions (stored by runs, read by gates)."""
-    frame = attach_predictions(
-        holdout.reset_index(drop=True), predict_frame(spec, model, holdout), "candidate"
+def evaluation_frame(
+    spec: ModelSpec, model: Any, train: pd.DataFrame, holdout: pd.DataFrame, mirror: Any = None
+) -> pd.DataFrame:
+    """The holdout plus the candidate's and every baseline's predictions (stored by runs, read by gates).
+
+    With cross-fitting, the rows marked CROSS_FITTED are predicted by the mirror model.
+    """
+    holdout = holdout.reset_index(drop=True)
+    crossed = (
+        holdout[CROSS_FITTED].to_numpy(bool)
+        if mirror is not None and CROSS_FITTED in holdout.columns
+        else np.zeros(len(holdout), dtype=bool)
     )
+    parts = [
+        predict_frame(spec, fitted, holdout[mask]).set_axis(np.flatnonzero(mask))
+        for fitted, mask in ((model, ~crossed), (mirror, crossed))
+        if mask.any()
+    ]
+    predictions = pd.concat(parts).sort_index() if parts else predict_frame(spec, model, holdout)
+    frame = attach_predictions(holdout, predictions.reset_index(drop=True), "candidate")
     for baseline, role in baseline_roles(spec).items():
         frame = attach_predictions(frame, baseline_frame(spec, baseline, train, holdout), role)
     return frame
+
+
+def champion_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Rows on which a champion is compared: the registered model's own holdout, not the rows a
+    cross-fitted mirror judged (the champion was fitted on those entities' earlier snapshots)."""
+    if CROSS_FITTED not in frame.columns:
+        return np.ones(len(frame), dtype=bool)
+    return ~frame[CROSS_FITTED].to_numpy(bool)

@@ -167,6 +167,9 @@ class ModelSpec:
     plots: Callable[[pd.DataFrame, Path], list[Path]] | None = None
     # Monitoring thresholds (tasks/monitoring/drift.py documents the defaults and their sources).
     drift: DriftPolicy = field(default_factory=DriftPolicy)
+    # The column whose values are the independent units the gate's bootstrap resamples (an entity
+    # with several snapshots in the holdout); None: rows, or whole queries of a ranking (query_id).
+    resample_by: str | None = None
 
     @property
     def input_columns(self) -> list[str]:

@@ -138,7 +138,7 @@ def log_training_run(
     try:
         metrics = run_metrics(evaluation, baseline_evaluation, oracle, ci, extra_baselines)
         if frame is None:
-            frame = evaluation_frame(spec, trained.pipeline, trained.train, trained.holdout)
+            frame = evaluation_frame(spec, trained.pipeline, trained.train, trained.holdout, trained.mirror)
         _log_everything(client, tracking_uri, run_id, spec, trained, metrics, frame)
         if reference is not None:
             log_reference(client, run_id, reference)

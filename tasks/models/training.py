@@ -21,6 +21,11 @@ from tasks.models.estimator import as_estimator, fit_summary
 from tasks.models.spec import LabelWindow, ModelSpec
 from tasks.schema import partition_status
 
+SPLIT_COLUMN = "split"  # a label builder's own split of its rows: train, valid, holdout or cross
+SPLIT_ROLES = ("train", "valid", "holdout")
+CROSS_ROLE = "cross"  # rows judged by the mirror model of a cross-fitted split (see fit_candidate)
+CROSS_FITTED = "cross_fitted"  # holdout column: True where the mirror model predicts the row
+
 
 class NoTrainingData(ValueError):
     """The label window holds no labelled examples (or too few to split by time)."""
@@ -54,6 +59,9 @@ class TrainedModel:
     data_fingerprint: str
     fit_seconds: float
     lineage: dict[str, Any] = field(default_factory=dict)
+    # Cross-fitting: the model fitted the other way round (on valid, early-stopped on train) that
+    # predicts the holdout rows marked CROSS_FITTED; None without cross-fitting.
+    mirror: Any = None
 
 
 def epoch_seconds(moment: dt.datetime) -> int:
@@ -146,6 +154,36 @@ def time_split(
     return tuple(p.reset_index(drop=True) for p in parts)  # type: ignore[return-value]
 
 
+def split_examples(
+    frame: pd.DataFrame, split: tuple[float, float, float]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train, validation and holdout: the label builder's own split where it made one, else time_split.
+
+    A builder that knows more than event time (e.g. that snapshots of one user must not be both
+    fitted and judged, tasks/models/families/snapshots.entity_split) marks each row in a
+    ``split`` column; the column is dropped from the parts, and rows marked ``cross`` are left
+    to cross_rows.
+    """
+    if SPLIT_COLUMN not in frame.columns:
+        return time_split(frame, split)
+    role = frame[SPLIT_COLUMN].to_numpy()
+    parts = tuple(frame[role == r].drop(columns=SPLIT_COLUMN).reset_index(drop=True) for r in SPLIT_ROLES)
+    if any(p.empty for p in parts):
+        raise NoTrainingData(
+            f"cannot split {len(frame)} examples by their {SPLIT_COLUMN} column: "
+            f"sizes {[len(p) for p in parts]} for {list(SPLIT_ROLES)}"
+        )
+    return parts  # type: ignore[return-value]
+
+
+def cross_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a cross-fitted split leaves to the mirror model (empty without cross-fitting)."""
+    if SPLIT_COLUMN not in frame.columns:
+        return frame.iloc[:0]
+    cross = frame[frame[SPLIT_COLUMN].to_numpy() == CROSS_ROLE]
+    return cross.drop(columns=SPLIT_COLUMN).reset_index(drop=True)
+
+
 def training_fingerprint(data_fingerprint: str, params: dict[str, Any], spec_name: str) -> str:
     """sha256 of the data fingerprint, the params and the model name: same inputs, same fingerprint."""
     blob = json.dumps(
@@ -155,20 +193,31 @@ def training_fingerprint(data_fingerprint: str, params: dict[str, Any], spec_nam
 
 
 def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
-    """Split by time and fit the spec's pipeline, deterministically for the spec's seed."""
+    """Split (split_examples) and fit the spec's pipeline, deterministically for the spec's seed."""
     if training_set.spec_name != spec.name:
         raise ValueError(f"training set was built for {training_set.spec_name}, not {spec.name}")
-    train, valid, holdout = time_split(training_set.frame, spec.split)
+    train, valid, holdout = split_examples(training_set.frame, spec.split)
+    cross = cross_rows(training_set.frame)
     for name, part in (("train", train), ("validation", valid)):
         if spec.kind == "binary" and part["label"].nunique() < 2:
             raise NoTrainingData(f"{spec.name}: the {name} split has a single class; cannot fit")
     params: dict[str, Any] = {**spec.params, "seed": spec.seed}
     fingerprint = training_fingerprint(training_set.fingerprint, params, spec.name)
-    pipeline = spec.make_estimator(params)
-    estimator = as_estimator(pipeline, spec.kind)  # fits ``pipeline`` in place
     columns = spec.input_columns
     started = time.perf_counter()
+    pipeline = spec.make_estimator(params)
+    estimator = as_estimator(pipeline, spec.kind)  # fits ``pipeline`` in place
     estimator.fit(train[columns], train["label"], eval_set=[(valid[columns], valid["label"])])
+    mirror = None
+    if not cross.empty:  # cross-fitting: the same recipe the other way round judges the cross rows
+        mirror = spec.make_estimator(params)
+        as_estimator(mirror, spec.kind).fit(
+            valid[columns], valid["label"], eval_set=[(train[columns], train["label"])]
+        )
+        holdout = pd.concat(
+            [holdout.assign(**{CROSS_FITTED: False}), cross.assign(**{CROSS_FITTED: True})],
+            ignore_index=True,
+        )
     fit_seconds = time.perf_counter() - started
     summary = fit_summary(estimator)
     fitted = {
@@ -177,6 +226,7 @@ def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
         "n_train": len(train),
         "n_valid": len(valid),
         "n_holdout": len(holdout),
+        "n_cross_fitted": len(cross),
         **summary,  # what the fit itself chose (e.g. the number of segments), when reported
     }
     lineage = {
@@ -196,4 +246,5 @@ def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
         data_fingerprint=training_set.fingerprint,
         fit_seconds=fit_seconds,
         lineage=lineage,
+        mirror=mirror,
     )

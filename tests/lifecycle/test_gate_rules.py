@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from tasks.gates import GateReport, evaluate_gate
 from tasks.gates.metrics import Interval
 from tasks.models.catalog import get_spec
-from tasks.models.evaluation import evaluate, value_intervals
+from tasks.models.evaluation import attach_predictions, baseline_intervals, evaluate, value_intervals
 from tasks.models.metrics import higher_is_better
 from tasks.models.spec import ChangeThreshold, PromotionPolicy, SignificanceRule, ValueThreshold
 from tests.lifecycle.helpers import Evaluation, ev
@@ -365,3 +365,53 @@ def test_change_threshold_is_judged_on_the_paired_interval() -> None:
     assert (check.low, check.high) == (-0.007, 0.001)  # as improvement: champion − candidate
     assert not change(Interval(0.0025, 0.003, 0.0035, 5000)).passed  # surely worse than the slack
     assert not gate(champion=ev(auc=0.70), candidate=ev(auc=0.66)).passed  # no interval: the point
+
+
+def test_beat_baseline_is_judged_on_the_paired_interval() -> None:
+    policy = PromotionPolicy(beat_baseline=("log_loss",))
+
+    def beat(interval: Interval | None) -> GateReport:
+        intervals = {} if interval is None else {("log_loss", "baseline"): interval}
+        return evaluate_gate(
+            policy,
+            candidate=ev(log_loss=0.3010),  # a hair worse than the baseline's 0.30 by its point
+            champion=None,
+            baseline=BASE,
+            deltas={},
+            data_validated=True,
+            baseline_intervals=intervals,
+        )
+
+    # candidate − baseline log loss: +0.001 (worse); as improvement the interval flips sign.
+    straddling = beat(Interval(-0.004, 0.001, 0.006, 3000))
+    (check,) = [c for c in straddling.checks if c.name == "beat_baseline"]
+    assert straddling.passed and check.undecided and check.status == "undecided"
+    assert (check.low, check.high) == (-0.006, 0.004)
+    surely_worse = beat(Interval(0.0005, 0.001, 0.0015, 3000))
+    assert not surely_worse.passed and "below 0" in surely_worse.reason
+    assert not beat(None).passed  # no interval: the point decides, as before
+
+
+def test_baseline_intervals_separate_a_real_win_from_a_tie() -> None:
+    """Paired bootstrap on a real holdout: a copy of the baseline ties it, a better model beats it."""
+    spec = dataclasses.replace(get_spec("churn"), policy=PromotionPolicy(beat_baseline=("auc",)))
+    y, frame = _holdout(3, n=3000)
+    rng = np.random.default_rng(1)
+    stored = attach_predictions(frame, frame[["prediction"]], "baseline")
+    tie = frame[["prediction"]] + rng.normal(0, 1e-3, (len(frame), 1))
+    better = pd.DataFrame({"prediction": 0.5 * frame["prediction"] + 0.5 * y})
+    for candidate, expected in ((tie, "undecided"), (better, "pass")):
+        intervals = baseline_intervals(spec, y, candidate, stored, n_boot=200, seed=0)
+        low, point, high, units = intervals[("auc", "baseline")]
+        assert units == len(y) and low <= point <= high
+        report = evaluate_gate(
+            spec.policy,
+            candidate=evaluate(spec, y, candidate, frame),
+            champion=None,
+            baseline=evaluate(spec, y, frame[["prediction"]], frame),
+            deltas={},
+            data_validated=True,
+            baseline_intervals=intervals,
+        )
+        (check,) = [c for c in report.checks if c.name == "beat_baseline"]
+        assert report.passed and check.status == expected, (expected, check)

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from tasks.featurestore.definitions import DAY_S
 from tasks.models.families.snapshots import (
     USER_CONTEXT,
-    disjoint_entities,
+    entity_split,
     snapshot_times,
     user_scoring_frame,
     user_snapshots,
@@ -62,7 +62,7 @@ def churn_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
     horizon = LabelWindow(window.start_ts, window.end_ts, HORIZON_DAYS * DAY_S)
     frame = user_snapshots(conn, snapshot_times(horizon), horizon_days=HORIZON_DAYS)
     frame["label"] = (frame["future_active_days"] == 0).astype("int64")
-    return disjoint_entities(frame.drop(columns=["future_active_days", "future_events"]), "user_key", SPLIT)
+    return entity_split(frame.drop(columns=["future_active_days", "future_events"]), "user_key", SPLIT[0])
 
 
 def churn_truth(rows: pd.DataFrame, state: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -99,6 +99,7 @@ churn = ModelSpec(
     retrain_cron="0 3 * * 1",
     score_cron="0 5 * * *",
     oracle=user_oracle(churn_truth),
+    resample_by="user_key",  # a user has several snapshots in the holdout
     build_scoring_frame=user_scoring_frame,
     plots=outcome_classifier_plots,
 )

@@ -77,6 +77,7 @@ subscription_propensity = ModelSpec(
     split=SPLIT,
     score_cron="10 5 * * *",
     oracle=user_oracle(subscription_truth),
+    resample_by="user_key",  # a user has several snapshots in the holdout
     build_scoring_frame=user_scoring_frame,
     plots=outcome_classifier_plots,
 )

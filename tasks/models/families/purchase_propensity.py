@@ -26,7 +26,7 @@ from sqlalchemy import Connection
 from tasks.featurestore.definitions import DAY_S
 from tasks.models.families.snapshots import (
     EventCount,
-    disjoint_entities,
+    entity_split,
     snapshot_times,
     user_snapshots,
 )
@@ -74,7 +74,7 @@ def purchase_labels(conn: Connection, window: LabelWindow, outcome: EventCount) 
     horizon = LabelWindow(window.start_ts, window.end_ts, HORIZON_DAYS * DAY_S)
     frame = user_snapshots(conn, snapshot_times(horizon), horizon_days=HORIZON_DAYS, outcome=outcome)
     frame["label"] = (frame["future_events"] > 0).astype("int64")
-    return disjoint_entities(frame.drop(columns=["future_active_days", "future_events"]), "user_key", SPLIT)
+    return entity_split(frame.drop(columns=["future_active_days", "future_events"]), "user_key", SPLIT[0])
 
 
 def purchase_truth(rows: pd.DataFrame, state: pd.DataFrame, rate: np.ndarray) -> dict[str, np.ndarray]:

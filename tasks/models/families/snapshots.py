@@ -18,8 +18,8 @@ its outcome window that exists is validated (a quarantined or failed day would f
 
 The frames carry no ``target_ts``: time_split would purge every training row whose outcome
 window reaches into the validation period, and with daily snapshots, a 7-14 day horizon and a
-few weeks of history that purge leaves no training rows at all. The label builders split the
-entities instead (``disjoint_entities``), so that no entity's outcome is both trained on and
+few weeks of history that purge leaves no training rows at all. The label builders split by
+entity and time instead (``entity_split``), so that no entity's outcome is both trained on and
 judged; the outcome windows of late training rows still share calendar days with the holdout's,
 which can carry platform-wide drift of those days, not any held-out entity's answer.
 """
@@ -43,7 +43,7 @@ from tasks.featurestore.definitions import DAY_S, parse_ref
 from tasks.featurestore.views import FEATURE_VIEWS as VIEWS
 from tasks.models.scoring_frame import check_fresh
 from tasks.models.spec import LabelWindow, ModelSpec
-from tasks.models.training import NoTrainingData, time_split
+from tasks.models.training import SPLIT_COLUMN
 from tasks.schema import partition_status
 from tasks.warehouse import raw_table, validated_dates
 
@@ -52,7 +52,7 @@ USER_MIN_HISTORY_DAYS = 3  # raw history a user snapshot needs (activity shares 
 STREAMER_MIN_HISTORY_DAYS = 7  # a streamer snapshot needs a whole week: the 7-day baseline
 NEW_USER_DAYS = 7  # a user younger than this at the snapshot is "new" (slice)
 ACTIVITY_TABLE = "raw_watch_sessions"
-EVAL_SHARE = 0.5  # entities kept for the validation and holdout splits (see disjoint_entities)
+EVAL_SHARE = 0.5  # entities kept for the validation and holdout splits (see entity_split)
 USER_CONTEXT = ("active_days_7d", "active_days_28d", "active_share_28d")
 
 
@@ -212,40 +212,42 @@ def entity_fold(keys: pd.Series) -> np.ndarray:
     return np.array([int(d, 16) for d in digests], dtype="float64") / 2**32
 
 
-def _crosses(parts: tuple[pd.DataFrame, ...], key: str) -> bool:
-    train, later = set(parts[0][key]), set(parts[1][key]) | set(parts[2][key])
-    return bool(train & later)
-
-
-def disjoint_entities(
-    frame: pd.DataFrame, key: str, split: tuple[float, float, float], eval_share: float = EVAL_SHARE
+def entity_split(
+    frame: pd.DataFrame, key: str, train_share: float, eval_share: float = EVAL_SHARE
 ) -> pd.DataFrame:
-    """Rows such that the training split and the later (validation, holdout) splits share no entity.
+    """The frame with a ``split`` column (train, valid, holdout or cross), by entity and by time.
 
     Snapshots of one entity a few days apart have overlapping outcome windows and nearly equal
     inputs, so a booster that saw an entity's future in training recognises it in the holdout
     (measured on the demo platform: about +0.04 holdout AUC for the purchase models, more with
     more trees). Purging by time cannot help with weeks of history and a two-week horizon, so
-    entities are split instead: a fixed ``eval_share`` of them (by ``entity_fold``) is kept only
-    from a boundary day L on, the others only before L. L is the latest snapshot day for which
-    time_split (the framework's own) puts no entity of the training split into a later one; with
-    none (too few snapshot days) the frame is returned unchanged.
+    entities are split instead. The rule:
+
+    * a fixed ``eval_share`` of the entities (by ``entity_fold``: the same ones on every run) are
+      evaluation entities, the others training entities;
+    * a boundary day L cuts snapshot time at its ``train_share`` quantile;
+    * train: training entities before L; valid (early stopping only): evaluation entities
+      before L; holdout: evaluation entities from L on;
+    * cross: training entities from L on, judged by a mirror model fitted the other way round
+      (on the valid rows, early-stopped on the train rows; see training.fit_candidate).
+
+    No entity is both fitted and judged by one model, and every judged row lies after every row
+    its model was fitted on. Two-fold cross-fitting judges every entity active after L instead
+    of half of them: the holdout's independent units (entities) double, which is what narrows a
+    metric's interval when each entity has several correlated snapshots. The registered model is
+    the first one; the champion is compared on its holdout rows only (it was fitted on the
+    training entities). Validation rows share calendar days with their model's training rows;
+    they only pick the number of boosting rounds. With fewer than two snapshot days the frame is
+    returned without the column (time_split then decides).
     """
-    if frame.empty:
+    if frame.empty or frame["event_ts"].nunique() < 2:
         return frame
-    held_out = entity_fold(frame[key]) < eval_share
     ts = frame["event_ts"].to_numpy("int64")
-    for boundary in sorted(set(ts.tolist()), reverse=True):
-        candidate = frame[np.where(ts < boundary, ~held_out, held_out)]
-        if candidate["event_ts"].nunique() < len(split):
-            continue  # time_split needs a distinct time per split at least
-        try:
-            parts = time_split(candidate, split)
-        except NoTrainingData:
-            continue
-        if not _crosses(parts, key):
-            return candidate.reset_index(drop=True)
-    return frame
+    boundary = max(np.quantile(ts, train_share, method="lower"), np.unique(ts)[1])
+    evaluation = entity_fold(frame[key]) < eval_share
+    early = ts < boundary
+    role = np.where(evaluation, np.where(early, "valid", "holdout"), np.where(early, "train", "cross"))
+    return frame.assign(**{SPLIT_COLUMN: role})
 
 
 def user_snapshots(

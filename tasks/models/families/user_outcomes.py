@@ -15,8 +15,9 @@ from tasks.models.spec import (
     ValueThreshold,
 )
 
-# Train / validation / holdout by time. The label builders keep half the users out of training
-# (snapshots.disjoint_entities), so the holdout gets a quarter of the rows to stay large enough.
+# The label builders split by user and time (snapshots.entity_split): the first 60 % of snapshot
+# time trains on half the users and early-stops on the other half, whose snapshots from there on
+# are the holdout. The last two shares apply only where time_split decides (a single snapshot day).
 SPLIT = (0.6, 0.15, 0.25)
 CLASSIFIER_METRICS = (
     "auc",

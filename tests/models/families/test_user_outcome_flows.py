@@ -27,7 +27,8 @@ from tasks.models import catalog
 from tasks.models.evaluation import predict
 from tasks.models.families.snapshots import streamer_snapshots, user_snapshots
 from tasks.models.spec import PromotionPolicy, ValueThreshold
-from tasks.models.training import build_training_set, time_split
+from tasks.models.tracking import load_holdout
+from tasks.models.training import CROSS_FITTED, build_training_set, cross_rows, split_examples
 from tasks.registry import load_approved
 from tasks.schema import ORACLE_TABLES, RAW_TABLES, identity_users
 from tasks.scoring import read_current_scores
@@ -163,18 +164,38 @@ def test_train_gate_promote_and_score_every_model(trained: dict[str, TrainingRes
 
 
 def test_no_entity_is_both_trained_on_and_judged(platform: Platform) -> None:
-    """The label builders line their entity split up with the framework's time split."""
+    """The label builders' split (by entity and time) is the one training uses."""
     for name in MODELS:
         spec = catalog.get_spec(name)
         frame = build_training_set(platform.engine, spec, AS_OF).frame
-        train, valid, holdout = time_split(frame, spec.split)
+        train, valid, holdout = split_examples(frame, spec.split)
+        cross = cross_rows(frame)  # judged by the mirror model, fitted on the valid rows
         key = spec.scoring.key
         assert not set(train[key]) & (set(valid[key]) | set(holdout[key])), name
+        assert not set(valid[key]) & set(cross[key]) and len(cross) > 0, name
+        assert holdout["event_ts"].min() > train["event_ts"].max(), name
+        assert cross["event_ts"].min() > valid["event_ts"].max(), name
 
 
 def _rows(spec_name: str, **values: float) -> pd.DataFrame:
     spec = catalog.get_spec(spec_name)
     return pd.DataFrame([{c: values.get(c, 0.0) for c in spec.input_columns}])
+
+
+def test_the_mirror_model_judges_the_cross_fitted_rows(
+    trained: dict[str, TrainingResult], env: Platform
+) -> None:
+    """The stored holdout: the registered model's predictions on its own rows, the mirror's elsewhere."""
+    for name in ("churn", "gift_revenue"):
+        spec = catalog.get_spec(name)
+        frame = load_holdout(env.settings.mlflow_tracking_uri, trained[name].run_id)
+        crossed = frame[CROSS_FITTED].to_numpy(bool)
+        assert 0 < crossed.sum() < len(frame), name
+        model = load_approved(env.settings.mlflow_tracking_uri, name).model
+        registered = predict(spec, model, frame)
+        stored = frame["prediction"].to_numpy("float64")
+        assert np.allclose(registered[~crossed], stored[~crossed]), name
+        assert not np.allclose(registered[crossed], stored[crossed]), name
 
 
 def test_a_silent_user_is_likelier_to_churn_than_a_daily_one(

@@ -19,12 +19,12 @@ from tasks.models.catalog import MODELS as SPECS
 from tasks.models.catalog import get_spec
 from tasks.models.catalog.gift_revenue import make_tweedie_pipeline
 from tasks.models.evaluation import baseline_frame, bootstrap_delta, evaluate
-from tasks.models.families.snapshots import disjoint_entities, entity_fold, snapshot_times
+from tasks.models.families.snapshots import EVAL_SHARE, entity_fold, entity_split, snapshot_times
 from tasks.models.families.user_truth import p_any_event, p_inactive
 from tasks.models.metrics import higher_is_better
 from tasks.models.plots import outcome_classifier_plots, revenue_plots
 from tasks.models.spec import LabelWindow, ModelSpec
-from tasks.models.training import time_split
+from tasks.models.training import SPLIT_COLUMN, cross_rows, split_examples
 
 CLASSIFIERS = ("churn", "subscription_propensity", "paid_content_propensity")
 MODELS = (*CLASSIFIERS, "gift_revenue")
@@ -103,20 +103,32 @@ def _snapshots(n_users: int = 60, days: int = 10) -> pd.DataFrame:
 
 def test_entities_of_the_training_split_never_reach_the_holdout() -> None:
     frame = _snapshots()
-    split = (0.6, 0.15, 0.25)
-    kept = disjoint_entities(frame, "user_key", split)
-    train, valid, holdout = time_split(kept, split)
+    kept = entity_split(frame, "user_key", 0.6)
+    train, valid, holdout = split_examples(kept, (0.6, 0.15, 0.25))
     assert not set(train["user_key"]) & (set(valid["user_key"]) | set(holdout["user_key"]))
-    assert len(train) > 0.3 * len(frame) / 2 and len(holdout) > 0
+    assert holdout["event_ts"].min() > train["event_ts"].max()  # judged after every fitted row
+    assert valid["event_ts"].max() < holdout["event_ts"].min()
+    # Every evaluation user's snapshot from the boundary on is judged.
+    evaluation = frame[entity_fold(frame["user_key"]) < EVAL_SHARE]
+    late = evaluation[evaluation["event_ts"] >= holdout["event_ts"].min()]
+    assert len(holdout) == len(late) > 0
+    assert SPLIT_COLUMN not in holdout.columns
+    # Cross-fitting: the training users' snapshots from the boundary on are the mirror model's
+    # holdout; it fits on the validation users, so it never judges a user it was fitted on.
+    cross = cross_rows(kept)
+    assert len(cross) > 0 and not set(cross["user_key"]) & set(valid["user_key"])
+    assert set(cross["user_key"]) <= set(train["user_key"]) | set(cross["user_key"])
+    assert cross["event_ts"].min() > valid["event_ts"].max()
+    assert len(train) + len(valid) + len(holdout) + len(cross) == len(frame)
     # Stable: the same users are held out on every run, whatever the row order.
-    again = disjoint_entities(frame.sample(frac=1.0, random_state=1), "user_key", split)
+    again = entity_split(frame.sample(frac=1.0, random_state=1), "user_key", 0.6)
     assert set(again["example_id"]) == set(kept["example_id"])
     assert np.array_equal(entity_fold(pd.Series(["a", "b"])), entity_fold(pd.Series(["a", "b"])))
 
 
 def test_too_few_snapshot_days_leave_the_frame_unchanged() -> None:
     frame = _snapshots(days=1)
-    assert disjoint_entities(frame, "user_key", (0.6, 0.15, 0.25)).equals(frame)
+    assert entity_split(frame, "user_key", 0.6).equals(frame)
 
 
 def _holdout(spec: ModelSpec, n: int = 4000, seed: int = 0) -> pd.DataFrame:
