@@ -72,8 +72,11 @@ def import_file(table: str, file: Path, mapping: Path | None = None) -> ImportRe
     from tasks.warehouse import raw_table
 
     raw_table(table)  # an unknown table fails before anything lands
-    landed = steps.land_file(table, file, mapping)
-    quality = ingest_validate(table=table, fail_on_rejected=False, max_bad_share=landed["max_bad_share"])
+    as_of = resolve_as_of(None)  # one 'now' for landing and the gate: later rows are quarantined
+    landed = steps.land_file(table, file, mapping, int(as_of.timestamp()))
+    quality = ingest_validate(
+        as_of=as_of, table=table, fail_on_rejected=False, max_bad_share=landed["max_bad_share"]
+    )
     return ImportResult(
         table=table, file_name=file.name, rows=landed["rows"], batches=landed["batches"], quality=quality
     )

@@ -21,6 +21,7 @@ class TableCounts:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     rows_duplicate: int = 0
+    rows_skipped: int = 0  # already recorded: a replayed batch, or event ids the table already holds
 
 
 @dataclass(frozen=True)

@@ -205,9 +205,19 @@ def split_identities(frame: pd.DataFrame, key: bytes) -> tuple[pd.DataFrame, Ide
 
 
 def land_import(
-    path: Path, table: str, landing_root: Path, key: bytes, mapping: Mapping | None = None
+    path: Path,
+    table: str,
+    landing_root: Path,
+    key: bytes,
+    mapping: Mapping | None = None,
+    *,
+    max_ts: int | None = None,
 ) -> tuple[list[Path], Identities, int]:
-    """Read, map and pseudonymise a file, then land it; returns files, identities and rows."""
+    """Read, map and pseudonymise a file, then land it; returns files, identities and rows.
+
+    ``max_ts`` is the caller's 'now': rows after it (or before the source's lower bound) land
+    with the rest of the file, where the gate quarantines them (see ``landing.write_batch``).
+    """
     raw_table(table)
     if mapping is not None and mapping.table != table:
         raise ImportError_(f"mapping is for {mapping.table}, not {table}")
@@ -220,5 +230,5 @@ def land_import(
         else prepare_frame(frame, table)
     )
     frame, identities = split_identities(frame, key)
-    files = landing.write_batch(landing_root, table, frame)
+    files = landing.write_batch(landing_root, table, frame, max_ts=max_ts)
     return files, identities, len(frame)

@@ -5,6 +5,11 @@ rows, its validation run and the partition's status are written together or not 
 so a crash mid-way leaves the batch pending and a rerun redoes it. A batch is recognised
 by its fingerprint; a batch already recorded (a replay, a rerun after a crash, a second
 process racing on the same files) is skipped, never loaded twice.
+
+Nothing read is lost: every row of a batch is loaded, quarantined with the rule it broke,
+dropped as a duplicate of an equal non-null event id, or skipped as already recorded, and
+the counts say which. A row without an event id is a bad row, never a duplicate. A landed
+file that cannot be read is set aside with its reason and recorded as a failed run.
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ from sqlalchemy.exc import IntegrityError
 
 from tasks import landing, quality
 from tasks.db import insert_frame, write_tx
+from tasks.quality.bounds import MAX_MESSAGE_CHARS, bounded, clip
+from tasks.quality.coerce import blank
 from tasks.schema import partition_status, quarantine, validation_runs
 from tasks.warehouse import partition_row_count, raw_table
 
 MAX_GROUP_ROWS = 2_000_000  # rows validated together: bounds memory at any platform scale
 BATCH_REJECTED = "batch_rejected"
 UNREADABLE_TS = "event_ts_readable"
+UNREADABLE_FILE = "landed_file_readable"
+MAX_PAYLOAD_COLUMNS = 100  # columns kept of one quarantined row's payload
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class PartitionResult:
     rows_quarantined: int
     rows_duplicate: int
     message: str
+    rows_skipped: int = 0  # rows already recorded: a replayed batch, or event ids already loaded
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly copy."""
@@ -68,6 +78,7 @@ def ingest_table(
     table: str,
     *,
     max_ts: int,
+    min_ts: int | None = None,
     partition: dt.date | None = None,
     flow_run_id: str | None = None,
     max_bad_share: float | None = None,
@@ -75,22 +86,36 @@ def ingest_table(
 ) -> list[PartitionResult]:
     """Validate and load every pending landed batch of one raw table.
 
-    ``max_bad_share`` overrides the suite's limit (see ``validate_partitions``).
+    ``max_bad_share`` overrides the suite's limit (see ``validate_partitions``); ``min_ts`` is
+    the source's lower event-time bound (default: its setting, ``tasks.settings.min_event_ts``).
     """
+    from tasks.settings import min_event_ts
+
     raw_table(table)  # refuse an undeclared name before touching files or SQL
+    bounds = {"max_ts": max_ts, "min_ts": min_event_ts(table) if min_ts is None else min_ts}
     groups = landing.pending(landing_root, table, partition).get(table, {})
     results: list[PartitionResult] = []
     group: list[_Batch] = []
     group_rows = 0
     done = 0
-    for key, files in groups.items():
-        fingerprint = landing.batch_fingerprint(files)
-        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        group.append(_Batch(key, files, frame, fingerprint))
+    for key, paths in groups.items():
+        files, frames = [], []
+        for path in paths:
+            try:
+                frames.append(landing.read_verified(path))
+                files.append(path)
+            except landing.CorruptFile as exc:
+                if not path.exists():
+                    continue  # another process took this file meanwhile
+                results.append(_set_aside(engine, landing_root, table, key, path, str(exc), flow_run_id))
+        if not files:
+            continue
+        frame = pd.concat(frames, ignore_index=True)
+        group.append(_Batch(key, files, frame, landing.batch_fingerprint(files)))
         group_rows += len(frame)
         if group_rows >= MAX_GROUP_ROWS:
             results += _ingest_group(
-                engine, table, group, max_ts=max_ts, flow_run_id=flow_run_id, max_bad_share=max_bad_share
+                engine, table, group, **bounds, flow_run_id=flow_run_id, max_bad_share=max_bad_share
             )
             done += len(group)
             group, group_rows = [], 0
@@ -98,7 +123,7 @@ def ingest_table(
                 on_progress(done, len(groups))
     if group:
         results += _ingest_group(
-            engine, table, group, max_ts=max_ts, flow_run_id=flow_run_id, max_bad_share=max_bad_share
+            engine, table, group, **bounds, flow_run_id=flow_run_id, max_bad_share=max_bad_share
         )
         if on_progress:
             on_progress(len(groups), len(groups))
@@ -111,6 +136,7 @@ def _ingest_group(
     batches: list[_Batch],
     *,
     max_ts: int,
+    min_ts: int,
     flow_run_id: str | None,
     max_bad_share: float | None,
 ) -> list[PartitionResult]:
@@ -125,8 +151,9 @@ def _ingest_group(
     for batch in dated:
         frame = batch.frame.copy()
         frame["event_date"] = dt.date.fromisoformat(batch.key)  # the partition it was landed in
+        # Only equal non-null ids are duplicates; blank ids stay, and the gate quarantines them.
         dup = (
-            frame["event_id"].duplicated(keep="first")
+            frame["event_id"].duplicated(keep="first") & ~blank(frame["event_id"])
             if "event_id" in frame
             else pd.Series(False, index=frame.index)
         )
@@ -138,7 +165,7 @@ def _ingest_group(
     typed, cast_bad = quality.coerce_frame(table, combined)
     verdicts = (
         quality.validate_partitions(
-            table, typed, max_ts=max_ts, cast_failures=cast_bad, max_bad_share=max_bad_share
+            table, typed, max_ts=max_ts, min_ts=min_ts, cast_failures=cast_bad, max_bad_share=max_bad_share
         )
         if len(typed)
         else {}
@@ -147,7 +174,7 @@ def _ingest_group(
     start = 0
     for batch, frame in zip(dated, frames, strict=True):
         day = dt.date.fromisoformat(batch.key)
-        verdict = verdicts.get(day) or quality.validate_empty(table, day, max_ts=max_ts)
+        verdict = verdicts.get(day) or quality.validate_empty(table, day, max_ts=max_ts, min_ts=min_ts)
         stop = start + len(frame)
         results.append(
             _commit_partition(
@@ -199,7 +226,7 @@ def _commit_partition(
                         "row": rest,
                         "rule": BATCH_REJECTED,
                         "column_name": None,
-                        "reason": f"batch rejected: {verdict.message()}",
+                        "reason": clip(f"batch rejected: {verdict.message()}", MAX_MESSAGE_CHARS),
                     }
                 ),
             ],
@@ -218,7 +245,7 @@ def _commit_partition(
                 partition=partition,
                 suite_name=verdict.suite_name,
                 suite_hash=verdict.suite_hash,
-                source=", ".join(p.name for p in batch.files),
+                source=_source(batch.files),
                 success=verdict.accepted,
                 rows_total=len(batch.frame),
                 rows_loaded=0,
@@ -238,7 +265,7 @@ def _commit_partition(
         if not _already_recorded(engine, table, batch.fingerprint, verdict.suite_hash):
             raise
         _remove(batch.files)
-        return _skipped(table, batch.key)
+        return _skipped(table, batch.key, len(batch.frame))
     _remove(batch.files)
     return PartitionResult(
         table=table,
@@ -250,7 +277,8 @@ def _commit_partition(
         rows_loaded=loaded,
         rows_quarantined=len(set(quarantined["row"])),
         rows_duplicate=duplicates,
-        message=verdict.message(),
+        message=clip(verdict.message(), MAX_MESSAGE_CHARS),
+        rows_skipped=len(good) - loaded,  # event ids the table already holds
     )
 
 
@@ -277,7 +305,7 @@ def _commit_unreadable(
                 partition=None,
                 suite_name=table,
                 suite_hash="-",
-                source=", ".join(p.name for p in batch.files),
+                source=_source(batch.files),
                 success=False,
                 rows_total=len(batch.frame),
                 rows_loaded=0,
@@ -292,7 +320,7 @@ def _commit_unreadable(
         if not _already_recorded(engine, table, batch.fingerprint, "-"):
             raise
         _remove(batch.files)
-        return _skipped(table, batch.key)
+        return _skipped(table, batch.key, len(batch.frame))
     _remove(batch.files)
     return PartitionResult(
         table, batch.key, run_id, False, False, len(batch.frame), 0, len(batch.frame), 0, message
@@ -307,7 +335,7 @@ def _record_run(
             table_name=table,
             partition_date=partition,
             bad_share=(values["rows_quarantined"] / values["rows_total"]) if values["rows_total"] else 1.0,
-            report=json.dumps(report, default=str),
+            report=json.dumps(bounded(report), default=str),
             finished_ts=int(time.time()),
             **values,
         )
@@ -338,7 +366,7 @@ def _quarantine_rows(
             ],
             "rule": rows["rule"].astype(str).str.slice(0, 64).to_numpy(),
             "column_name": rows["column_name"].to_numpy(),
-            "reason": rows["reason"].astype(str).to_numpy(),
+            "reason": rows["reason"].astype(str).map(lambda r: clip(r, MAX_MESSAGE_CHARS)).to_numpy(),
             "payload": [payloads[int(i)] for i in rows["row"]],
         }
     )
@@ -346,8 +374,15 @@ def _quarantine_rows(
 
 
 def _payload(row: pd.Series) -> str:
-    values = {k: (None if _is_missing(v) else v) for k, v in row.items()}
-    return json.dumps(values, default=str, ensure_ascii=False)
+    """The row as delivered, as JSON, with huge values and very wide rows cut (see bounds)."""
+    values = {str(k): (None if _is_missing(v) else _plain(v)) for k, v in row.items()}
+    values = {k: (clip(v) if isinstance(v, str) else v) for k, v in values.items()}
+    return json.dumps(bounded(values, items=MAX_PAYLOAD_COLUMNS), default=str, ensure_ascii=False)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON writes as a number (not as its text)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _is_missing(value: Any) -> bool:
@@ -385,8 +420,63 @@ def _already_recorded(engine: Engine, table: str, fingerprint: str, suite_hash: 
         return conn.execute(query).first() is not None
 
 
-def _skipped(table: str, key: str) -> PartitionResult:
-    return PartitionResult(table, key, None, True, True, 0, 0, 0, 0, f"{table} {key}: batch already ingested")
+def _skipped(table: str, key: str, rows: int) -> PartitionResult:
+    """A batch already recorded: its rows are counted as skipped, so the counts still add up."""
+    message = f"{table} {key}: batch already ingested"
+    return PartitionResult(table, key, None, True, True, rows, 0, 0, 0, message, rows_skipped=rows)
+
+
+def _source(files: list[Path]) -> str:
+    """The batch's file names, cut to the run record's column size."""
+    return clip(", ".join(p.name for p in files), 400)
+
+
+def _set_aside(
+    engine: Engine,
+    root: Path,
+    table: str,
+    key: str,
+    path: Path,
+    reason: str,
+    flow_run_id: str | None,
+) -> PartitionResult:
+    """Set an unreadable landed file aside and record it as a failed run an operator sees.
+
+    The file leaves the landing zone (so later runs do not fail on it again) for
+    ``_corrupt/`` next to a ``.reason`` file; the run record names file, reason and place.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    target = landing.set_aside(root, path, reason)
+    partition = None if key == landing.UNKNOWN else dt.date.fromisoformat(key)
+    message = f"{table} {key}: landed file {path.name} set aside — {reason}; moved to {target}"
+    report = {"rule": UNREADABLE_FILE, "file": path.name, "reason": reason, "moved_to": str(target)}
+    run_id: str | None = str(uuid.uuid4())
+    try:
+        with write_tx(engine) as conn:
+            _record_run(
+                conn,
+                run_id=run_id,
+                table=table,
+                partition=partition,
+                suite_name=table,
+                suite_hash="-",
+                source=_source([path]),
+                success=False,
+                rows_total=0,
+                rows_loaded=0,
+                rows_quarantined=0,
+                rows_duplicate=0,
+                fingerprint=digest,
+                report=report,
+                flow_run_id=flow_run_id,
+            )
+    except IntegrityError:
+        if not _already_recorded(engine, table, digest, "-"):
+            raise
+        run_id = None  # the same damaged file was recorded before
+    return PartitionResult(table, key, run_id, False, False, 0, 0, 0, 0, clip(message, MAX_MESSAGE_CHARS))
 
 
 def _remove(files: list[Path]) -> None:

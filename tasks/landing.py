@@ -2,7 +2,13 @@
 
 Producers (the simulator, ``liveyield import``) only write here; the ingest-validate flow is
 the one way into the warehouse. File names are content hashes, so writing the same batch
-twice is a no-op, and files are written atomically (temp file + rename).
+twice is a no-op, and files are written atomically (temp file, fsync, rename, fsync of the
+folder). A file is trusted only when its content still hashes to its name; one that does not
+(truncated, corrupt) is set aside under ``_corrupt/`` with its reason, never read again.
+
+Rows whose event time is readable but implausible (before the source's lower bound, or after
+``max_ts``) are landed with the rest of their delivery, in its main partition, where the gate
+quarantines them; alone in a partition of their own they would reject that partition.
 """
 
 from __future__ import annotations
@@ -16,16 +22,26 @@ from pathlib import Path
 import pandas as pd
 
 UNKNOWN = "unknown"  # partition folder for rows whose event time could not be read
+CORRUPT = "_corrupt"  # folder of landed files set aside as unreadable, each with a .reason file
+FAR_FUTURE_TS = 4_102_444_800  # 2100-01-01: the upper bound when the producer gives no 'now'
 _SECONDS_PER_DAY = 86_400
+_MAX_DAYS = 2_900_000  # about year 9900: later days are not dates Python can hold
+
+
+class CorruptFile(ValueError):
+    """A landed file that cannot be read, or whose content no longer matches its hash name."""
 
 
 def event_dates(event_ts: pd.Series) -> pd.Series:
     """The UTC event date of each epoch-second timestamp (None where missing)."""
-    ts = pd.to_numeric(event_ts, errors="coerce")
-    days = (ts // _SECONDS_PER_DAY).astype("Float64")
+    ts = pd.to_numeric(event_ts, errors="coerce").astype("Float64")
+    days = ts // _SECONDS_PER_DAY
     epoch = dt.date(1970, 1, 1)
     return pd.Series(
-        [None if pd.isna(d) else epoch + dt.timedelta(days=int(d)) for d in days],
+        [
+            None if pd.isna(d) or not -700_000 < d < _MAX_DAYS else epoch + dt.timedelta(days=int(d))
+            for d in days
+        ],
         index=event_ts.index,
         dtype="object",
     )
@@ -38,14 +54,42 @@ def frame_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def write_batch(root: Path, table: str, frame: pd.DataFrame) -> list[Path]:
-    """Split a batch by event date and land each part; returns the files written."""
+def write_batch(
+    root: Path, table: str, frame: pd.DataFrame, *, min_ts: int | None = None, max_ts: int | None = None
+) -> list[Path]:
+    """Split a batch by event date and land each part; returns the files written.
+
+    ``min_ts`` is the source's lower event-time bound (default: its setting, see
+    ``tasks.settings.min_event_ts``), ``max_ts`` the producer's 'now' (default: 2100).
+    Rows outside them go to the delivery's main partition (see the module docstring).
+    """
     written: list[Path] = []
-    dates = event_dates(frame["event_ts"]) if "event_ts" in frame else pd.Series([None] * len(frame))
-    keys = dates.map(lambda d: UNKNOWN if d is None else d.isoformat())
+    keys = partition_keys(frame, table, min_ts=min_ts, max_ts=max_ts)
     for key, part in frame.groupby(keys.to_numpy(), sort=True):
         written.append(_write_part(root, table, str(key), part.reset_index(drop=True)))
     return written
+
+
+def partition_keys(
+    frame: pd.DataFrame, table: str, *, min_ts: int | None = None, max_ts: int | None = None
+) -> pd.Series:
+    """The partition folder key of each row: its event date, the main one, or ``UNKNOWN``."""
+    from tasks.settings import min_event_ts
+
+    if "event_ts" not in frame:
+        return pd.Series([UNKNOWN] * len(frame), index=frame.index, dtype="object")
+    ts = pd.to_numeric(frame["event_ts"], errors="coerce").astype("Float64")
+    low = min_event_ts(table) if min_ts is None else min_ts
+    high = FAR_FUTURE_TS if max_ts is None else max_ts
+    keys = event_dates(ts).map(lambda d: UNKNOWN if d is None else d.isoformat())
+    readable = ts.notna().to_numpy(dtype=bool, na_value=False)
+    stray = readable & ((ts < low) | (ts > high)).to_numpy(dtype=bool, na_value=True)
+    plausible = readable & ~stray
+    if stray.any() and plausible.any():
+        counts = keys[plausible].value_counts()
+        home = min(counts.index[counts.to_numpy() == counts.max()])  # most rows; ties: earliest
+        keys = keys.where(~stray, home)
+    return keys.astype("object")
 
 
 def write_empty(root: Path, table: str, partition: dt.date, columns: list[str]) -> Path:
@@ -57,11 +101,60 @@ def _write_part(root: Path, table: str, key: str, part: pd.DataFrame) -> Path:
     folder = root / table / f"event_date={key}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{frame_hash(part)[:24]}.parquet"
-    if not path.exists():
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        part.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+    if path.exists():
+        try:
+            read_verified(path)
+            return path  # the same batch, intact: writing it again is a no-op
+        except CorruptFile:
+            pass  # a damaged copy under the right name: replace it with the good one
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        part.to_parquet(handle, index=False)
+        handle.flush()
+        os.fsync(handle.fileno())  # the bytes are on disk before the name says they are there
+    os.replace(tmp, path)
+    _fsync_dir(folder)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_verified(path: Path) -> pd.DataFrame:
+    """Read a landed file and check that its content still hashes to its name.
+
+    Raises ``CorruptFile`` (with the reason in one line) for an unreadable Parquet file or
+    one whose content changed since it was written.
+    """
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow and the OS raise many kinds for a damaged file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CorruptFile(f"unreadable Parquet file ({type(exc).__name__}: {first[:200]})") from exc
+    if frame_hash(frame)[:24] != path.stem:
+        raise CorruptFile("content does not match the content hash in its name")
+    return frame
+
+
+def set_aside(root: Path, path: Path, reason: str) -> Path:
+    """Move a corrupt landed file to ``<root>/_corrupt/<table>/<partition>/`` next to a ``.reason`` file."""
+    partition, table = path.parent.name, path.parent.parent.name
+    folder = root / CORRUPT / table / partition
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    os.replace(path, target)
+    (folder / f"{path.name}.reason").write_text(reason + "\n", encoding="utf-8")
+    _fsync_dir(folder)
+    return target
 
 
 def pending(

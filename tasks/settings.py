@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import secrets
@@ -39,6 +40,27 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
         prefect_api_url=env.get("PREFECT_API_URL") or None,
     )
+
+
+DEFAULT_MIN_EVENT_DATE = dt.date(2000, 1, 1)  # earlier event times are a broken clock (1970) by default
+MIN_EVENT_DATE_VAR = "LIVEYIELD_MIN_EVENT_DATE"
+
+
+def min_event_ts(table: str, env: dict[str, str] | None = None) -> int:
+    """The earliest plausible event time (epoch seconds) of one source (raw table).
+
+    ``LIVEYIELD_MIN_EVENT_DATE_<TABLE>`` (e.g. ``LIVEYIELD_MIN_EVENT_DATE_RAW_TRAFFIC=1990-01-01``)
+    sets it for one source, ``LIVEYIELD_MIN_EVENT_DATE`` for every source; the default is
+    2000-01-01. Imported history may be older than the platform's own clock can be; rows before
+    the bound are quarantined with their batch, never landed in a partition of their own.
+    """
+    env = dict(os.environ) if env is None else env
+    text = env.get(f"{MIN_EVENT_DATE_VAR}_{table.upper()}") or env.get(MIN_EVENT_DATE_VAR)
+    try:
+        day = dt.date.fromisoformat(text) if text else DEFAULT_MIN_EVENT_DATE
+    except ValueError:
+        raise ValueError(f"{MIN_EVENT_DATE_VAR} for {table}: expected YYYY-MM-DD, got {text!r}") from None
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
 
 
 # This platform runs on machines without outbound network: the libraries' telemetry must not try

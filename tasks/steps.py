@@ -79,7 +79,9 @@ def ingest_table(
 
 
 @task(name="land-file", task_run_name="land-{table}")
-def land_file(table: str, file: Path, mapping: Path | None = None) -> dict[str, Any]:
+def land_file(
+    table: str, file: Path, mapping: Path | None = None, max_ts: int | None = None
+) -> dict[str, Any]:
     """Read, map and pseudonymise a file into the landing zone; store the identities it carried.
 
     Returns the rows and batches landed and the mapping's ``max_bad_share`` (None: the suites' own).
@@ -92,7 +94,7 @@ def land_file(table: str, file: Path, mapping: Path | None = None) -> dict[str, 
     settings = get_settings()
     spec = importer.load_mapping(mapping) if mapping else None
     files, identities, rows = importer.land_import(
-        file, table, settings.landing_dir, pseudonym_key(settings), spec
+        file, table, settings.landing_dir, pseudonym_key(settings), spec, max_ts=max_ts
     )
     if len(identities):
         engine = make_engine(settings.db_url)

@@ -64,6 +64,13 @@ def import_(
         f"landed {result.rows:,} rows of {result.file_name} "
         f"into {result.batches} partition batches of {table}"
     )
+    counts = result.quality.tables.get(table)
+    if counts is not None:
+        render.console.print(
+            f"read {result.rows:,} rows: {counts.rows_loaded:,} loaded, "
+            f"{counts.rows_quarantined:,} quarantined, {counts.rows_duplicate:,} deduplicated, "
+            f"{counts.rows_skipped:,} skipped as already recorded"
+        )
     _check_quality(result.quality)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.quality.columns import ColumnSpec, table_columns
+from tasks.quality.columns import ColumnSpec, is_key, table_columns
 
 TYPE_RULE = "expect_column_values_to_be_of_type"
 BAD_ROW_COLUMNS = ["row", "rule", "column_name", "reason"]
@@ -22,6 +22,13 @@ def empty_bad_rows() -> pd.DataFrame:
             "reason": pd.Series([], dtype="str"),
         }
     )
+
+
+def blank(series: pd.Series) -> np.ndarray:
+    """Mask of missing identifiers: null, empty or whitespace-only values."""
+    missing = series.isna().to_numpy()
+    text = series.astype("object").where(~missing, "").astype(str)
+    return missing | (text.str.strip() == "").to_numpy()
 
 
 def _cast(series: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
@@ -66,6 +73,11 @@ def coerce_frame(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
             continue  # the suite's column-set check reports it, naming the column
         original = typed[spec.name]
         typed[spec.name], failed = _cast(original, spec)
+        if spec.kind == "str" and is_key(spec.name):
+            # A blank identifier is a missing one: the not-null rule then names it.
+            empty = blank(typed[spec.name]) & typed[spec.name].notna().to_numpy()
+            if empty.any():
+                typed[spec.name] = typed[spec.name].where(~empty, None)
         if failed.any():
             rows = np.flatnonzero(failed)
             shown = original.iloc[rows].astype("object").map(lambda v: repr(v)[:40])

@@ -16,7 +16,17 @@ PARTITION_START = "__partition_start_ts"
 PARTITION_END = "__partition_end_ts"
 HELPER_COLUMNS: tuple[str, ...] = (PARTITION_START, PARTITION_END)
 
-MIN_TS = 946_684_800  # 2000-01-01T00:00:00Z: anything earlier (e.g. 1970) is a broken clock
+MIN_TS = 946_684_800  # 2000-01-01T00:00:00Z: the default lower event-time bound (min_ts)
+KEY_SUFFIXES = ("_id", "_key", "_ref")
+
+
+def is_key(name: str) -> bool:
+    """True for identifier columns (event_id, user_key, ad_id, order_ref, …).
+
+    A blank (empty or whitespace-only) identifier identifies nothing, so the gate treats it as
+    null: a bad row in a required key column, never a duplicate of another blank one.
+    """
+    return name == "event_id" or name.endswith(KEY_SUFFIXES)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.quality.bounds import bounded
 from tasks.quality.errors import QualityError
 
 if TYPE_CHECKING:
@@ -21,13 +22,20 @@ _COUNTER = itertools.count(1)
 
 
 def remember(table: str, result: ExpectationSuiteValidationResult) -> str:
-    """Keep a trimmed copy of a validation result for the docs; returns its run name."""
+    """Keep a trimmed copy of a validation result for the docs; returns its run name.
+
+    Lists are cut to ``PARTIAL`` items and every delivered string (a huge value, an extra
+    column's name) is clipped, so one bad row cannot bloat the docs.
+    """
     for item in result.results:
         for key in ("unexpected_list", "unexpected_index_list", "partial_unexpected_list"):
             values = item.result.get(key)
             if isinstance(values, list) and len(values) > PARTIAL:
                 item.result[key] = values[:PARTIAL]
         item.result.pop("partial_unexpected_counts", None)
+        for key in ("unexpected_list", "partial_unexpected_list", "observed_value", "details"):
+            if key in item.result:
+                item.result[key] = bounded(item.result[key])
     run_name = f"{table}-{next(_COUNTER):06d}"
     _RESULTS[run_name] = (table, result)
     while len(_RESULTS) > MAX_KEPT:

@@ -23,6 +23,9 @@ MAX_BAD_SHARE_CATALOGUE = 0.01
 MAX_ROWS_PER_PARTITION = 50_000_000
 MAX_TS_2100 = 4_102_444_800  # end timestamps may lie after max_ts (a stream still live), not after 2100
 DEVICE_MOSTLY = 0.8
+# The lower event-time bound is a per-source setting (tasks/settings.py: min_event_ts), so the
+# suites take it as a parameter, like the caller's 'now' (max_ts).
+MIN_TS_PARAMETER = {"$PARAMETER": "min_ts"}
 
 ENUMS: dict[tuple[str | None, str], list[str]] = {
     (None, "device"): ["ios", "android", "web", "tv"],
@@ -39,7 +42,8 @@ RANGES: dict[tuple[str | None, str], tuple[float, float, str]] = {
     (None, "converted"): (0, 1, "flag is 0 or 1"),
     (None, "position"): (1, 10, "ad slot position is 1..10"),
     (None, "hour"): (0, 23, "hour of day is 0..23"),
-    (None, "end_ts"): (MIN_TS, MAX_TS_2100, "end time after 2000-01-01 and before 2100"),
+    # end_ts's lower bound is the source's min_ts in the suite (MIN_TS is its default).
+    (None, "end_ts"): (MIN_TS, MAX_TS_2100, "end time not before min_ts and before 2100"),
     (None, "duration_s"): (0, 172_800, "watch duration is non-negative and under 48 h"),
     (None, "bid"): (0, 10_000, "bid is non-negative and sane"),
     (None, "impressions"): (0, 100_000_000, "hourly impressions non-negative and sane"),
@@ -146,10 +150,11 @@ def build_suite(table: str) -> dict[str, Any]:
             exps.append(
                 _exp(
                     "expect_column_values_to_be_between",
-                    "hard: event time after 2000-01-01 (rejects 1970) and not after max_ts "
-                    "(the caller's 'now'; nothing in tasks/ reads the clock)",
+                    "hard: event time not before min_ts (the source's lower bound, default "
+                    "2000-01-01: rejects 1970) and not after max_ts (the caller's 'now'; "
+                    "nothing in tasks/ reads the clock)",
                     column=col,
-                    min_value=MIN_TS,
+                    min_value=MIN_TS_PARAMETER,
                     max_value={"$PARAMETER": "max_ts"},
                 )
             )
@@ -180,7 +185,7 @@ def build_suite(table: str) -> dict[str, Any]:
                     "expect_column_values_to_be_between",
                     f"hard: {why}; rejects negative values and +/-inf",
                     column=col,
-                    min_value=low,
+                    min_value=MIN_TS_PARAMETER if col == "end_ts" else low,
                     max_value=high,
                 )
             )
@@ -212,7 +217,10 @@ def build_suite(table: str) -> dict[str, Any]:
                 else "event table: up to 5% of rows may be quarantined (late clients, bad "
                 "devices) before the partition is rejected as a whole"
             ),
-            "parameters": {"max_ts": "epoch seconds; the caller's 'now' (no clock in tasks/)"},
+            "parameters": {
+                "max_ts": "epoch seconds; the caller's 'now' (no clock in tasks/)",
+                "min_ts": "epoch seconds; the source's lower event-time bound (default 2000-01-01)",
+            },
             "helper_columns": [PARTITION_START, PARTITION_END],
             "generated_by": "tasks/quality/generate.py",
         },

@@ -19,8 +19,8 @@ def summarise(results: list[dict[str, Any]], data_docs: str | None = None) -> di
         t["partitions"] += 1
         t["skipped"] += int(r["skipped"])
         t["rejected"] += int(not r["accepted"])
-        for key in ("rows_total", "rows_loaded", "rows_quarantined", "rows_duplicate"):
-            t[key] += int(r[key])
+        for key in ("rows_total", "rows_loaded", "rows_quarantined", "rows_duplicate", "rows_skipped"):
+            t[key] += int(r.get(key, 0))
     report = "\n".join(r["message"] for r in rejected)
     return {
         "tables": {name: dict(v) for name, v in sorted(tables.items())},
@@ -36,13 +36,13 @@ def summarise(results: list[dict[str, Any]], data_docs: str | None = None) -> di
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The summary as a Markdown table for a Prefect artifact."""
     lines = [
-        "| table | partitions | rejected | rows | loaded | quarantined | duplicates |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| table | partitions | rejected | rows | loaded | quarantined | duplicates | already recorded |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, t in summary["tables"].items():
         lines.append(
             f"| {name} | {t['partitions']} | {t['rejected']} | {t['rows_total']} | {t['rows_loaded']} "
-            f"| {t['rows_quarantined']} | {t['rows_duplicate']} |"
+            f"| {t['rows_quarantined']} | {t['rows_duplicate']} | {t.get('rows_skipped', 0)} |"
         )
     if summary["report"]:
         lines += ["", "**Rejected batches**", "", "```", summary["report"], "```"]

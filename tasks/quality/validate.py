@@ -12,11 +12,14 @@ import numpy as np
 import pandas as pd
 
 from tasks.quality import docs
+from tasks.quality.bounds import bounded, clip
 from tasks.quality.coerce import BAD_ROW_COLUMNS, coerce_frame, empty_bad_rows
 from tasks.quality.columns import (
     HELPER_COLUMNS,
+    MIN_TS,
     PARTITION_END,
     PARTITION_START,
+    is_key,
     table_columns,
 )
 from tasks.quality.engine import run_suite
@@ -128,7 +131,8 @@ def _reason(frame: pd.DataFrame, rows: np.ndarray, config: dict[str, Any]) -> np
     if any(c in HELPER_COLUMNS for c in read):
         cols.append("event_date")
     if config["type"] == "expect_column_values_to_not_be_null":
-        return np.full(len(rows), f"{cols[0]} is null: {note}", dtype=object)
+        what = "null or blank" if is_key(cols[0]) else "null"
+        return np.full(len(rows), f"{cols[0]} is {what}: {note}", dtype=object)
     text = pd.Series(np.full(len(rows), note + " — ", dtype=object))
     for i, col in enumerate(cols):
         values = frame[col].iloc[rows].astype("object").astype(str).str.slice(0, 40)
@@ -168,6 +172,7 @@ def validate_partitions(
     frame: pd.DataFrame,
     *,
     max_ts: int,
+    min_ts: int = MIN_TS,
     cast_failures: pd.DataFrame | None = None,
     partition: datetime.date | None = None,
     suite_dir: Path | None = None,
@@ -177,6 +182,7 @@ def validate_partitions(
 
     ``cast_failures`` are the bad rows coerce_frame returned (row positions of this frame);
     ``partition`` receives rows without an event_date (default: the earliest partition).
+    ``min_ts``/``max_ts`` bound event times: the source's lower bound and the caller's 'now'.
     ``max_bad_share`` overrides the suite's limit for a source known to be dirty (an import
     mapping may set it); the override is recorded in each verdict's report.
     """
@@ -188,11 +194,13 @@ def validate_partitions(
     if typed.empty:
         if partition is None:
             raise QualityError(f"{table}: empty frame and no partition; use validate_empty")
-        return {partition: validate_empty(table, partition, max_ts=max_ts, suite_dir=suite_dir)}
+        return {
+            partition: validate_empty(table, partition, max_ts=max_ts, min_ts=min_ts, suite_dir=suite_dir)
+        }
     parts = _partitions(typed, partition, table)
     work = _gx_frame(typed)
     suite, configs = _runtime_suite(loaded, frozenset(work.columns))
-    result = run_suite(table, work, suite, {"max_ts": max_ts})
+    result = run_suite(table, work, suite, {"max_ts": max_ts, "min_ts": min_ts})
     n_parts = len(parts.dates)
     failures: list[list[CheckFailure]] = [[] for _ in range(n_parts)]
     reports: list[list[dict[str, Any]]] = [[] for _ in range(n_parts)]
@@ -216,13 +224,15 @@ def validate_partitions(
             mismatch = (res.get("details") or {}).get("mismatched") or {}
             missing = [c for c in mismatch.get("missing", []) if c not in HELPER_COLUMNS]
             extra = [c for c in mismatch.get("unexpected", []) if c not in HELPER_COLUMNS]
-            observed = [c for c in res.get("observed_value", []) if c not in HELPER_COLUMNS]
+            observed = bounded([c for c in res.get("observed_value", []) if c not in HELPER_COLUMNS])
             for p in range(n_parts):
                 reports[p].append({**base, "success": bool(item.success), "observed": observed})
             if not item.success:
-                for name, what in [(c, "missing (renamed or dropped)") for c in missing] + [
-                    (c, "unexpected (extra)") for c in extra
-                ]:
+                named = [(c, "missing (renamed or dropped)") for c in missing]
+                named += [(clip(str(c), 64), "unexpected (extra)") for c in extra[:20]]
+                if len(extra) > 20:
+                    named.append((f"…+{len(extra) - 20}", "unexpected (extra)"))
+                for name, what in named:
                     for p in range(n_parts):
                         failures[p].append(CheckFailure(kind, name, what, f"column {name} is {what}"))
             continue
@@ -314,20 +324,25 @@ def empty_typed_frame(table: str) -> pd.DataFrame:
 
 
 def validate_empty(
-    table: str, partition: datetime.date, *, max_ts: int, suite_dir: Path | None = None
+    table: str,
+    partition: datetime.date,
+    *,
+    max_ts: int,
+    min_ts: int = MIN_TS,
+    suite_dir: Path | None = None,
 ) -> Verdict:
     """Validate an empty batch through GX: the row-count band rejects it, never a vacuous pass."""
     loaded = load_suite(table, suite_dir)
     work = _gx_frame(empty_typed_frame(table))
     suite, configs = _runtime_suite(loaded, frozenset(work.columns))
-    result = run_suite(table, work, suite, {"max_ts": max_ts})
+    result = run_suite(table, work, suite, {"max_ts": max_ts, "min_ts": min_ts})
     run_name = docs.remember(table, result)
     failures: list[CheckFailure] = []
     report: list[dict[str, Any]] = []
     for item in result.results:
         config = configs[int(item.expectation_config.meta["_idx"])]  # type: ignore[union-attr]
         entry = {**_entry(config), "success": bool(item.success)}
-        observed = item.result.get("observed_value")
+        observed = bounded(item.result.get("observed_value"))
         if observed is not None:
             entry["observed"] = observed
         report.append(entry)

@@ -1,0 +1,278 @@
+"""No data loss on bad input, on SQLite and PostgreSQL (testplan D2, D5, D8, D9, D10).
+
+Every row read is loaded, quarantined with its rule, dropped as a duplicate of an equal
+non-null event id, or skipped as already recorded; nothing silently disappears, and what is
+stored about a bad row or batch is bounded in size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, func, select
+
+from flows.cli import main
+from tasks import landing
+from tasks.db import make_engine
+from tasks.ingest import BATCH_REJECTED, UNREADABLE_FILE, ingest_table
+from tasks.quality import build_data_docs
+from tasks.schema import RAW_TABLES, partition_status, quarantine, validation_runs
+from tasks.settings import Settings
+from tasks.warehouse import upgrade_schema
+from tests.data.quality_frames import DAY, MAX_TS, good_frame
+
+NOT_NULL = "expect_column_values_to_not_be_null"
+BETWEEN = "expect_column_values_to_be_between"
+TS_1970, TS_1995, TS_2500 = 0, 800_000_000, 16_725_225_600
+
+
+def _land(root: Path, table: str, frame: pd.DataFrame, **bounds: int) -> list[Path]:
+    return landing.write_batch(root, table, frame.drop(columns=["event_date"]), **bounds)
+
+
+def _count(engine: Engine, table, where=None) -> int:  # type: ignore[no-untyped-def]
+    query = select(func.count()).select_from(table)
+    if where is not None:
+        query = query.where(where)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def _quarantined(engine: Engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(select(quarantine), conn)
+
+
+def _with_blank_ids(frame: pd.DataFrame, rows: dict[int, str | None]) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["event_id"] = frame["event_id"].astype(object)
+    for row, value in rows.items():
+        frame.loc[row, "event_id"] = value
+    return frame
+
+
+def test_blank_event_ids_are_bad_rows_never_duplicates(engine: Engine, tmp_path: Path) -> None:
+    """D8: null, empty and whitespace ids are quarantined and counted; equal real ids are duplicates."""
+    good = good_frame("raw_gifts", n=100)
+    frame = _with_blank_ids(good, {0: None, 1: None, 2: "", 3: "   "})
+    frame = pd.concat([frame, good.iloc[[10, 11]]], ignore_index=True)  # two real duplicates
+    _land(tmp_path, "raw_gifts", frame)
+    (result,) = ingest_table(engine, tmp_path, "raw_gifts", max_ts=MAX_TS)
+    assert result.accepted
+    assert (result.rows_loaded, result.rows_quarantined, result.rows_duplicate) == (96, 4, 2)
+    assert result.rows_loaded + result.rows_quarantined + result.rows_duplicate == len(frame)
+    bad = _quarantined(engine)
+    assert len(bad) == 4 and set(zip(bad["rule"], bad["column_name"], strict=True)) == {
+        (NOT_NULL, "event_id")
+    }
+    delivered = [json.loads(p)["event_id"] for p in bad["payload"]]
+    assert sorted(delivered, key=str) == ["", "   ", None, None]  # kept as delivered
+    with engine.connect() as conn:
+        share = conn.execute(select(validation_runs.c.bad_share)).scalar_one()
+    assert share == pytest.approx(4 / len(frame))  # the blank ids count in the bad share
+
+
+def test_null_or_blank_keys_in_any_key_column_are_quarantined(engine: Engine, tmp_path: Path) -> None:
+    """D2, D8: a null or blank user_key, ad_id or stream_id is a bad row with its column's rule."""
+    frame = good_frame("raw_ad_impressions", n=100)
+    for row, (column, value) in enumerate([("user_key", None), ("ad_id", ""), ("stream_id", "  ")]):
+        frame[column] = frame[column].astype(object)
+        frame.loc[row, column] = value
+    _land(tmp_path, "raw_ad_impressions", frame)
+    (result,) = ingest_table(engine, tmp_path, "raw_ad_impressions", max_ts=MAX_TS)
+    assert result.accepted and result.rows_loaded == 97 and result.rows_quarantined == 3
+    bad = _quarantined(engine)
+    assert set(zip(bad["column_name"], bad["rule"], strict=True)) == {
+        ("user_key", NOT_NULL),
+        ("ad_id", NOT_NULL),
+        ("stream_id", NOT_NULL),
+    }
+    assert all("null or blank" in reason for reason in bad["reason"])
+
+
+def test_implausible_timestamps_are_quarantined_with_their_batch(engine: Engine, tmp_path: Path) -> None:
+    """D5, D9: a 1970, a pre-2000 and a far-future row stay in their delivery's batch; the rest loads."""
+    frame = good_frame("raw_gifts", n=60)
+    frame.loc[[0, 1, 2], "event_ts"] = [TS_1970, TS_1995, TS_2500]
+    files = _land(tmp_path, "raw_gifts", frame, max_ts=MAX_TS)
+    assert [f.parent.name for f in files] == [f"event_date={DAY.isoformat()}"]  # no partition of their own
+    results = ingest_table(engine, tmp_path, "raw_gifts", max_ts=MAX_TS)
+    assert [(r.partition, r.accepted) for r in results] == [(DAY.isoformat(), True)]
+    assert results[0].rows_loaded == 57 and results[0].rows_quarantined == 3
+    bad = _quarantined(engine)
+    ranged = bad[bad["rule"] == BETWEEN]
+    assert set(ranged["column_name"]) == {"event_ts"} and len(ranged) == 3
+    assert {json.loads(p)["event_ts"] for p in ranged["payload"]} == {TS_1970, TS_1995, TS_2500}
+    assert set(bad["partition_date"].astype(str)) == {DAY.isoformat()}
+    with engine.connect() as conn:
+        statuses = conn.execute(select(partition_status.c.partition_date, partition_status.c.status)).all()
+    assert [(d, s) for d, s in statuses] == [(DAY, "validated")]
+
+
+@pytest.mark.parametrize("bound", [None, "1990-01-01"], ids=["default-2000", "source-1990"])
+def test_pre_2000_history_follows_the_sources_lower_bound(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: str | None
+) -> None:
+    """D9: 1995 traffic is implausible by default and legitimate where the source's bound allows it."""
+    if bound is not None:
+        monkeypatch.setenv("LIVEYIELD_MIN_EVENT_DATE_RAW_TRAFFIC", bound)
+    else:
+        monkeypatch.delenv("LIVEYIELD_MIN_EVENT_DATE_RAW_TRAFFIC", raising=False)
+        monkeypatch.delenv("LIVEYIELD_MIN_EVENT_DATE", raising=False)
+    day = dt.date(1995, 5, 2)
+    _land(tmp_path, "raw_traffic", good_frame("raw_traffic", n=24, day=day))
+    (result,) = ingest_table(engine, tmp_path, "raw_traffic", max_ts=MAX_TS)
+    assert result.partition == day.isoformat()
+    if bound is None:
+        assert not result.accepted and result.rows_loaded == 0
+        assert "event_ts" in result.message and BETWEEN in result.message
+    else:
+        assert result.accepted and result.rows_loaded == 24
+    assert _count(engine, RAW_TABLES["raw_traffic"]) == result.rows_loaded
+
+
+def test_corrupt_landed_files_are_set_aside_once(engine: Engine, tmp_path: Path) -> None:
+    """D10: a truncated file and one whose content no longer matches its name are moved aside."""
+    files = _land(tmp_path, "raw_gifts", good_frame("raw_gifts", n=90, days=3))
+    truncated, altered, intact = files
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    good_frame("raw_gifts", n=5, day=DAY + dt.timedelta(days=1)).drop(columns=["event_date"]).to_parquet(
+        altered, index=False
+    )
+    results = {r.partition: r for r in ingest_table(engine, tmp_path, "raw_gifts", max_ts=MAX_TS)}
+    assert results[intact.parent.name.removeprefix("event_date=")].rows_loaded == 30  # later batches load
+    for path in (truncated, altered):
+        result = results[path.parent.name.removeprefix("event_date=")]
+        assert not result.accepted and path.name in result.message
+        moved = tmp_path / landing.CORRUPT / "raw_gifts" / path.parent.name / path.name
+        assert moved.exists() and not path.exists()
+        assert (moved.parent / f"{path.name}.reason").read_text().strip()
+    with engine.connect() as conn:
+        reports = [json.loads(r) for r in conn.execute(select(validation_runs.c.report)).scalars()]
+    unreadable = [r for r in reports if r.get("rule") == UNREADABLE_FILE]
+    assert {r["file"] for r in unreadable} == {truncated.name, altered.name}
+    assert any("unreadable Parquet" in r["reason"] for r in unreadable)
+    assert any("content hash" in r["reason"] for r in unreadable)
+    assert landing.pending(tmp_path) == {}
+    assert ingest_table(engine, tmp_path, "raw_gifts", max_ts=MAX_TS) == []  # no failure forever
+    assert _count(engine, RAW_TABLES["raw_gifts"]) == 30
+
+
+def test_a_damaged_file_under_its_hash_name_is_rewritten(tmp_path: Path) -> None:
+    """D10: landing the same batch again does not trust a damaged file that carries its name."""
+    frame = good_frame("raw_gifts", n=30).drop(columns=["event_date"])
+    (path,) = landing.write_batch(tmp_path, "raw_gifts", frame)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(landing.CorruptFile):
+        landing.read_verified(path)
+    assert landing.write_batch(tmp_path, "raw_gifts", frame) == [path]
+    assert len(landing.read_verified(path)) == 30
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
+
+
+def test_huge_strings_are_bounded_in_quarantine_reports_and_docs(engine: Engine, tmp_path: Path) -> None:
+    """D5: a megabyte value and a megabyte column name reach no payload, report or Data Docs whole."""
+    huge = "x" * 1_000_000
+    frame = good_frame("raw_gifts", n=40)
+    frame["streamer_id"] = frame["streamer_id"].astype(object)
+    frame.loc[0, "streamer_id"] = huge
+    _land(tmp_path / "a", "raw_gifts", frame)
+    wide = good_frame("raw_gifts", n=10, day=DAY + dt.timedelta(days=1))
+    wide["y" * 1_000_000] = "z" * 1_000_000  # an extra column: the batch is rejected naming it
+    _land(tmp_path / "b", "raw_gifts", wide)
+    results = ingest_table(engine, tmp_path / "a", "raw_gifts", max_ts=MAX_TS)
+    results += ingest_table(engine, tmp_path / "b", "raw_gifts", max_ts=MAX_TS)
+    assert [r.accepted for r in results] == [True, False]
+    assert all(len(r.message) < 10_000 for r in results)
+    bad = _quarantined(engine)
+    assert len(bad) == 1 + 10 and bad["payload"].str.len().max() < 5_000
+    assert bad["reason"].str.len().max() < 5_000
+    with engine.connect() as conn:
+        reports = list(conn.execute(select(validation_runs.c.report)).scalars())
+    assert max(map(len, reports)) < 50_000
+    runs = [SimpleNamespace(report=json.loads(r)) for r in reports]
+    site = build_data_docs(tmp_path / "docs", runs)  # type: ignore[arg-type]
+    long_run = re.compile(r"[xyz]{1000}")
+    for page in site.parent.rglob("*"):
+        if page.is_file():
+            assert not long_run.search(page.read_text(errors="replace")), page
+
+
+def _engine(settings: Settings) -> Engine:
+    engine = make_engine(settings.db_url)
+    upgrade_schema(engine)
+    return engine
+
+
+def _csv(frame: pd.DataFrame, path: Path) -> Path:
+    frame.drop(columns=["event_date"]).to_csv(path, index=False)
+    return path
+
+
+_SUMMARY = re.compile(
+    r"read ([\d,]+) rows: ([\d,]+) loaded, ([\d,]+) quarantined, ([\d,]+) deduplicated, "
+    r"([\d,]+) skipped as already recorded"
+)
+
+
+def _summary(out: str) -> tuple[int, ...]:
+    match = _SUMMARY.search(out)
+    assert match, out
+    return tuple(int(g.replace(",", "")) for g in match.groups())
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_thirty_percent_blank_event_ids_reject_the_import(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D8, D5: the import with event_id blanked in 30 % of 1,000 rows is rejected; nothing is lost."""
+    frame = good_frame("raw_ad_delivery", n=1000)
+    frame["event_id"] = [f"delivery-{i}" for i in range(1000)]
+    blanked = frame.sample(frac=0.3, random_state=1).index
+    frame = _with_blank_ids(frame, dict.fromkeys(blanked))
+    code = main(["import", "raw_ad_delivery", str(_csv(frame, tmp_path / "delivery.csv"))])
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1, err
+    assert "event_id" in errors[0] and NOT_NULL in errors[0] and "30.0%" in errors[0]
+    assert _summary(out) == (1000, 0, 1000, 0, 0)
+    engine = _engine(settings)
+    bad = _quarantined(engine)
+    loaded = _count(engine, RAW_TABLES["raw_ad_delivery"])
+    with engine.connect() as conn:
+        status = conn.execute(select(partition_status.c.status)).scalar_one()
+    engine.dispose()
+    assert loaded == 0 and status == "rejected"
+    assert len(bad[bad["rule"] == NOT_NULL]) == 300 and bad["event_id"].isna().sum() == 300
+    assert len(bad[bad["rule"] == BATCH_REJECTED]) == 700 and len(bad) == 1000
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_import_summary_adds_up_on_a_mixed_batch(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D4, D8, D9: loaded + quarantined + deduplicated + already recorded = rows read."""
+    base = good_frame("raw_gifts", n=100)
+    assert main(["import", "raw_gifts", str(_csv(base.iloc[:20], tmp_path / "first.csv"))]) == 0
+    assert _summary(capsys.readouterr().out) == (20, 20, 0, 0, 0)
+
+    mixed = _with_blank_ids(base, {20: None, 21: "  "})
+    mixed.loc[22, "event_ts"] = TS_1970  # an implausible time inside the delivery
+    mixed = pd.concat([mixed, base.iloc[30:33]], ignore_index=True)  # three duplicates
+    path = _csv(mixed, tmp_path / "mixed.csv")
+    assert main(["import", "raw_gifts", str(path)]) == 0
+    read, loaded, quarantined, deduplicated, skipped = _summary(capsys.readouterr().out)
+    assert read == len(mixed) == loaded + quarantined + deduplicated + skipped
+    assert (loaded, quarantined, deduplicated, skipped) == (77, 3, 3, 20)
+
+    assert main(["import", "raw_gifts", str(path)]) == 0  # the same delivery again
+    assert _summary(capsys.readouterr().out) == (len(mixed), 0, 0, 0, len(mixed))
+    engine = _engine(settings)
+    assert _count(engine, RAW_TABLES["raw_gifts"]) == 97
+    engine.dispose()
