@@ -124,7 +124,7 @@ def train_model(
 def score_model(model: ModelName, as_of: dt.datetime | None = None) -> ScoringResult:
     """Score every entity of a model's target with its champion and publish the score set; the same
     step monitors what it scores (refusing stale inputs; drift is reported, never blocking)."""
-    from flows.monitor import publish_artifact
+    from flows.monitor import publish_artifact, publish_status
 
     as_of = resolve_as_of(as_of)
     now = int(dt.datetime.now(dt.UTC).timestamp())
@@ -140,6 +140,7 @@ def score_model(model: ModelName, as_of: dt.datetime | None = None) -> ScoringRe
         ),
         description="Scoring summary",
     )
+    publish_status(as_of)  # the platform's status table, this model's new scores in it
     return result
 
 

@@ -257,3 +257,18 @@ def monitor_model(model: str, as_of: dt.datetime, now: int) -> dict[str, Any]:
     finally:
         engine.dispose()
     return result.as_dict()
+
+
+@task(name="platform-status", retries=1, retry_condition_fn=retry_on_io)
+def platform_status(as_of: dt.datetime, now: int) -> str:
+    """Every catalog model's status (tasks/ops/status.py) as the markdown of the status artifact."""
+    from tasks.ops.servers import prefect_api_url
+    from tasks.ops.status import collect, to_markdown
+
+    settings = get_settings()
+    engine = _engine()
+    try:
+        report = collect(settings, engine, None, as_of, now=now, api_url=prefect_api_url(settings))
+    finally:
+        engine.dispose()
+    return to_markdown(report)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from flows.cli import data, features, models, monitor, stack
+from flows.cli import data, features, models, monitor, stack, status
 from flows.cli.errors import err, quiet_console_tracebacks, report, set_debug
 from tasks.settings import disable_telemetry
 
@@ -45,6 +45,7 @@ app.command()(models.score)
 app.command()(models.run)
 app.command()(models.retrain)
 app.command()(monitor.monitor)
+app.command()(status.status)
 app.add_typer(models.models_app, name="models")
 app.command()(stack.serve)
 app.command()(stack.stop)
