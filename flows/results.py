@@ -152,6 +152,8 @@ class ScoringResult:
     rows: int
     score_set_id: str
     seconds: float
+    published: bool = True  # False: publishing's compare-and-set refused the set (kept validated)
+    publish_detail: str = ""  # why it was not published
 
 
 @dataclass(frozen=True)

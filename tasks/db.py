@@ -21,17 +21,27 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, Date, Engine, Table, create_engine, event, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from tasks.settings import PG_TIMEOUT_VARS, PgTimeouts, pg_timeouts
 
 CHUNK_ROWS = 500_000  # rows per COPY chunk / executemany batch: bounds memory, keeps speed
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock wait cut by lock_timeout
 
 
 class DatabaseUnavailable(RuntimeError):
     """The configured database cannot be reached."""
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and explicit transaction control."""
+class LockTimeout(RuntimeError):
+    """A lock was not granted within the lock timeout; the message names what was waited on."""
+
+
+def make_engine(url: str, timeouts: PgTimeouts | None = None) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and explicit transaction control,
+    PostgreSQL the connect, statement and lock timeouts (``timeouts``, else from the environment)."""
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
@@ -56,7 +66,67 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return _postgres_engine(url, timeouts or pg_timeouts())
+
+
+def _postgres_engine(url: str, timeouts: PgTimeouts) -> Engine:
+    """A PostgreSQL engine whose sessions carry the connect, statement and lock timeouts.
+
+    The bounds travel as libpq ``options`` (no extra round trip per connection); options already
+    in the URL (a search_path, or a timeout of its own) come after ours and so win.
+    """
+    query = make_url(url).query
+    given = query.get("options")
+    given_text = " ".join(given) if isinstance(given, tuple) else (given or "")
+    options = f"-c statement_timeout={timeouts.statement_ms} -c lock_timeout={timeouts.lock_ms} {given_text}"
+    connect_args: dict[str, Any] = {"options": options.strip()}
+    if "connect_timeout" not in query:
+        connect_args["connect_timeout"] = timeouts.connect_s
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(_dbapi_conn: Any, record: Any) -> None:
+        record.info["lock_timeout_ms"] = timeouts.lock_ms  # named by LockTimeout's message
+
+    return engine
+
+
+@contextmanager
+def bounded_lock_wait(conn: Connection, what: str) -> Iterator[None]:
+    """Turn PostgreSQL's lock timeout inside the block into a LockTimeout naming ``what``.
+
+    The lock timeout itself is a session setting (make_engine); this only says what was waited
+    on. The failed statement has aborted the transaction, so the caller's write_tx rolls back.
+    """
+    try:
+        yield
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        bound = conn.info.get("lock_timeout_ms")
+        after = f"after {bound} ms " if bound else ""
+        raise LockTimeout(
+            f"gave up {after}waiting for {what}: another transaction holds it "
+            f"({PG_TIMEOUT_VARS['lock_ms']} sets the bound)"
+        ) from exc
+
+
+def advisory_xact_lock(conn: Connection, what: str, *names: str) -> None:
+    """Serialise writers of the same thing until commit, waiting at most the lock timeout.
+
+    PostgreSQL takes a transaction-level advisory lock keyed by ``names``; SQLite needs none
+    (write_tx's BEGIN IMMEDIATE already serialises writers). ``what`` names it in a timeout.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    with bounded_lock_wait(conn, what):
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(*names)})
+
+
+def advisory_key(*names: str) -> int:
+    """The 64-bit advisory-lock key of a named thing (stable across processes)."""
+    digest = hashlib.sha256("|".join(names).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 @contextmanager

@@ -207,7 +207,9 @@ def gate(settings: Settings, engine: Engine, model: str, version: int, run_id: s
     champion_pred: pd.DataFrame | None = None
     if champion_version is not None and champion_version != version:
         resolve_champion(engine, client, spec.name)  # re-point a drifted MLflow alias first
-        champion = load_approved(settings.mlflow_tracking_uri, spec.name, version=champion_version)
+        champion = load_approved(
+            settings.mlflow_tracking_uri, spec.name, version=champion_version, warehouse=engine
+        )
         champion_pred = predict_frame(spec, champion.model, own_frame)
         champion_eval = evaluate(spec, own_y, champion_pred, own_frame)
     elif champion_version == version:
@@ -326,7 +328,7 @@ def score(
     spec = get_spec(model)
     started = time.perf_counter()
     version = resolve_champion(engine, mlflow_client(settings), spec.name)  # once per run
-    approved = load_approved(settings.mlflow_tracking_uri, spec.name, version=version)
+    approved = load_approved(settings.mlflow_tracking_uri, spec.name, version=version, warehouse=engine)
     checked, frame = check_inputs(engine, spec, version, as_of, recorded_at=now, run_id=run_id)
     if frame is None:
         record_checks(engine, checked)
@@ -346,12 +348,14 @@ def score(
         created_ts=now,
     )
     validate_score_set(engine, set_id, spec.scoring.score_range, frame=scored)
-    publish(engine, spec.name, set_id, published_ts=now, keep_days=retention_days(spec))
+    published = publish(engine, spec.name, set_id, published_ts=now, keep_days=retention_days(spec))
     return {
         "model": spec.name,
         "version": version,
         "rows": len(scored),
         "score_set_id": set_id,
+        "published": published.published,  # False: compare-and-set refused it (kept validated)
+        "publish_detail": published.reason,
         "seconds": round(time.perf_counter() - started, 2),
         "monitor": monitored.as_dict(),
     }

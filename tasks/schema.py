@@ -373,6 +373,11 @@ alias_ledger = Table(
     Column("actor", String(128), nullable=False),
     Column("flow_run_id", String(64)),
     Column("created_ts", BigInteger, nullable=False),
+    # The integrity record of the version moved to (NULL on moves recorded before it existed):
+    # load_approved checks a downloaded artifact against model_sha256, never an MLflow tag.
+    Column("model_sha256", String(64)),
+    Column("gate_verdict", String(16)),
+    Column("report_sha256", String(64)),
     comment="Every move of @champion (promote, rollback): who, what, why, previous.",
 )
 Index("ix_alias_ledger_model", alias_ledger.c.model_name, alias_ledger.c.id)

@@ -63,6 +63,45 @@ def min_event_ts(table: str, env: dict[str, str] | None = None) -> int:
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
 
 
+@dataclass(frozen=True)
+class PgTimeouts:
+    """Bounds on PostgreSQL waits, so stuck work fails with a clear error instead of hanging.
+
+    ``connect_s``: seconds to establish a connection (``LIVEYIELD_PG_CONNECT_TIMEOUT_S``, default 10);
+    ``statement_ms``: longest statement (``LIVEYIELD_PG_STATEMENT_TIMEOUT_MS``, default 600000, 10 min);
+    ``lock_ms``: longest wait for a row, table or advisory lock (``LIVEYIELD_PG_LOCK_TIMEOUT_MS``,
+    default 60000, the same bound as SQLite's busy timeout). 0 turns a bound off.
+    """
+
+    connect_s: int = 10
+    statement_ms: int = 600_000
+    lock_ms: int = 60_000
+
+
+PG_TIMEOUT_VARS = {
+    "connect_s": "LIVEYIELD_PG_CONNECT_TIMEOUT_S",
+    "statement_ms": "LIVEYIELD_PG_STATEMENT_TIMEOUT_MS",
+    "lock_ms": "LIVEYIELD_PG_LOCK_TIMEOUT_MS",
+}
+
+
+def pg_timeouts(env: dict[str, str] | None = None) -> PgTimeouts:
+    """The PostgreSQL timeouts from the environment (or the mapping given), else the defaults."""
+    env = dict(os.environ) if env is None else env
+    values: dict[str, int] = {}
+    for field, var in PG_TIMEOUT_VARS.items():
+        text = env.get(var, "").strip()
+        if not text:
+            continue
+        try:
+            values[field] = int(text)
+        except ValueError:
+            raise ValueError(f"{var}: expected a whole number, got {text!r}") from None
+        if values[field] < 0:
+            raise ValueError(f"{var}: expected 0 (no bound) or more, got {text!r}")
+    return PgTimeouts(**values)
+
+
 # This platform runs on machines without outbound network: the libraries' telemetry must not try
 # to phone home (each would otherwise time out on first use).
 NO_TELEMETRY = {

@@ -1,5 +1,5 @@
 """Model commands: train, score, run the pipeline, retrain (on a server when one runs), and the
-registry: list, show, pull and roll back models.
+registry: list, show, pull, roll back and attest models.
 """
 
 from __future__ import annotations
@@ -211,9 +211,52 @@ def models_rollback(
     model: ModelArg,
     reason: Annotated[str, typer.Option(help="Why; recorded in the alias ledger.")] = "manual rollback",
 ) -> None:
-    """Move @champion back to the previous champion (one ledger entry)."""
+    """Move @champion back to the previous champion (one ledger entry); its latest score set is
+    republished, or the published scores are marked stale when it has none."""
+    from tasks.db import make_engine
     from tasks.lifecycle import roll_back
+    from tasks.scoring import publication
     from tasks.settings import get_settings
 
-    version = roll_back(get_settings(), model, actor=getpass.getuser(), reason=reason)
+    settings = get_settings()
+    version = roll_back(settings, model, actor=getpass.getuser(), reason=reason)
     render.console.print(f"{model}: champion is now v{version}")
+    engine = make_engine(settings.db_url)
+    try:
+        published = publication(engine, model)
+    finally:
+        engine.dispose()
+    if published is None:
+        render.console.print(f"{model}: no published scores")
+    else:
+        render.console.print(
+            f"{model}: published scores are {published['status']}: score set {published['score_set_id']} "
+            f"of v{published['model_version']} (as_of {published['as_of']})"
+        )
+
+
+@models_app.command("attest")
+def models_attest(
+    models: Annotated[list[str] | None, typer.Argument(help="Models (default: every catalog model).")] = None,
+) -> None:
+    """Once after upgrading: record the checksum of every champion-history version moved before the
+    warehouse kept integrity records (each artifact must still match its registration checksum)."""
+    from tasks.db import make_engine
+    from tasks.gates.promotion import record_integrity
+    from tasks.lifecycle import mlflow_client
+    from tasks.models.catalog import MODELS
+    from tasks.settings import get_settings
+    from tasks.warehouse import upgrade_schema
+
+    names = [catalog_model(m) for m in models] if models else list(MODELS)
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    try:
+        upgrade_schema(engine)  # the columns the records go in
+        client = mlflow_client(settings)
+        for name in names:
+            filled = record_integrity(engine, client, name)
+            done = ", ".join(f"v{v}" for v in sorted(filled)) or "nothing to fill"
+            render.console.print(f"{name}: {done}")
+    finally:
+        engine.dispose()

@@ -46,7 +46,13 @@ def training(result: TrainingSummary) -> None:
 
 
 def scoring(result: ScoringResult) -> None:
-    """One line: the score set published."""
+    """One line: the score set published, or scored and kept unpublished with the reason."""
+    if not result.published:
+        console.print(
+            f"{result.model} v{result.version}: {result.rows:,} rows scored in {result.seconds} s, "
+            f"NOT published (score set {result.score_set_id} kept): {result.publish_detail}"
+        )
+        return
     console.print(
         f"{result.model} v{result.version}: {result.rows:,} rows scored and published "
         f"in {result.seconds} s (score set {result.score_set_id})"

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import pandas as pd
 from sqlalchemy import Connection, Date, Engine, Table, and_, bindparam, delete, select, text, union
 
-from tasks.db import insert_frame, write_tx
+from tasks.db import advisory_xact_lock, insert_frame, write_tx
 from tasks.featurestore.definitions import BuildWindow, FeatureView
 from tasks.featurestore.registry import fs_materializations, register_view
 from tasks.schema import partition_status
@@ -65,11 +65,14 @@ def check_sources(statuses: StatusRows, view: FeatureView, partition: dt.date) -
 
 
 def _lock(conn: Connection, *names: str) -> None:
-    """Serialise writers of the same thing until commit (SQLite's BEGIN IMMEDIATE already does)."""
-    if conn.dialect.name == "postgresql":
-        digest = hashlib.sha256("|".join(names).encode()).digest()
-        key = int.from_bytes(digest[:8], "big", signed=True)
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    """Serialise writers of the same thing until commit (SQLite's BEGIN IMMEDIATE already does);
+    the wait is bounded by the lock timeout and a timeout names what was waited on."""
+    what = (
+        "the feature-store registration lock"
+        if names == ("fs-register",)
+        else f"the build lock of {' '.join(names)}"
+    )
+    advisory_xact_lock(conn, what, *names)
 
 
 def _quote(conn: Connection, name: str) -> str:

@@ -10,6 +10,12 @@ gate compared against. After commit the MLflow alias follows; ``reconcile_alias`
 whenever the two differ (a crash between commit and alias move, or a slow writer overwriting a
 newer alias), and promote/rollback/resolve call it first.
 
+Integrity: before the move, the candidate's artifacts are downloaded and hashed, and must match
+the ``model_sha256`` computed at registration; the move's ledger row then records that checksum,
+the gate verdict and the SHA-256 of the gate report in the same transaction. A rollback row
+carries the restored version's record. Consumers (tasks/registry/consumer.py) verify artifacts
+against these rows, never against MLflow tags.
+
 Version tags written here: ``gate=passed`` on every version that became champion (a pinned load
 requires it), ``gate=rolled_back`` on a champion that a rollback removed, and ``gate_verdict``,
 ``gate_reason``, ``gate_report`` (record_gate_verdict) on every judged candidate.
@@ -17,20 +23,26 @@ requires it), ``gate=rolled_back`` on a champion that a rollback removed, and ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tasks.db import write_tx
+from tasks.db import bounded_lock_wait, write_tx
 from tasks.gates.report import GateReport
-from tasks.registry.tags import CHAMPION, GATE_PASSED, GATE_ROLLED_BACK, GATE_TAG
+from tasks.registry.hashing import artifact_sha256
+from tasks.registry.ledger import champion_history, latest_record_row
+from tasks.registry.tags import CHAMPION, GATE_PASSED, GATE_ROLLED_BACK, GATE_TAG, SHA_TAG
 from tasks.schema import alias_ledger, model_champions
+from tasks.scoring.publish import follow_rollback, lock_publication
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -39,6 +51,7 @@ log = logging.getLogger(__name__)
 
 MAX_TAG_VALUE = 100_000  # MLflow's limit for a registry tag value
 _RECONCILE_ROUNDS = 3
+_RECORD = ("model_sha256", "gate_verdict", "report_sha256")  # a move's integrity record (ledger)
 
 
 class PromotionError(RuntimeError):
@@ -162,6 +175,12 @@ def promote(
             f"but expected_champion is {expected_champion}"
         )
     _reconcile_quietly(engine, client, model)
+    document = report.to_json()
+    record = {
+        "model_sha256": attest_artifact(client, model, candidate_version),
+        "gate_verdict": GATE_PASSED,
+        "report_sha256": hashlib.sha256(document.encode("utf-8")).hexdigest(),
+    }
     try:
         with write_tx(engine) as conn:
             current = _lock_champion(conn, model)
@@ -176,10 +195,11 @@ def promote(
                 to_version=candidate_version,
                 action="promote",
                 reason=reason,
-                report=report.to_json(),
+                report=document,
                 actor=actor,
                 flow_run_id=flow_run_id,
                 created_ts=created_ts,
+                record=record,
             )
     except _LostRace as lost:
         return PromotionResult(
@@ -219,14 +239,17 @@ def rollback(
     """Restore the champion before the current one (one call); returns the restored version.
 
     Rollbacks pop the ledger's history like a stack: v1 → v2 → v3, rollback → v2, rollback → v1,
-    rollback → NothingToRollBack. The removed version is tagged gate=rolled_back.
+    rollback → NothingToRollBack. The removed version is tagged gate=rolled_back. In the same
+    transaction the restored version's latest score set is republished, or, when it has none, the
+    published set is marked stale (tasks.scoring.follow_rollback).
     """
     _reconcile_quietly(engine, client, model)
     with write_tx(engine) as conn:
+        lock_publication(conn, model)  # before the champion row, as publish takes them
         current = _lock_champion(conn, model)
         if current is None:
             raise NothingToRollBack(f"{model}: there is no champion to roll back")
-        history = _champion_stack(conn, model)
+        history = champion_history(conn, model)
         if not history or history[-1] != current:
             raise PromotionError(f"{model}: ledger history {history} does not end at champion v{current}")
         if len(history) < 2:
@@ -234,6 +257,10 @@ def rollback(
                 f"{model}: v{current} is the first champion; nothing earlier to roll back to"
             )
         target = history[-2]
+        carried = latest_record_row(conn, model, target)  # the restored version's own record
+        if carried is None:
+            log.warning("%s: v%s has no integrity record; loads of it will be refused", model, target)
+        ts = _db_now(conn) if created_ts is None else int(created_ts)
         _move(
             conn,
             model,
@@ -244,14 +271,50 @@ def rollback(
             report=json.dumps({"rolled_back": current, "restored": target}, sort_keys=True),
             actor=actor,
             flow_run_id=flow_run_id,
-            created_ts=created_ts,
+            created_ts=ts,
+            record={k: (carried or {}).get(k) for k in _RECORD},
         )
+        scores_note = follow_rollback(conn, model, restored=target, removed=current, ts=ts)
+    log.info("%s: rolled back v%s → v%s; %s", model, current, target, scores_note)
     try:
         client.set_model_version_tag(model, str(current), GATE_TAG, GATE_ROLLED_BACK)
     except Exception:  # the database already records the rollback; the tag is advisory
         log.exception("%s: could not tag v%s as rolled back", model, current)
     _follow(engine, client, model, target)
     return target
+
+
+def record_integrity(engine: Engine, client: MlflowClient, model: str) -> dict[int, str]:
+    """Once, after upgrading to integrity records: fill the records of the champion history.
+
+    Every version on the champion history whose ledger rows carry no checksum (moved before the
+    records existed) is attested like a promotion (its artifact must match the checksum computed
+    at registration) and its rows get that checksum; promote rows also get their gate verdict and
+    report digest from the report they hold. Returns {version: sha256} of what was filled.
+    """
+    with engine.connect() as conn:
+        missing = [
+            v for v in dict.fromkeys(champion_history(conn, model)) if not latest_record_row(conn, model, v)
+        ]
+    attested = {version: attest_artifact(client, model, version) for version in missing}
+    with write_tx(engine) as conn:
+        for version, sha in attested.items():
+            rows = conn.execute(
+                select(alias_ledger.c.id, alias_ledger.c.action, alias_ledger.c.report).where(
+                    alias_ledger.c.model_name == model,
+                    alias_ledger.c.alias == CHAMPION,
+                    alias_ledger.c.to_version == version,
+                    alias_ledger.c.model_sha256.is_(None),
+                )
+            ).all()
+            for row in rows:
+                values: dict[str, Any] = {"model_sha256": sha}
+                if row.action == "promote":
+                    values["gate_verdict"] = GATE_PASSED  # promote() only moves on a passed gate
+                    values["report_sha256"] = hashlib.sha256(row.report.encode("utf-8")).hexdigest()
+                conn.execute(update(alias_ledger).where(alias_ledger.c.id == row.id).values(**values))
+            log.warning("%s v%s: integrity record filled from its artifact (sha256 %s)", model, version, sha)
+    return attested
 
 
 # --- internals -------------------------------------------------------------------------
@@ -267,7 +330,8 @@ def _lock_champion(conn: Connection, model: str) -> int | None:
     query = select(model_champions.c.version).where(model_champions.c.model_name == model)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    row = conn.execute(query).first()
+    with bounded_lock_wait(conn, f"the champion row of {model}"):
+        row = conn.execute(query).first()
     return None if row is None else int(row.version)
 
 
@@ -292,11 +356,14 @@ def _move(
     actor: str,
     flow_run_id: str | None,
     created_ts: int | None,
+    record: dict[str, Any],
 ) -> int:
-    """Write the ledger row and move the champion row (inside the caller's transaction)."""
+    """Write the ledger row (with the version's integrity record) and move the champion row
+    (inside the caller's transaction)."""
     ts = _db_now(conn) if created_ts is None else int(created_ts)
     result = conn.execute(
         insert(alias_ledger).values(
+            **{k: record.get(k) for k in _RECORD},
             model_name=model,
             alias=CHAMPION,
             from_version=current,
@@ -338,21 +405,30 @@ def _move(
     return ledger_id
 
 
-def _champion_stack(conn: Connection, model: str) -> list[int]:
-    """The champion history as a stack: promote pushes, rollback pops."""
-    query = (
-        select(alias_ledger.c.action, alias_ledger.c.to_version)
-        .where(alias_ledger.c.model_name == model, alias_ledger.c.alias == CHAMPION)
-        .order_by(alias_ledger.c.id)
-    )
-    stack: list[int] = []
-    for action, to_version in conn.execute(query):
-        if action == "rollback":
-            if stack:
-                stack.pop()
-        elif to_version is not None:
-            stack.append(int(to_version))
-    return stack
+def attest_artifact(client: MlflowClient, model: str, version: int) -> str:
+    """The SHA-256 of the version's artifacts as downloaded now, which must equal the checksum
+    computed at registration (the ``model_sha256`` tag): what the promotion records."""
+    import mlflow
+
+    mv = client.get_model_version(model, str(version))
+    registered = (mv.tags or {}).get(SHA_TAG)
+    if not registered:
+        raise PromotionError(f"{model} v{version}: no {SHA_TAG} was computed at registration; not promoting")
+    with tempfile.TemporaryDirectory(prefix="liveyield-attest-") as tmp:
+        uri = client.get_model_version_download_uri(model, str(version))
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tmp, tracking_uri=client.tracking_uri
+            )
+            actual = artifact_sha256(Path(local))
+        except (OSError, ValueError) as exc:
+            raise PromotionError(f"{model} v{version}: artifact cannot be checksummed: {exc}") from exc
+    if actual != registered:
+        raise PromotionError(
+            f"{model} v{version}: artifact sha256 {actual} differs from the sha256 {registered} "
+            "computed at registration; not promoting"
+        )
+    return actual
 
 
 def _alias_version(client: MlflowClient, model: str, alias: str) -> int | None:

@@ -429,7 +429,7 @@ def monitor(
         record_checks(engine, rows)
         summary = f"{spec.name} v{version}: stale inputs, nothing compared — {refusal(spec, rows)}"
         return MonitorResult(spec.name, version, ts, ERROR, summary, tuple(rows))
-    champion = load_approved(settings.mlflow_tracking_uri, spec.name, version=version)
+    champion = load_approved(settings.mlflow_tracking_uri, spec.name, version=version, warehouse=engine)
     predictions = predict_chunks(spec, champion.model, frame)["prediction"]
     inputs = (rows, frame, predictions)
     return compare(settings, engine, spec, version, as_of, inputs, now=now, run_id=run_id, plots=plots,

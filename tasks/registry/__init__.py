@@ -9,18 +9,22 @@ Producers (the retrain flow)::
 Consumers (anything that predicts)::
 
     from tasks.registry import load_approved
-    approved = load_approved("sqlite:///.liveyield/mlflow.db", "churn")   # @champion
+    approved = load_approved(uri, "churn", warehouse=engine)   # the warehouse's champion
     scores = approved.model.predict_proba(frame[columns])[:, 1]
-    pinned = load_approved(uri, "churn", version=3)       # must carry gate=passed
+    pinned = load_approved(uri, "churn", version=3, warehouse=engine)  # on the champion history
     pull(uri, "churn", Path("/srv/models/churn"))          # verified copy + metadata.json
 
-Both refuse an unapproved version (``UnapprovedModel``) and an artifact whose SHA-256 differs from
-the one recorded at registration (``TamperedModel``), before any of it is unpickled.
+Approval and the expected checksum come from the warehouse's champion ledger (``ledger``), never
+from MLflow tags. Both refuse an unapproved version (``UnapprovedModel``), an artifact whose
+SHA-256 differs from the one recorded at promotion (``TamperedModel``) and a version with no
+record (``MissingRecord``), before any of it is unpickled. Registration refuses a logged model
+whose artifacts are incomplete (``IncompleteModel``).
 ``list_models(uri)`` and ``show(uri, name)`` describe what the registry holds.
 """
 
 from tasks.registry.consumer import (
     ApprovedModel,
+    MissingRecord,
     TamperedModel,
     UnapprovedModel,
     approved_version,
@@ -30,17 +34,28 @@ from tasks.registry.consumer import (
     show,
 )
 from tasks.registry.hashing import artifact_sha256, content_sha256
-from tasks.registry.register import ModelVersionInfo, RegistryError, model_versions, register_candidate
+from tasks.registry.ledger import IntegrityRecord, approved_record
+from tasks.registry.register import (
+    IncompleteModel,
+    ModelVersionInfo,
+    RegistryError,
+    model_versions,
+    register_candidate,
+)
 from tasks.registry.tags import CHALLENGER, CHAMPION
 
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "ApprovedModel",
+    "IncompleteModel",
+    "IntegrityRecord",
+    "MissingRecord",
     "ModelVersionInfo",
     "RegistryError",
     "TamperedModel",
     "UnapprovedModel",
+    "approved_record",
     "approved_version",
     "artifact_sha256",
     "content_sha256",

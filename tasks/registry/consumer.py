@@ -1,9 +1,11 @@
-"""Load approved models from the registry, verified against the checksum recorded at registration.
+"""Load approved models from the registry, verified against the warehouse's integrity record.
 
-Loading a model runs its registrant's code (pickle), so a model is loaded only by approved alias
-(@champion) or by a pinned version that carries ``gate=passed``, and only after its artifacts
-were downloaded to a private temporary directory and their SHA-256 matched ``model_sha256``. The
-model is then loaded from that verified copy, so nothing can swap a file between check and load.
+Loading a model runs its registrant's code (pickle), so a model is loaded only when the warehouse
+approves it (its champion, or a pinned version on the champion history: tasks/registry/ledger.py)
+and only after its artifacts were downloaded to a private temporary directory and their SHA-256
+matched the checksum the warehouse recorded when the version became champion. MLflow tags are
+never trusted for either decision: anyone with MLflow access can set them. The model is then
+loaded from that verified copy, so nothing can swap a file between check and load.
 """
 
 from __future__ import annotations
@@ -16,20 +18,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.registry.hashing import artifact_sha256
+from tasks.registry.ledger import IntegrityRecord, UnapprovedModel, approved_record
 from tasks.registry.register import RegistryError, check_model_name, model_versions
-from tasks.registry.tags import CHAMPION, GATE_PASSED, GATE_TAG, SHA_TAG
+from tasks.registry.tags import GATE_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
-
-
-class UnapprovedModel(RegistryError):
-    """The requested version is not approved (no @champion, or no gate=passed tag)."""
+    from sqlalchemy import Engine
 
 
 class TamperedModel(RegistryError):
-    """The downloaded artifact does not match the checksum recorded at registration."""
+    """The downloaded artifact does not match the checksum the warehouse recorded."""
+
+
+class MissingRecord(TamperedModel):
+    """The warehouse holds no checksum for an approved version, so its artifact cannot be verified."""
 
 
 @dataclass(frozen=True)
@@ -50,32 +54,41 @@ def _client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def approved_version(client: MlflowClient, name: str, version: int | None = None) -> ModelVersion:
-    """The @champion version, or the pinned one if it was approved; refuse anything else."""
+def approved_version(
+    client: MlflowClient, warehouse: Engine | str | None, name: str, version: int | None = None
+) -> tuple[ModelVersion, IntegrityRecord]:
+    """The version the warehouse approves (its champion, or the pinned one) and its record."""
     from mlflow.exceptions import MlflowException
 
     check_model_name(name)
+    record = _with_engine(warehouse, lambda engine: approved_record(engine, name, version))
     try:
-        if version is None:
-            mv = client.get_model_version_by_alias(name, CHAMPION)
-        else:
-            mv = client.get_model_version(name, str(int(version)))
+        mv = client.get_model_version(name, str(record.version))
     except MlflowException as exc:
-        what = "@champion" if version is None else f"version {version}"
-        raise UnapprovedModel(f"{name}: {what} not found in the registry: {exc.message}") from exc
-    tags = dict(mv.tags or {})
-    if tags.get(GATE_TAG) != GATE_PASSED:
-        raise UnapprovedModel(
-            f"{name} v{mv.version}: not approved "
-            f"(tag {GATE_TAG}={tags.get(GATE_TAG)!r}, need {GATE_PASSED!r})"
-        )
-    if not tags.get(SHA_TAG):
-        raise TamperedModel(f"{name} v{mv.version}: no {SHA_TAG} was recorded at registration; refusing")
-    return mv
+        raise UnapprovedModel(f"{name} v{record.version}: not found in the registry: {exc.message}") from exc
+    return mv, record
 
 
-def _verified_download(client: MlflowClient, mv: ModelVersion, workdir: Path) -> Path:
-    """Download the version's artifacts under workdir and check them before anyone loads them."""
+def _with_engine(warehouse: Engine | str | None, use: Any) -> Any:
+    """Call ``use(engine)`` on the given engine, a URL, or (None) the configured warehouse."""
+    from sqlalchemy import Engine
+
+    if isinstance(warehouse, Engine):
+        return use(warehouse)
+    from tasks.db import make_engine
+    from tasks.settings import get_settings
+
+    engine = make_engine(warehouse or get_settings().db_url)
+    try:
+        return use(engine)
+    finally:
+        engine.dispose()
+
+
+def _verified_download(
+    client: MlflowClient, mv: ModelVersion, record: IntegrityRecord, workdir: Path
+) -> Path:
+    """Download the version's artifacts under workdir and check them against the warehouse record."""
     import mlflow
 
     uri = client.get_model_version_download_uri(mv.name, mv.version)
@@ -84,20 +97,27 @@ def _verified_download(client: MlflowClient, mv: ModelVersion, workdir: Path) ->
             artifact_uri=uri, dst_path=str(workdir), tracking_uri=client.tracking_uri
         )
     )
-    expected = (mv.tags or {})[SHA_TAG]
     try:
         actual = artifact_sha256(local)
     except (OSError, ValueError) as exc:
         raise TamperedModel(f"{mv.name} v{mv.version}: artifact cannot be verified: {exc}") from exc
-    if actual != expected:
+    if record.model_sha256 is None:
+        raise MissingRecord(
+            f"{mv.name} v{mv.version}: the warehouse holds no artifact checksum for this version "
+            f"(it became champion before integrity records existed); downloaded sha256 {actual}, "
+            "recorded sha256 none; refusing to load it (tasks.gates.promotion.record_integrity "
+            "attests and records the champion history once after the upgrade)"
+        )
+    if actual != record.model_sha256:
         raise TamperedModel(
-            f"{mv.name} v{mv.version}: artifact checksum {actual[:12]}… does not match the "
-            f"{expected[:12]}… recorded at registration; refusing to load it"
+            f"{mv.name} v{mv.version}: downloaded artifact sha256 {actual} does not match the "
+            f"sha256 {record.model_sha256} the warehouse recorded at promotion "
+            f"(ledger entry {record.ledger_id}); refusing to load it"
         )
     return local
 
 
-def _metadata(mv: ModelVersion) -> dict[str, Any]:
+def _metadata(mv: ModelVersion, record: IntegrityRecord) -> dict[str, Any]:
     return {
         "name": mv.name,
         "version": int(mv.version),
@@ -106,40 +126,56 @@ def _metadata(mv: ModelVersion) -> dict[str, Any]:
         "source": mv.source,
         "aliases": list(getattr(mv, "aliases", []) or []),
         "creation_timestamp": mv.creation_timestamp,
-        "sha256": (mv.tags or {}).get(SHA_TAG),
+        "sha256": record.model_sha256,
+        "ledger_id": record.ledger_id,
+        "gate_verdict": record.gate_verdict,
+        "gate_report_sha256": record.report_sha256,
     }
 
 
-def load_approved(tracking_uri: str, name: str, version: int | None = None) -> ApprovedModel:
-    """Load @champion (or a pinned approved version) after verifying its checksum.
+def load_approved(
+    tracking_uri: str, name: str, version: int | None = None, *, warehouse: Engine | str | None = None
+) -> ApprovedModel:
+    """Load the warehouse's champion (or a pinned approved version) after verifying its checksum.
 
-    Raises UnapprovedModel for an unapproved version and TamperedModel for a checksum mismatch;
-    in both cases nothing of the artifact is unpickled.
+    ``warehouse`` is the warehouse engine or URL holding the champion ledger (default: the
+    configured one). Raises UnapprovedModel for a version the warehouse does not approve,
+    TamperedModel when the artifact's SHA-256 differs from the recorded one and MissingRecord
+    when none was recorded; in every case nothing of the artifact is unpickled.
     """
     import mlflow.sklearn
 
     client = _client(tracking_uri)
-    mv = approved_version(client, name, version)
+    mv, record = approved_version(client, warehouse, name, version)
     with tempfile.TemporaryDirectory(prefix="liveyield-load-") as tmp:
-        local = _verified_download(client, mv, Path(tmp))
+        local = _verified_download(client, mv, record, Path(tmp))
         model = mlflow.sklearn.load_model(str(local))
-    tags = dict(mv.tags or {})
-    return ApprovedModel(model, mv.name, int(mv.version), tags[SHA_TAG], tags, _metadata(mv))
+    metadata = _metadata(mv, record)
+    return ApprovedModel(
+        model, mv.name, int(mv.version), str(record.model_sha256), dict(mv.tags or {}), metadata
+    )
 
 
-def pull(tracking_uri: str, name: str, dest: Path, version: int | None = None) -> Path:
+def pull(
+    tracking_uri: str,
+    name: str,
+    dest: Path,
+    version: int | None = None,
+    *,
+    warehouse: Engine | str | None = None,
+) -> Path:
     """Copy a verified approved model to ``dest/model`` with ``dest/metadata.json``; returns dest."""
     client = _client(tracking_uri)
-    mv = approved_version(client, name, version)
+    mv, record = approved_version(client, warehouse, name, version)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".liveyield-pull-", dir=dest) as tmp:
-        local = _verified_download(client, mv, Path(tmp))
+        local = _verified_download(client, mv, record, Path(tmp))
         target = dest / "model"
         if target.exists():
             shutil.rmtree(target)
         local.rename(target)  # same filesystem: the verified files move, never re-download
-    metadata = {**_metadata(mv), "tags": dict(mv.tags or {})}
+    metadata = {**_metadata(mv, record), "tags": dict(mv.tags or {})}
     (dest / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
     return dest
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from tasks.registry.hashing import artifact_sha256, content_sha256
 from tasks.registry.tags import CHALLENGER, CONTENT_SHA_TAG, FINGERPRINT_TAG, SHA_TAG
 
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+READY = "READY"  # the LoggedModel status once all its artifacts were uploaded
+
 LOGGED_MODEL_TAG = "logged_model_id"
 RESERVED_TAGS = frozenset(
     {SHA_TAG, CONTENT_SHA_TAG, LOGGED_MODEL_TAG, "gate", "gate_verdict", "gate_reason", "gate_report"}
@@ -26,6 +30,10 @@ RESERVED_TAGS = frozenset(
 
 class RegistryError(RuntimeError):
     """The registry cannot do what was asked (no logged model, bad name, bad tags…)."""
+
+
+class IncompleteModel(RegistryError):
+    """The logged model's upload did not finish, or files its MLmodel names are missing or empty."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,11 @@ def register_candidate(
                 artifact_uri=location, dst_path=tmp, tracking_uri=client.tracking_uri
             )
         )
-        sha, content = artifact_sha256(local), content_sha256(local)
+        check_complete(local, f"{model_name}: run {run_id}'s model {artifact_name!r}")
+        try:
+            sha, content = artifact_sha256(local), content_sha256(local)
+        except (OSError, ValueError) as exc:
+            raise IncompleteModel(f"{model_name}: run {run_id}'s model cannot be checksummed: {exc}") from exc
     fingerprint = tags.get(FINGERPRINT_TAG)
     if fingerprint is not None:
         existing = _same_model(client, model_name, fingerprint, sha, content)
@@ -132,17 +144,22 @@ def _locate_model(client: MlflowClient, run_id: str, artifact_name: str) -> tupl
     """(source, model_id, storage location) of the run's model: a LoggedModel, else runs:/<run>/<name>."""
     run = client.get_run(run_id)
     outputs = run.outputs.model_outputs if run.outputs is not None else []
-    candidates: list[tuple[int, str, str]] = []
+    candidates: list[tuple[int, str, str, str]] = []
     for output in outputs:
         logged = client.get_logged_model(output.model_id)
         if logged.name == artifact_name:
-            candidates.append((output.step, logged.model_id, logged.artifact_location))
+            candidates.append((output.step, logged.model_id, logged.artifact_location, _status(logged)))
     if not candidates:  # older clients do not record outputs: search the run's experiment
         for logged in _search_logged(client, run.info.experiment_id, artifact_name):
             if logged.source_run_id == run_id:
-                candidates.append((0, logged.model_id, logged.artifact_location))
+                candidates.append((0, logged.model_id, logged.artifact_location, _status(logged)))
     if candidates:
-        _, model_id, location = max(candidates)
+        _, model_id, location, status = max(candidates)
+        if status != READY:  # PENDING: the upload never finished; FAILED: log_model gave up
+            raise IncompleteModel(
+                f"run {run_id}: logged model {model_id} is {status}, not {READY}: its artifacts "
+                "are incomplete; not registering it"
+            )
         return f"models:/{model_id}", model_id, location
     names = {a.path for a in client.list_artifacts(run_id, artifact_name)}
     if f"{artifact_name}/MLmodel" in names:
@@ -150,6 +167,55 @@ def _locate_model(client: MlflowClient, run_id: str, artifact_name: str) -> tupl
         location = f"{run.info.artifact_uri.rstrip('/')}/{artifact_name}"
         return location, None, location
     raise RegistryError(f"run {run_id} has no logged model named {artifact_name!r}")
+
+
+def check_complete(root: Path, what: str) -> None:
+    """Refuse a model directory whose MLmodel is missing, unreadable, or names absent or empty files.
+
+    Every relative path a flavor names (the pickled model, the environment files, the input
+    example) must be a non-empty file under root: a partial upload is never registered.
+    """
+    mlmodel = root / "MLmodel"
+    try:
+        document = yaml.safe_load(mlmodel.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise IncompleteModel(f"{what}: no readable MLmodel: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("flavors"), dict):
+        raise IncompleteModel(f"{what}: MLmodel declares no flavors")
+    named = set(_named_files(document.get("flavors")))
+    example = document.get("saved_input_example_info")
+    if isinstance(example, dict):
+        named |= {str(v) for k, v in example.items() if k in ("artifact_path", "serving_input_path") and v}
+    missing = sorted(n for n in named if not _nonempty_file(root / n))
+    if missing:
+        raise IncompleteModel(f"{what}: files named in MLmodel are missing or empty: {', '.join(missing)}")
+
+
+_FILE_KEYS = frozenset({"pickled_model", "model_path", "data", "conda", "virtualenv", "model_data"})
+
+
+def _named_files(node: object) -> list[str]:
+    """Relative file paths a flavor section names under the keys that hold model files."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _FILE_KEYS and isinstance(value, str) and value:
+                found.append(value)
+            else:
+                found.extend(_named_files(value))
+    return found
+
+
+def _nonempty_file(path: Path) -> bool:
+    """A non-empty file, or a folder holding at least one non-empty file."""
+    if path.is_dir():
+        return any(p.is_file() and p.stat().st_size > 0 for p in path.rglob("*"))
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _status(logged: Any) -> str:
+    status = logged.status
+    return str(getattr(status, "value", status))
 
 
 def _search_logged(client: MlflowClient, experiment_id: str, name: str) -> Iterator[Any]:

@@ -2,8 +2,12 @@
 
 from tasks.scoring.publish import (
     KEEP_PUBLISHED,
+    PublishResult,
     ScoreSetError,
     ScoreValidationError,
+    follow_rollback,
+    lock_publication,
+    publication,
     publish,
     published_score_set,
     read_current_scores,
@@ -15,8 +19,12 @@ from tasks.scoring.publish import (
 
 __all__ = [
     "KEEP_PUBLISHED",
+    "PublishResult",
     "ScoreSetError",
     "ScoreValidationError",
+    "follow_rollback",
+    "lock_publication",
+    "publication",
     "publish",
     "published_score_set",
     "read_current_scores",

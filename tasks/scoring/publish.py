@@ -7,15 +7,21 @@ published set only), so they see the old complete set or the new complete set, n
 scored row carries the model name, version, ``as_of`` and run id.
 
 Statuses: ``staged`` → ``validated`` (validate_score_set) → ``published`` → ``superseded`` (when a
-newer set is published). Publishing keeps the last ``KEEP_PUBLISHED`` published sets of the model,
-and every published set scored within ``keep_days`` of its newest one (a model judged on realised
-performance needs the set scored one label horizon ago), and deletes older ones and staged sets
-abandoned before them.
+newer set is published); ``stale`` marks a published set whose model a rollback removed when the
+restored champion had no set to republish (follow_rollback).
+
+Publishing is compare-and-set (publish): a set goes out only if the version it was scored with
+is still the champion and its ``as_of`` is not older than the published set's; otherwise it stays
+``validated`` and the call's PublishResult says why. Publishing keeps the last ``KEEP_PUBLISHED``
+published sets of the model, and every published set scored within ``keep_days`` of its newest one
+(a model judged on realised performance needs the set scored one label horizon ago), and deletes
+older ones and unpublished sets abandoned before them (and ABANDONED_AFTER_S before the newest).
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,12 +30,14 @@ from sqlalchemy import Connection, Engine, column, delete, func, select, table, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tasks.dates import DAY_S
-from tasks.db import CHUNK_ROWS, insert_frame, write_tx
-from tasks.schema import published_scores, score_sets, scores
+from tasks.db import CHUNK_ROWS, advisory_xact_lock, bounded_lock_wait, insert_frame, write_tx
+from tasks.schema import model_champions, published_scores, score_sets, scores
 
 KEEP_PUBLISHED = 3
+ABANDONED_AFTER_S = DAY_S  # an unpublished set this much older than the newest published one is pruned
 SUITE = "scores"
 STAGED, VALIDATED, PUBLISHED, SUPERSEDED = "staged", "validated", "published", "superseded"
+STALE = "stale"  # the published set after a rollback left no set of the restored champion
 REQUIRED = ("entity_key", "score")
 OPTIONAL = ("item", "rank", "lower", "upper", "label", "detail")
 _NAMESPACE = uuid.UUID("5b7c2a0e-3f3d-4c59-9a43-6f1d3c1e7a10")
@@ -107,7 +115,7 @@ def write_score_set(
     set_id = score_set_id_for(model, version, as_of, run_id)
     with write_tx(engine) as conn:
         status = conn.execute(select(score_sets.c.status).where(score_sets.c.score_set_id == set_id)).scalar()
-        if status in (PUBLISHED, SUPERSEDED):
+        if status in (PUBLISHED, SUPERSEDED, STALE):
             raise ScoreSetError(f"{model}: score set {set_id} of run {run_id} was already published")
         if status is not None:
             _delete_sets(conn, [set_id])
@@ -190,14 +198,34 @@ def validate_score_set(
         )
 
 
-def publish(engine: Engine, model: str, score_set_id: str, *, published_ts: int, keep_days: int = 0) -> None:
-    """Make a validated score set the model's current one (one transaction), then prune old sets:
-    all but the last KEEP_PUBLISHED, and those scored more than ``keep_days`` before the newest."""
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publish call did: published, or refused with the reason (the set is kept, validated)."""
+
+    model: str
+    score_set_id: str
+    published: bool
+    current: str | None  # the model's published set after the call
+    reason: str = ""  # why the set was not published ("" when it was)
+
+
+def publish(
+    engine: Engine, model: str, score_set_id: str, *, published_ts: int, keep_days: int = 0
+) -> PublishResult:
+    """Make a validated score set the model's current one by compare-and-set (one transaction).
+
+    The set is published only if the version it was scored with is still the model's champion
+    (a model with no champion recorded is not checked on this) and its ``as_of`` is not older
+    than the published set's. Otherwise nothing moves: the set stays ``validated`` and the result
+    says why. Publishes of one model are serialised (an advisory lock on PostgreSQL, BEGIN
+    IMMEDIATE on SQLite) and hold the champion row against a concurrent promotion. After a publish,
+    old sets are pruned: all but the last KEEP_PUBLISHED, and those scored more than ``keep_days``
+    before the newest. A set that does not exist, belongs to another model or was never validated
+    raises ScoreSetError (a caller's mistake, not a race).
+    """
     with write_tx(engine) as conn:
-        query = select(score_sets).where(score_sets.c.score_set_id == score_set_id)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        lock_publication(conn, model)
+        row = conn.execute(select(score_sets).where(score_sets.c.score_set_id == score_set_id)).first()
         if row is None:
             raise ScoreSetError(f"{model}: score set {score_set_id} does not exist")
         if row.model_name != model:
@@ -206,27 +234,65 @@ def publish(engine: Engine, model: str, score_set_id: str, *, published_ts: int,
             raise ScoreSetError(
                 f"{model}: score set {score_set_id} was not validated; run validate_score_set first"
             )
-        previous = conn.execute(
-            select(published_scores.c.score_set_id).where(published_scores.c.model_name == model)
-        ).scalar()
-        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        stmt = dialect_insert(published_scores).values(
-            model_name=model, score_set_id=score_set_id, published_ts=int(published_ts)
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["model_name"],
-                set_={"score_set_id": stmt.excluded.score_set_id, "published_ts": stmt.excluded.published_ts},
-            )
-        )
-        conn.execute(
-            update(score_sets).where(score_sets.c.score_set_id == score_set_id).values(status=PUBLISHED)
-        )
-        if previous is not None and previous != score_set_id:
-            conn.execute(
-                update(score_sets).where(score_sets.c.score_set_id == previous).values(status=SUPERSEDED)
-            )
+        champion = _hold_champion(conn, model)
+        previous = _published(conn, model)
+        refused = _refusal(row, champion, previous)
+        if refused:
+            current = None if previous is None else previous.score_set_id
+            return PublishResult(model, score_set_id, published=False, current=current, reason=refused)
+        _point(conn, model, score_set_id, published_ts, None if previous is None else previous.score_set_id)
         _prune(conn, model, score_set_id, keep_days)
+    return PublishResult(model, score_set_id, published=True, current=score_set_id)
+
+
+def lock_publication(conn: Connection, model: str) -> None:
+    """Serialise the publishers of one model (and a rollback) until commit; bounded wait.
+
+    Taken before the champion row by every caller (publish, rollback), so they never deadlock.
+    """
+    advisory_xact_lock(conn, f"the score publication lock of {model}", "publish-scores", model)
+
+
+def follow_rollback(conn: Connection, model: str, *, restored: int, removed: int, ts: int) -> str:
+    """After a rollback (inside its transaction): republish the restored version's latest set.
+
+    The restored champion's newest kept set (published before, superseded, or validated but
+    refused) is published again, whatever its ``as_of``: the rollback is an operator's decision
+    and these were the scores of the model now back in charge. When the restored version has no
+    set left, the published set (scored by the removed version) stays readable but is marked
+    ``stale``, so consumers that check score_sets.status (or publication()) know. Returns a
+    sentence saying which happened; the caller holds lock_publication.
+    """
+    latest = conn.execute(
+        select(score_sets.c.score_set_id, score_sets.c.as_of)
+        .where(
+            score_sets.c.model_name == model,
+            score_sets.c.model_version == int(restored),
+            score_sets.c.status.in_([VALIDATED, PUBLISHED, SUPERSEDED, STALE]),
+        )
+        .order_by(score_sets.c.as_of.desc(), score_sets.c.created_ts.desc(), score_sets.c.score_set_id.desc())
+        .limit(1)
+    ).first()
+    previous = _published(conn, model)
+    current = None if previous is None else previous.score_set_id
+    if latest is not None:
+        if latest.score_set_id != current:
+            _point(conn, model, latest.score_set_id, ts, current)
+        return f"republished v{restored}'s score set {latest.score_set_id} (as_of {latest.as_of})"
+    if previous is None:
+        return f"no published scores; v{restored} has no score set to republish"
+    conn.execute(update(score_sets).where(score_sets.c.score_set_id == current).values(status=STALE))
+    return (
+        f"v{restored} has no score set to republish: published set {current} "
+        f"(scored by v{previous.model_version}, rolled back from v{removed}) is marked stale"
+    )
+
+
+def publication(engine: Engine, model: str) -> dict[str, Any] | None:
+    """The model's published set: id, version, as_of, status ('published' or 'stale'), or None."""
+    with engine.connect() as conn:
+        row = _published(conn, model)
+    return None if row is None else dict(row._mapping)
 
 
 def read_current_scores(engine: Engine, model: str) -> pd.DataFrame:
@@ -257,6 +323,70 @@ def score_set_status(engine: Engine, score_set_id: str) -> str | None:
 
 
 # --- internals -------------------------------------------------------------------------
+
+
+def _hold_champion(conn: Connection, model: str) -> int | None:
+    """The model's champion, its row held (FOR SHARE) so no promotion moves it before commit."""
+    query = select(model_champions.c.version).where(model_champions.c.model_name == model)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    with bounded_lock_wait(conn, f"the champion row of {model}"):
+        version = conn.execute(query).scalar()
+    return None if version is None else int(version)
+
+
+def _published(conn: Connection, model: str) -> Any:
+    """The published set's row (id, version, as_of, status, published_ts), or None."""
+    return conn.execute(
+        select(
+            published_scores.c.score_set_id,
+            score_sets.c.model_version,
+            score_sets.c.as_of,
+            score_sets.c.status,
+            published_scores.c.published_ts,
+        )
+        .select_from(
+            published_scores.join(score_sets, score_sets.c.score_set_id == published_scores.c.score_set_id)
+        )
+        .where(published_scores.c.model_name == model)
+    ).first()
+
+
+def _refusal(row: Any, champion: int | None, previous: Any) -> str:
+    """Why a set must not be published now ("" when it may be)."""
+    if previous is not None and previous.score_set_id == row.score_set_id and previous.status == PUBLISHED:
+        return ""  # already the published set: publishing again is a no-op
+    if champion is not None and int(row.model_version) != champion:
+        return (
+            f"scored with v{row.model_version}, but the champion is now v{champion}: "
+            "score again with the current champion"
+        )
+    # A stale set (its model was rolled back) does not hold back the restored champion's scores.
+    if previous is not None and previous.status != STALE and int(row.as_of) < int(previous.as_of):
+        return (
+            f"its as_of {row.as_of} is older than the published set {previous.score_set_id}'s "
+            f"as_of {previous.as_of}"
+        )
+    return ""
+
+
+def _point(conn: Connection, model: str, score_set_id: str, published_ts: int, previous: str | None) -> None:
+    """Flip the model's pointer to the set; the set becomes published, the previous one superseded."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(published_scores).values(
+        model_name=model, score_set_id=score_set_id, published_ts=int(published_ts)
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["model_name"],
+            set_={"score_set_id": stmt.excluded.score_set_id, "published_ts": stmt.excluded.published_ts},
+        )
+    )
+    conn.execute(update(score_sets).where(score_sets.c.score_set_id == score_set_id).values(status=PUBLISHED))
+    if previous is not None and previous != score_set_id:
+        conn.execute(
+            update(score_sets).where(score_sets.c.score_set_id == previous).values(status=SUPERSEDED)
+        )
 
 
 def _header(conn: Connection, score_set_id: str) -> dict[str, Any]:
@@ -302,8 +432,10 @@ def _prune(conn: Connection, model: str, current: str, keep_days: int) -> None:
     keep_ids = {r.score_set_id for r in kept}
     drop = [r.score_set_id for r in history if r.score_set_id not in keep_ids]
     if kept:
-        # Staged or validated sets older than every kept published set were abandoned.
-        oldest = min(r.created_ts for r in kept)
+        # Staged or validated sets older than every kept published set, and a day older than the
+        # newest, were abandoned (a crashed run, or a set compare-and-set refused). The day spares
+        # a slower run still on its way to publish, so its publish reports instead of finding nothing.
+        oldest = min(min(r.created_ts for r in kept), max(r.created_ts for r in kept) - ABANDONED_AFTER_S)
         drop += list(
             conn.execute(
                 select(score_sets.c.score_set_id).where(

@@ -134,7 +134,7 @@ def _load(p: Params) -> tuple[Any, Any, Any]:
     from tasks.models.catalog import get_spec
     from tasks.registry import load_approved
 
-    approved = load_approved(p["mlflow"], MODEL)
+    approved = load_approved(p["mlflow"], MODEL, warehouse=p["url"])
     return get_spec(MODEL), approved.model, pd.read_pickle(p["frame"]).head(int(p["rows"]))
 
 

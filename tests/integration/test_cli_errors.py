@@ -66,6 +66,7 @@ CASES: dict[str, Case] = {
     "score": Case(["score", "ad_ctr"], "no champion"),
     "run": Case(["run", "--model", "ad_ctrr"], "unknown model 'ad_ctrr'"),
     "monitor": Case(["monitor", "ad_ctrr"], "unknown model 'ad_ctrr'"),
+    "status": Case(["status", "ad_ctrr"], "unknown model 'ad_ctrr'"),
     "retrain": Case(["retrain", "ad_ctrr"], "unknown model 'ad_ctrr'"),
     "serve": Case(["serve", "--prefect-port", "99999"], "not a port"),
     "stop": Case(["stop", "now"], "unexpected extra argument"),
@@ -74,6 +75,7 @@ CASES: dict[str, Case] = {
     "models show": Case(["models", "show", "ad_ctr"], "not found"),
     "models pull": Case(["models", "pull", "ad_ctr", "--to", "{workspace}/pulled"], "not found"),
     "models rollback": Case(["models", "rollback", "ad_ctr"], "no champion to roll back"),
+    "models attest": Case(["models", "attest", "ad_ctrr"], "unknown model 'ad_ctrr'"),
 }
 
 

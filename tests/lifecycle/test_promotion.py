@@ -25,7 +25,7 @@ from tasks.gates import (
     rollback,
 )
 from tasks.models.spec import ChangeThreshold, PromotionPolicy, ValueThreshold
-from tasks.registry import TamperedModel, UnapprovedModel, load_approved, register_candidate
+from tasks.registry import UnapprovedModel, load_approved, register_candidate
 from tasks.registry.tags import SHA_TAG
 from tests.lifecycle.conftest import Store
 from tests.lifecycle.helpers import ev, passing_report
@@ -132,7 +132,7 @@ def test_m1_failed_gate_is_not_promoted_and_reason_recorded(
     assert current_champion(engine, model_name) == v1 == alias(client, model_name)
     assert len(ledger(engine, model_name)) == 1
     with pytest.raises(UnapprovedModel):  # never approved, so not loadable pinned either
-        load_approved(mlflow_store.uri, model_name, version=v2)
+        load_approved(mlflow_store.uri, model_name, version=v2, warehouse=engine)
 
 
 def test_report_must_match_the_promotion(
@@ -233,8 +233,8 @@ def test_m4_rollback_is_one_call(
     )
     assert client.get_model_version(model_name, str(v3)).tags["gate"] == "rolled_back"
     with pytest.raises(UnapprovedModel):
-        load_approved(mlflow_store.uri, model_name, version=v3)
-    assert load_approved(mlflow_store.uri, model_name).version == v2
+        load_approved(mlflow_store.uri, model_name, version=v3, warehouse=engine)
+    assert load_approved(mlflow_store.uri, model_name, warehouse=engine).version == v2
     # Rollbacks pop the history: v2 -> v1, then nothing is left.
     assert rollback(engine, client, model_name, actor="oncall", reason="v2 too") == v1
     with pytest.raises(NothingToRollBack):
@@ -266,7 +266,7 @@ def test_m4_alias_moves_during_scoring_run(
     v1, v2 = versions(client, mlflow_store, model_name, 2)
     do_promote(engine, client, model_name, v1, None, 1)
     version = resolve_champion(engine, client, model_name)  # once, at the start of the run
-    approved = load_approved(mlflow_store.uri, model_name, version=version)
+    approved = load_approved(mlflow_store.uri, model_name, version=version, warehouse=engine)
     x = np.random.default_rng(0).normal(size=(40, 3))
     first = approved.model.predict_proba(x[:20])[:, 1]
     do_promote(engine, client, model_name, v2, v1, 2)  # the alias moves mid-run
@@ -279,16 +279,18 @@ def test_m4_alias_moves_during_scoring_run(
         engine, model=model_name, version=version, as_of=10, run_id="r1", frame=frame, created_ts=10
     )
     validate_score_set(engine, set_id, (0.0, 1.0))
-    publish(engine, model_name, set_id, published_ts=11)
-    scored = read_current_scores(engine, model_name)
-    assert len(scored) == 40 and set(scored["model_version"]) == {v1}
+    # The whole set was scored with v1, but v2 is champion now: compare-and-set keeps it unpublished.
+    result = publish(engine, model_name, set_id, published_ts=11)
+    assert not result.published and f"champion is now v{v2}" in result.reason
+    assert read_current_scores(engine, model_name).empty
 
 
-def test_tampered_champion_refused_after_promotion(
+def test_checksum_tag_rewritten_after_promotion_is_not_trusted(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
     (v1,) = versions(client, mlflow_store, model_name, 1)
     do_promote(engine, client, model_name, v1, None, 1)
-    client.set_model_version_tag(model_name, str(v1), SHA_TAG, "0" * 64)  # recorded checksum disagrees
-    with pytest.raises(TamperedModel):
-        load_approved(mlflow_store.uri, model_name)
+    recorded = ledger(engine, model_name)[0]["model_sha256"]
+    client.set_model_version_tag(model_name, str(v1), SHA_TAG, "0" * 64)  # the tag now disagrees
+    # The artifact is checked against the warehouse's record, so a rewritten tag changes nothing.
+    assert load_approved(mlflow_store.uri, model_name, warehouse=engine).sha256 == recorded != "0" * 64

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from sqlalchemy import Engine
 
+from tasks.gates import current_champion, promote
 from tasks.registry import (
     CHALLENGER,
     TamperedModel,
@@ -21,9 +23,14 @@ from tasks.registry import (
     register_candidate,
     show,
 )
-from tasks.registry.tags import GATE_TAG
 from tests.lifecycle.conftest import Store
-from tests.lifecycle.helpers import Payload, log_runs_layout_model, log_tiny_model, training_data
+from tests.lifecycle.helpers import (
+    Payload,
+    log_runs_layout_model,
+    log_tiny_model,
+    passing_report,
+    training_data,
+)
 
 LINEAGE = {
     "training_fingerprint": "tf-1",
@@ -35,10 +42,21 @@ LINEAGE = {
 }
 
 
-def approve(client: MlflowClient, name: str, version: int) -> None:
-    """What promote() does after its commit (tested in test_promotion)."""
-    client.set_model_version_tag(name, str(version), GATE_TAG, "passed")
-    client.set_registered_model_alias(name, "champion", str(version))
+def approve(engine: Engine, client: MlflowClient, name: str, version: int) -> None:
+    """Promote the version in the warehouse (tested in test_promotion and test_integrity)."""
+    current = current_champion(engine, name)
+    result = promote(
+        engine,
+        client,
+        name,
+        candidate_version=version,
+        expected_champion=current,
+        report=passing_report(name, version, current),
+        actor="test",
+        flow_run_id=None,
+        reason="approve",
+    )
+    assert result.promoted
 
 
 def test_register_records_lineage_checksum_and_challenger(
@@ -56,10 +74,10 @@ def test_register_records_lineage_checksum_and_challenger(
 
 
 def test_r5_same_fingerprint_and_model_gives_no_second_version(
-    client: MlflowClient, mlflow_store: Store, model_name: str
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
     first = register_candidate(client, model_name, mlflow_store.runs["a"], tags=LINEAGE)
-    approve(client, model_name, first.version)
+    approve(engine, client, model_name, first.version)
     again = register_candidate(client, model_name, mlflow_store.runs["a"], tags=LINEAGE)  # same run twice
     # A second training run on identical data and params: same content, new run ids in MLmodel.
     retrained = register_candidate(client, model_name, mlflow_store.runs["a_again"], tags=LINEAGE)
@@ -76,53 +94,56 @@ def test_r5_same_fingerprint_and_model_gives_no_second_version(
     assert client.get_registered_model(model_name).aliases == {"champion": 1, CHALLENGER: 2}
 
 
-def test_r5_holds_for_the_skops_format(client: MlflowClient, mlflow_store: Store, model_name: str) -> None:
+def test_r5_holds_for_the_skops_format(
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
+) -> None:
     first = register_candidate(client, model_name, mlflow_store.runs["skops"], tags=LINEAGE)
     again = register_candidate(client, model_name, mlflow_store.runs["skops_again"], tags=LINEAGE)
     assert (again.version, again.created) == (first.version, False)
-    approve(client, model_name, first.version)
-    assert load_approved(mlflow_store.uri, model_name).model.coef_.shape == (1, 3)
+    approve(engine, client, model_name, first.version)
+    assert load_approved(mlflow_store.uri, model_name, warehouse=engine).model.coef_.shape == (1, 3)
 
 
 def test_runs_layout_is_registered_too(
-    client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
 ) -> None:
     run_id = log_runs_layout_model(mlflow_store.uri, mlflow_store.experiment_id, tmp_path, seed=3)
     info = register_candidate(client, model_name, run_id, tags={})
     assert info.model_id is None and info.created
-    approve(client, model_name, info.version)
-    assert load_approved(mlflow_store.uri, model_name).sha256 == info.sha256
+    approve(engine, client, model_name, info.version)
+    assert load_approved(mlflow_store.uri, model_name, warehouse=engine).sha256 == info.sha256
 
 
 def test_load_approved_champion_and_pinned(
-    client: MlflowClient, mlflow_store: Store, model_name: str
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
     v1 = register_candidate(client, model_name, mlflow_store.runs["a"], tags=LINEAGE)
-    with pytest.raises(UnapprovedModel, match="@champion"):
-        load_approved(mlflow_store.uri, model_name)
+    with pytest.raises(UnapprovedModel, match="no champion"):
+        load_approved(mlflow_store.uri, model_name, warehouse=engine)
     with pytest.raises(UnapprovedModel, match="not approved"):
-        load_approved(mlflow_store.uri, model_name, version=1)
-    approve(client, model_name, v1.version)
-    loaded = load_approved(mlflow_store.uri, model_name)
+        load_approved(mlflow_store.uri, model_name, version=1, warehouse=engine)
+    approve(engine, client, model_name, v1.version)
+    loaded = load_approved(mlflow_store.uri, model_name, warehouse=engine)
     assert (loaded.version, loaded.sha256) == (1, v1.sha256)
     assert loaded.tags["training_fingerprint"] == "tf-1"
     assert loaded.metadata["run_id"] == mlflow_store.runs["a"]
     x, _ = training_data(1)
     assert loaded.model.predict_proba(x).shape == (60, 2)
-    pinned = load_approved(mlflow_store.uri, model_name, version=1)
+    pinned = load_approved(mlflow_store.uri, model_name, version=1, warehouse=engine)
     assert np.allclose(pinned.model.coef_, loaded.model.coef_)
 
 
 def test_pull_writes_verified_copy_and_metadata(
-    client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
 ) -> None:
     info = register_candidate(client, model_name, mlflow_store.runs["b"], tags=LINEAGE)
-    approve(client, model_name, info.version)
-    dest = pull(mlflow_store.uri, model_name, tmp_path / "served")
+    approve(engine, client, model_name, info.version)
+    dest = pull(mlflow_store.uri, model_name, tmp_path / "served", warehouse=engine)
     assert artifact_sha256(dest / "model") == info.sha256
     meta = json.loads((dest / "metadata.json").read_text())
     assert (meta["name"], meta["version"], meta["sha256"]) == (model_name, 1, info.sha256)
-    pull(mlflow_store.uri, model_name, tmp_path / "served")  # a second pull replaces the copy
+    # A second pull replaces the copy.
+    pull(mlflow_store.uri, model_name, tmp_path / "served", warehouse=engine)
     assert sorted(p.name for p in (tmp_path / "served").iterdir()) == ["metadata.json", "model"]
 
 
@@ -147,19 +168,19 @@ def _registered_pickle_model(client: MlflowClient, store: Store, name: str, seed
 
 
 def test_s2_tampered_artifact_is_refused_and_payload_never_runs(
-    client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
 ) -> None:
     version, location = _registered_pickle_model(client, mlflow_store, model_name, seed=11)
-    approve(client, model_name, version)
+    approve(engine, client, model_name, version)
     marker = tmp_path / "pwned"
     # An attacker with write access to the artifact store swaps the pickle for a payload.
     (location / "model.pkl").write_bytes(pickle.dumps(Payload(str(marker))))
     with pytest.raises(TamperedModel, match="does not match"):
-        load_approved(mlflow_store.uri, model_name)
+        load_approved(mlflow_store.uri, model_name, warehouse=engine)
     with pytest.raises(TamperedModel):
-        load_approved(mlflow_store.uri, model_name, version=version)
+        load_approved(mlflow_store.uri, model_name, version=version, warehouse=engine)
     with pytest.raises(TamperedModel):
-        pull(mlflow_store.uri, model_name, tmp_path / "served")
+        pull(mlflow_store.uri, model_name, tmp_path / "served", warehouse=engine)
     assert not marker.exists()
     assert not (tmp_path / "served" / "model").exists()
     # Sanity check of the payload itself: unpickled, it does run.
@@ -168,7 +189,7 @@ def test_s2_tampered_artifact_is_refused_and_payload_never_runs(
 
 
 def test_s2_payload_registered_as_is_is_never_approved(
-    client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
+    engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
 ) -> None:
     marker = tmp_path / "pwned"
     version, location = _registered_pickle_model(client, mlflow_store, model_name, seed=12)
@@ -176,14 +197,14 @@ def test_s2_payload_registered_as_is_is_never_approved(
     # Even with a matching checksum (recorded over the payload), an unapproved version is refused.
     client.set_model_version_tag(model_name, str(version), "model_sha256", artifact_sha256(location))
     with pytest.raises(UnapprovedModel):
-        load_approved(mlflow_store.uri, model_name, version=version)
+        load_approved(mlflow_store.uri, model_name, version=version, warehouse=engine)
     with pytest.raises(UnapprovedModel):
-        load_approved(mlflow_store.uri, model_name)
+        load_approved(mlflow_store.uri, model_name, warehouse=engine)
     # An extra file slipped into the artifact directory also breaks the checksum.
-    approve(client, model_name, version)
+    approve(engine, client, model_name, version)
     (location / "extra.py").write_text("import os\n")
     with pytest.raises(TamperedModel):
-        load_approved(mlflow_store.uri, model_name)
+        load_approved(mlflow_store.uri, model_name, warehouse=engine)
     assert not marker.exists()
 
 

@@ -129,16 +129,17 @@ def test_score_range_comes_from_the_caller(engine: Engine) -> None:
 
 
 def test_publish_prunes_all_but_the_last_three(engine: Engine) -> None:
-    abandoned = stage(engine, "crashed", frame(5, seed=9), ts=50)
+    abandoned = stage(engine, "crashed", frame(5, seed=9), ts=100 - DAY_S)  # a day before the newest
     ids = [ship(engine, f"run-{i}", frame(5, seed=i), ts=100 + 10 * i) for i in range(5)]
     with engine.connect() as conn:
         left = dict(conn.execute(select(score_sets.c.score_set_id, score_sets.c.status)).all())
         rows = conn.execute(select(func.count()).select_from(scores)).scalar_one()
     assert left == {ids[2]: "superseded", ids[3]: "superseded", ids[4]: "published"}
     assert abandoned not in left and rows == 15
-    # Re-publishing a kept older set (a score rollback) is one flip too.
-    publish(engine, MODEL, ids[3], published_ts=999)
-    assert set(read_current_scores(engine, MODEL)["score_set_id"]) == {ids[3]}
+    # Re-publishing a kept older set is refused (its as_of is older); a model rollback republishes.
+    refused = publish(engine, MODEL, ids[3], published_ts=999)
+    assert not refused.published and "older than the published set" in refused.reason
+    assert set(read_current_scores(engine, MODEL)["score_set_id"]) == {ids[4]}
 
 
 def test_publish_keeps_the_sets_realised_performance_will_judge(engine: Engine) -> None:
