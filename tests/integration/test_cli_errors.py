@@ -73,7 +73,9 @@ CASES: dict[str, Case] = {
     "doctor": Case(["doctor"], "unreachable", {"LIVEYIELD_DB_URL": CLOSED_DB}),
     "models list": Case(["models", "list"], "MLFLOW_TRACKING_URI", CLOSED_MLFLOW),
     "models show": Case(["models", "show", "ad_ctr"], "not found"),
-    "models pull": Case(["models", "pull", "ad_ctr", "--to", "{workspace}/pulled"], "not found"),
+    "models pull": Case(
+        ["models", "pull", "ad_ctr", "--to", "{workspace}/pulled"], "no champion in the warehouse"
+    ),
     "models rollback": Case(["models", "rollback", "ad_ctr"], "no champion to roll back"),
     "models attest": Case(["models", "attest", "ad_ctrr"], "unknown model 'ad_ctrr'"),
 }
