@@ -7,11 +7,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tasks.gates import GateReport
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from sqlalchemy import Engine
+
+    from tests.lifecycle.conftest import Store
 
 
 @dataclass
@@ -108,3 +114,39 @@ class Payload:
 def finite(value: float | None) -> bool:
     """True for a finite float."""
     return value is not None and math.isfinite(value)
+
+
+def versions(client: MlflowClient, store: Store, name: str, count: int) -> list[int]:
+    """Register one real model, then further versions of the same artifact (cheap)."""
+    from tasks.registry import register_candidate
+    from tasks.registry.tags import SHA_TAG
+
+    info = register_candidate(client, name, store.runs["a"], tags={"training_fingerprint": "tf"})
+    out = [info.version]
+    for _ in range(count - 1):
+        mv = client.create_model_version(
+            name, source=info.source, run_id=info.run_id, tags={SHA_TAG: info.sha256}
+        )
+        out.append(int(mv.version))
+    return out
+
+
+def promote_passing(
+    engine: Engine, client: MlflowClient, name: str, version: int, expected: int | None, **extra: Any
+) -> None:
+    """Promote a version with a passing gate report (``extra``: further promote() arguments)."""
+    from tasks.gates import promote
+
+    result = promote(
+        engine,
+        client,
+        name,
+        candidate_version=version,
+        expected_champion=expected,
+        report=passing_report(name, version, expected),
+        actor="test",
+        flow_run_id=None,
+        reason=f"promote v{version}",
+        **extra,
+    )
+    assert result.promoted

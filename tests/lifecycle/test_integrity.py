@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine, update
 
-from tasks.gates import PromotionError, ledger, promote, rollback
+from tasks.gates import PromotionError, ledger, rollback
 from tasks.gates.promotion import record_integrity
 from tasks.registry import (
     IncompleteModel,
@@ -32,7 +32,7 @@ from tasks.registry import (
 from tasks.registry.tags import GATE_TAG, SHA_TAG
 from tasks.schema import alias_ledger
 from tests.lifecycle.conftest import Store
-from tests.lifecycle.helpers import log_tiny_model, passing_report, training_data
+from tests.lifecycle.helpers import log_tiny_model, promote_passing, training_data
 
 
 def fresh_version(client: MlflowClient, store: Store, name: str, seed: int) -> tuple[int, str, Path]:
@@ -42,26 +42,11 @@ def fresh_version(client: MlflowClient, store: Store, name: str, seed: int) -> t
     return info.version, info.sha256, Path(client.get_model_version_download_uri(name, str(info.version)))
 
 
-def do_promote(engine: Engine, client: MlflowClient, name: str, version: int, expected: int | None) -> None:
-    result = promote(
-        engine,
-        client,
-        name,
-        candidate_version=version,
-        expected_champion=expected,
-        report=passing_report(name, version, expected),
-        actor="test",
-        flow_run_id=None,
-        reason=f"promote v{version}",
-    )
-    assert result.promoted
-
-
 def test_promotion_records_checksum_verdict_and_report_digest(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
     v1, sha1, _ = fresh_version(client, mlflow_store, model_name, seed=21)
-    do_promote(engine, client, model_name, v1, None)
+    promote_passing(engine, client, model_name, v1, None)
     [row] = ledger(engine, model_name)
     assert row["model_sha256"] == sha1
     assert row["gate_verdict"] == "passed"
@@ -75,7 +60,7 @@ def test_tampered_tags_are_not_trusted(
 ) -> None:
     v1, sha1, _ = fresh_version(client, mlflow_store, model_name, seed=22)
     v2, sha2, _ = fresh_version(client, mlflow_store, model_name, seed=23)
-    do_promote(engine, client, model_name, v1, None)
+    promote_passing(engine, client, model_name, v1, None)
     # Someone with MLflow access rewrites the checksum tag of the champion: loads still verify
     # against the warehouse record and succeed.
     client.set_model_version_tag(model_name, str(v1), SHA_TAG, "0" * 64)
@@ -94,7 +79,7 @@ def test_tampered_artifact_is_refused_naming_both_digests(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
 ) -> None:
     v1, sha1, location = fresh_version(client, mlflow_store, model_name, seed=24)
-    do_promote(engine, client, model_name, v1, None)
+    promote_passing(engine, client, model_name, v1, None)
     # Overwrite the pickle under the artifact root with another valid model, and the tag to match.
     x, y = training_data(99)
     saved = tmp_path / "other"
@@ -119,7 +104,7 @@ def test_version_without_record_is_refused(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
     v1, sha1, _ = fresh_version(client, mlflow_store, model_name, seed=25)
-    do_promote(engine, client, model_name, v1, None)
+    promote_passing(engine, client, model_name, v1, None)
     # A champion moved before integrity records existed: its ledger row carries no checksum.
     with engine.begin() as conn:
         conn.execute(
@@ -143,7 +128,7 @@ def test_backfill_refuses_an_artifact_changed_since_registration(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
     v1, _, location = fresh_version(client, mlflow_store, model_name, seed=31)
-    do_promote(engine, client, model_name, v1, None)
+    promote_passing(engine, client, model_name, v1, None)
     with engine.begin() as conn:
         conn.execute(
             update(alias_ledger).where(alias_ledger.c.model_name == model_name).values(model_sha256=None)
@@ -159,8 +144,8 @@ def test_rollback_carries_the_restored_versions_record(
 ) -> None:
     v1, sha1, _ = fresh_version(client, mlflow_store, model_name, seed=26)
     v2, sha2, _ = fresh_version(client, mlflow_store, model_name, seed=27)
-    do_promote(engine, client, model_name, v1, None)
-    do_promote(engine, client, model_name, v2, v1)
+    promote_passing(engine, client, model_name, v1, None)
+    promote_passing(engine, client, model_name, v2, v1)
     assert rollback(engine, client, model_name, actor="test", reason="bad v2") == v1
     first, second, back = ledger(engine, model_name)
     assert (second["model_sha256"], back["action"]) == (sha2, "rollback")
@@ -180,7 +165,7 @@ def test_promotion_refuses_an_artifact_changed_since_registration(
     v1, _, location = fresh_version(client, mlflow_store, model_name, seed=28)
     (location / "extra.py").write_text("import os\n")
     with pytest.raises(PromotionError, match="computed at registration"):
-        do_promote(engine, client, model_name, v1, None)
+        promote_passing(engine, client, model_name, v1, None)
     assert ledger(engine, model_name) == []
 
 

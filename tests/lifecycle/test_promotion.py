@@ -25,28 +25,16 @@ from tasks.gates import (
     rollback,
 )
 from tasks.models.spec import ChangeThreshold, PromotionPolicy, ValueThreshold
-from tasks.registry import UnapprovedModel, load_approved, register_candidate
+from tasks.registry import UnapprovedModel, load_approved
 from tasks.registry.tags import SHA_TAG
 from tests.lifecycle.conftest import Store
-from tests.lifecycle.helpers import ev, passing_report
+from tests.lifecycle.helpers import ev, passing_report, versions
 
 POLICY = PromotionPolicy(
     value_thresholds=(ValueThreshold("auc", lower=0.6),),
     change_thresholds=(ChangeThreshold("auc", slack=0.0),),
     beat_baseline=("auc",),
 )
-
-
-def versions(client: MlflowClient, store: Store, name: str, count: int) -> list[int]:
-    """Register one real model, then further versions of the same artifact (cheap)."""
-    info = register_candidate(client, name, store.runs["a"], tags={"training_fingerprint": "tf"})
-    out = [info.version]
-    for _ in range(count - 1):
-        mv = client.create_model_version(
-            name, source=info.source, run_id=info.run_id, tags={SHA_TAG: info.sha256}
-        )
-        out.append(int(mv.version))
-    return out
 
 
 def alias(client: MlflowClient, name: str) -> int | None:

@@ -16,9 +16,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from sqlalchemy import Engine, select
 
-from tasks.gates import current_champion, promote, rollback
-from tasks.registry import register_candidate
-from tasks.registry.tags import SHA_TAG
+from tasks.gates import current_champion, rollback
 from tasks.schema import score_sets
 from tasks.scoring import (
     PublishResult,
@@ -31,38 +29,10 @@ from tasks.scoring import (
     write_score_set,
 )
 from tests.lifecycle.conftest import Store
-from tests.lifecycle.helpers import passing_report
+from tests.lifecycle.helpers import promote_passing, versions
 from tests.lifecycle.score_writer import frame
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _versions(client: MlflowClient, store: Store, name: str, count: int) -> list[int]:
-    """One real registered model, then further versions of the same artifact (cheap)."""
-    info = register_candidate(client, name, store.runs["a"], tags={"training_fingerprint": "tf"})
-    out = [info.version]
-    for _ in range(count - 1):
-        mv = client.create_model_version(
-            name, source=info.source, run_id=info.run_id, tags={SHA_TAG: info.sha256}
-        )
-        out.append(int(mv.version))
-    return out
-
-
-def _promote(engine: Engine, client: MlflowClient, name: str, version: int, expected: int | None) -> None:
-    result = promote(
-        engine,
-        client,
-        name,
-        candidate_version=version,
-        expected_champion=expected,
-        report=passing_report(name, version, expected),
-        actor="test",
-        flow_run_id=None,
-        reason=f"promote v{version}",
-        created_ts=1,
-    )
-    assert result.promoted
 
 
 def _scored(engine: Engine, model: str, version: int, as_of: int, rows: int = 6) -> str:
@@ -87,12 +57,12 @@ def _versions_read(engine: Engine, model: str) -> set[int]:
 def test_set_of_a_champion_that_moved_is_not_published(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
-    v1, v2 = _versions(client, mlflow_store, model_name, 2)
-    _promote(engine, client, model_name, v1, None)
+    v1, v2 = versions(client, mlflow_store, model_name, 2)
+    promote_passing(engine, client, model_name, v1, None, created_ts=1)
     first = _scored(engine, model_name, v1, 100)
     assert publish(engine, model_name, first, published_ts=101).published
     late = _scored(engine, model_name, v1, 200)  # scoring with v1 ...
-    _promote(engine, client, model_name, v2, v1)  # ... while v2 is promoted
+    promote_passing(engine, client, model_name, v2, v1, created_ts=1)  # ... while v2 is promoted
     result = publish(engine, model_name, late, published_ts=201)
     assert isinstance(result, PublishResult) and not result.published
     assert f"scored with v{v1}" in result.reason and f"champion is now v{v2}" in result.reason
@@ -108,8 +78,8 @@ def test_set_of_a_champion_that_moved_is_not_published(
 def test_set_older_than_the_published_one_is_not_published(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
-    (v1,) = _versions(client, mlflow_store, model_name, 1)
-    _promote(engine, client, model_name, v1, None)
+    (v1,) = versions(client, mlflow_store, model_name, 1)
+    promote_passing(engine, client, model_name, v1, None, created_ts=1)
     newer = _scored(engine, model_name, v1, 300)
     older = _scored(engine, model_name, v1, 200)
     assert publish(engine, model_name, newer, published_ts=301).published
@@ -136,12 +106,12 @@ def test_set_older_than_the_published_one_is_not_published(
 def test_rollback_republishes_the_restored_champions_latest_set(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
-    v1, v2 = _versions(client, mlflow_store, model_name, 2)
-    _promote(engine, client, model_name, v1, None)
+    v1, v2 = versions(client, mlflow_store, model_name, 2)
+    promote_passing(engine, client, model_name, v1, None, created_ts=1)
     assert publish(engine, model_name, _scored(engine, model_name, v1, 100), published_ts=101).published
     latest_v1 = _scored(engine, model_name, v1, 200)
     assert publish(engine, model_name, latest_v1, published_ts=201).published
-    _promote(engine, client, model_name, v2, v1)
+    promote_passing(engine, client, model_name, v2, v1, created_ts=1)
     by_v2 = _scored(engine, model_name, v2, 300)
     assert publish(engine, model_name, by_v2, published_ts=301).published
     in_flight = _scored(engine, model_name, v2, 400)  # a v2 run still scoring during the rollback
@@ -165,9 +135,9 @@ def test_rollback_republishes_the_restored_champions_latest_set(
 def test_rollback_without_a_set_to_republish_marks_the_scores_stale(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
-    v1, v2 = _versions(client, mlflow_store, model_name, 2)
-    _promote(engine, client, model_name, v1, None)  # never scored
-    _promote(engine, client, model_name, v2, v1)
+    v1, v2 = versions(client, mlflow_store, model_name, 2)
+    promote_passing(engine, client, model_name, v1, None, created_ts=1)  # never scored
+    promote_passing(engine, client, model_name, v2, v1, created_ts=1)
     by_v2 = _scored(engine, model_name, v2, 300)
     assert publish(engine, model_name, by_v2, published_ts=301).published
 
@@ -203,8 +173,8 @@ print("RESULT", result.published, result.reason, flush=True)
 def test_two_publishing_processes_leave_one_winner_and_a_consistent_pointer(
     engine: Engine, db_url: str, client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
 ) -> None:
-    (v1,) = _versions(client, mlflow_store, model_name, 1)
-    _promote(engine, client, model_name, v1, None)
+    (v1,) = versions(client, mlflow_store, model_name, 1)
+    promote_passing(engine, client, model_name, v1, None, created_ts=1)
     newer = _scored(engine, model_name, v1, 300, rows=40)
     older = _scored(engine, model_name, v1, 200, rows=30)
     go = tmp_path / "go"
