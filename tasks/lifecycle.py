@@ -198,7 +198,6 @@ def gate(settings: Settings, engine: Engine, model: str, version: int, run_id: s
     frame = load_holdout(settings.mlflow_tracking_uri, run_id)
     y = frame["label"].to_numpy("float64")
     pred = stored_predictions(frame, "candidate")
-    base = stored_predictions(frame, "baseline")
     champion_version = current_champion(engine, spec.name)
     # The champion is compared on the registered model's own holdout rows (champion_rows).
     own = champion_rows(frame)
@@ -216,13 +215,14 @@ def gate(settings: Settings, engine: Engine, model: str, version: int, run_id: s
         champion_pred = own_pred
         champion_eval = evaluate(spec, own_y, own_pred, own_frame)
     deltas: dict[tuple[str, str], tuple[float, float, float]] = {}
+    roles = {str(b): role for b, role in baseline_roles(spec).items()} | {"baseline": "baseline"}
     for rule in spec.policy.significance:
-        if rule.against == "baseline":
-            args = (y, pred, base, frame)
-        elif champion_pred is not None:
+        if rule.against in roles:
+            args = (y, pred, stored_predictions(frame, roles[rule.against]), frame)
+        elif rule.against == "champion" and champion_pred is not None:
             args = (own_y, own_pred, champion_pred, own_frame)
         else:
-            continue
+            continue  # a first run (no champion); an unknown name is refused when the spec loads
         deltas[(rule.metric, rule.against)] = bootstrap_delta(
             spec,
             rule.metric,

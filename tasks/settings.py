@@ -112,13 +112,22 @@ NO_TELEMETRY = {
 }
 
 
-def disable_telemetry() -> None:
-    """Turn the libraries' telemetry off for this process, unless the environment already decides.
+# Without a server, every command starts Prefect's API as a subprocess and waits 20 s for it by
+# default; a busy 2-core machine exceeds that (measured: two demos beside a test run failed with
+# "Timed out while attempting to connect to ephemeral Prefect API server"). 120 s absorbs the
+# load and still reports a server that never starts.
+EPHEMERAL_SERVER = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+
+
+def apply_process_defaults() -> None:
+    """Telemetry off and a patient ephemeral Prefect start for this process, unless the
+    environment already decides.
 
     Called by the entry points (the command line, the test session) before the libraries load;
-    flows run by a worker get the same from the environment `liveyield serve` starts it with.
+    flows run by a worker get the telemetry settings from the environment `liveyield serve`
+    starts it with.
     """
-    for name, value in NO_TELEMETRY.items():
+    for name, value in {**NO_TELEMETRY, **EPHEMERAL_SERVER}.items():
         os.environ.setdefault(name, value)
 
 

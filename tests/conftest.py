@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from tasks.settings import Settings, disable_telemetry, get_settings
+from tasks.settings import Settings, apply_process_defaults, get_settings
 
-disable_telemetry()  # before any library that phones home loads
+apply_process_defaults()  # before any library that phones home loads
 
 from tasks.db import make_engine  # noqa: E402
 from tasks.warehouse import upgrade_schema  # noqa: E402

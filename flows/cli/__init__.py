@@ -14,7 +14,7 @@ from typer.exceptions import TyperException
 
 from flows.cli import data, features, models, monitor, stack, status
 from flows.cli.errors import err, quiet_console_tracebacks, report, set_debug
-from tasks.settings import disable_telemetry
+from tasks.settings import apply_process_defaults
 
 app = typer.Typer(
     name="liveyield",
@@ -54,7 +54,7 @@ app.command()(stack.doctor)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    disable_telemetry()
+    apply_process_defaults()
     args = sys.argv[1:] if argv is None else argv
     set_debug("--debug" in args)  # before parsing: libraries may log while options are read
     quiet_console_tracebacks(prefect=False)

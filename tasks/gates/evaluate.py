@@ -16,8 +16,10 @@ A metric without an interval (not bootstrappable, e.g. silhouette, or none given
 point value, and the report says so. A change threshold (candidate − champion >= slack) is judged
 the same way on the paired bootstrap interval of the difference, when one is given, and so is a
 beat-the-baseline check (candidate − baseline > 0): it fails only when the candidate is worse on
-the whole paired interval. Whether the candidate is *significantly better* is the policy's
-significance rules' business.
+the whole paired interval. A relative threshold (reach ratio × a baseline's value) is a
+beat-the-baseline check on the paired interval of candidate − ratio × baseline. Whether the
+candidate is *significantly better* is the policy's significance rules' business; they may name
+any declared baseline.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ def evaluate_gate(
 ) -> GateReport:
     """Run every check of the policy and return the verdict with one row per check.
 
-    ``deltas[(metric, "baseline"|"champion")]`` is (lower, point, upper) of candidate − other
-    from a paired bootstrap on the same holdout. ``champion`` None means a first run: change
+    ``deltas[(metric, rule.against)]`` is (lower, point, upper) of candidate − other from a paired
+    bootstrap on the same holdout, for each significance rule.
+    ``champion`` None means a first run: change
     thresholds and champion significance are recorded as skipped. ``extra_baselines`` (a baseline
     declaration, or its name, -> evaluation) are further naive baselines every beat_baseline metric
     must also beat; the report names each by ``str()`` (e.g. "column:snaive_168h").
@@ -97,6 +100,32 @@ def evaluate_gate(
         checks.append(_baseline_check(metric, candidate, baseline, interval=paired.get((metric, "baseline"))))
         for name, other in sorted((str(k), v) for k, v in (extra_baselines or {}).items()):
             checks.append(_baseline_check(metric, candidate, other, name, paired.get((metric, name))))
+    named = {"baseline": baseline, **{str(k): v for k, v in (extra_baselines or {}).items()}}
+    for relative in policy.relative_thresholds:
+        interval = paired.get((relative.metric, relative.other))
+        if relative.against not in named:
+            checks.append(
+                GateCheck(
+                    "relative_threshold",
+                    relative.metric,
+                    None,
+                    None,
+                    relative.other,
+                    False,
+                    f"no evaluation of {relative.against}",
+                )
+            )
+            continue
+        checks.append(
+            _baseline_check(
+                relative.metric,
+                candidate,
+                named[relative.against],
+                relative.against,
+                interval,
+                relative.ratio,
+            )
+        )
     for change in policy.change_thresholds:
         checks.extend(
             _change_checks(change, candidate_vs_champion or candidate, champion, change_intervals or {})
@@ -236,16 +265,20 @@ def _baseline_check(
     baseline: EvaluationLike,
     name: str = "baseline",
     interval: Interval | None = None,
+    ratio: float | None = None,
 ) -> GateCheck:
-    """Beat the baseline: on the paired interval when there is one (see the module docstring)."""
+    """Beat the baseline (or, with a ratio, reach ratio × its value: a relative threshold), on the
+    paired interval of candidate − ratio × baseline when there is one (see the module docstring)."""
+    check = "beat_baseline" if ratio is None else "relative_threshold"
+    factor, bar = (1.0, name) if ratio is None else (ratio, f"{ratio:g} × {name}")
     ours, theirs = finite_metric(candidate.metrics, metric), finite_metric(baseline.metrics, metric)
     hib = higher_is_better(metric)
-    threshold = f"{'>' if hib else '<'} {name}"
+    threshold = f"{'>' if hib else '<'} {bar}"
     if ours is None or theirs is None:
         which = "candidate" if ours is None else name
         source = candidate.metrics if ours is None else baseline.metrics
         return GateCheck(
-            "beat_baseline",
+            check,
             metric,
             None,
             _raw(candidate.metrics, metric),
@@ -253,30 +286,29 @@ def _baseline_check(
             False,
             f"{which}: {_missing(source, metric)}",
         )
-    ok = ours > theirs if hib else ours < theirs
-    threshold = f"{'>' if hib else '<'} {theirs:.6g} ({name})"
-    detail = "" if ok else f"{ours:.6g} does not beat the {name}'s {theirs:.6g}"
+    target = factor * theirs
+    ok = ours > target if hib else ours < target
+    threshold = f"{'>' if hib else '<'} {target:.6g} ({bar})"
+    short = (
+        f"does not beat the {name}'s {theirs:.6g}"
+        if ratio is None
+        else f"falls short of {bar} = {target:.6g}"
+    )
+    detail = "" if ok else f"{ours:.6g} {short}"
     if interval is None or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
-        return GateCheck("beat_baseline", metric, None, ours, threshold, ok, detail)
+        return GateCheck(check, metric, None, ours, threshold, ok, detail)
     # The improvement (candidate better by) on the paired interval: above 0 passes, below fails.
     low, high = (interval.low, interval.high) if hib else (-interval.high, -interval.low)
     span = f"paired interval of the improvement [{low:+.6g}, {high:+.6g}] on {interval.n:,} holdout units"
     if low > 0:
-        return GateCheck("beat_baseline", metric, None, ours, threshold, True, "", low, high)
+        return GateCheck(check, metric, None, ours, threshold, True, "", low, high)
     if high < 0:
+        whole = f"the whole {span} is below 0"
         return GateCheck(
-            "beat_baseline",
-            metric,
-            None,
-            ours,
-            threshold,
-            False,
-            f"{detail}; the whole {span} is below 0" if detail else f"the whole {span} is below 0",
-            low,
-            high,
+            check, metric, None, ours, threshold, False, f"{detail}; {whole}" if detail else whole, low, high
         )
     note = f"undecided: {span} contains 0" + (f" ({detail})" if detail else "")
-    return GateCheck("beat_baseline", metric, None, ours, threshold, True, note, low, high, True)
+    return GateCheck(check, metric, None, ours, threshold, True, note, low, high, True)
 
 
 def _change_checks(

@@ -252,16 +252,18 @@ def bootstrap_delta(
     n_boot: int = 200,
     confidence: float = 0.95,
     seed: int = 0,
+    ratio: float = 1.0,
 ) -> tuple[float, float, float]:
-    """Paired bootstrap over units (rows, queries or the spec's resample_by) of metric(a) − metric(b)."""
+    """Paired bootstrap over units (rows, queries or the spec's resample_by) of
+    metric(a) − ratio × metric(b); ratio 1 is the plain difference."""
     _check_metric(metric)
     a, b = _columns(y, pred_a, rows), _columns(y, pred_b, rows)
-    point = _value(metric, a) - _value(metric, b)
+    point = _value(metric, a) - ratio * _value(metric, b)
     if a.n == 0 or metric in NO_BOOTSTRAP:
         return float("nan"), point, float("nan")
     fn = METRICS[metric]
     replicates = np.concatenate(
-        [fn(a, w) - fn(b, w) for w in _unit_weights(a, n_boot, seed, _unit_column(spec, a))]
+        [fn(a, w) - ratio * fn(b, w) for w in _unit_weights(a, n_boot, seed, _unit_column(spec, a))]
     )
     return _interval(point, replicates, confidence)
 
@@ -406,22 +408,36 @@ def baseline_intervals(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[tuple[str, str], Interval]:
-    """Paired bootstrap interval of candidate − baseline for every beat_baseline metric and baseline.
+    """Paired bootstrap interval of candidate − baseline for every beat_baseline metric and baseline,
+    and of candidate − ratio × baseline for every relative threshold.
 
-    Keyed (metric, "baseline") for the primary baseline and (metric, str(baseline)) for the others;
-    the baselines' predictions are read back from the stored evaluation frame.
+    Keyed (metric, "baseline") for the primary baseline, (metric, str(baseline)) for the others and
+    (metric, threshold.other) for a relative threshold; the baselines' predictions are read back
+    from the stored evaluation frame.
     """
+    roles = {"baseline": "baseline"} | {
+        str(b): role for b, role in baseline_roles(spec).items() if b != spec.baseline
+    }
+    wanted = [(m, name, name, 1.0) for m in spec.policy.beat_baseline for name in roles]
+    wanted += [(t.metric, t.other, t.against, t.ratio) for t in spec.policy.relative_thresholds]
     out: dict[tuple[str, str], Interval] = {}
-    for baseline, role in baseline_roles(spec).items():
-        name = "baseline" if baseline == spec.baseline else str(baseline)
-        theirs = stored_predictions(frame, role)
-        for metric in spec.policy.beat_baseline:
-            if metric in NO_BOOTSTRAP:
-                continue
-            low, point, high = bootstrap_delta(
-                spec, metric, y, pred, theirs, rows=frame, n_boot=n_boot, confidence=confidence, seed=seed
-            )
-            out[(metric, name)] = Interval(low, point, high, _units(spec, frame))
+    for metric, key, against, ratio in wanted:
+        if metric in NO_BOOTSTRAP or against not in roles:
+            continue
+        theirs = stored_predictions(frame, roles[against])
+        low, point, high = bootstrap_delta(
+            spec,
+            metric,
+            y,
+            pred,
+            theirs,
+            rows=frame,
+            n_boot=n_boot,
+            confidence=confidence,
+            seed=seed,
+            ratio=ratio,
+        )
+        out[(metric, key)] = Interval(low, point, high, _units(spec, frame))
     return out
 
 

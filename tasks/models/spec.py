@@ -61,14 +61,41 @@ class ChangeThreshold:
 
 @dataclass(frozen=True)
 class SignificanceRule:
-    """The candidate must beat ``against`` ("baseline" or "champion") on ``metric`` with the
-    lower end of the paired bootstrap confidence interval of the delta above ``min_delta``."""
+    """The candidate must beat ``against`` on ``metric`` with the lower end of the paired bootstrap
+    confidence interval of the delta above ``min_delta`` (proof, not a tie within noise).
+
+    ``against`` is "champion", "baseline" (the spec's primary baseline) or the name of one of the
+    spec's extra baselines as the report shows it (``str(baseline)``, e.g. "column:rep_score"), so a
+    policy can lean on the baseline that means something for its model.
+    """
 
     metric: str
-    against: Literal["baseline", "champion"] = "baseline"
+    against: str = "baseline"
     confidence: float = 0.95
     min_delta: float = 0.0
     n_boot: int = 200
+
+
+@dataclass(frozen=True)
+class RelativeThreshold:
+    """The candidate's metric must reach ``ratio`` × a baseline's on the same holdout.
+
+    1.2 on a higher-is-better metric asks for at least 1.2 × the baseline's value, 0.9 on a
+    lower-is-better one for at most 0.9 × it. Judged like a beat-the-baseline check, on the paired
+    bootstrap interval of candidate − ratio × baseline: wholly past the bar passes, wholly short of
+    it fails, straddling it is undecided. A bar relative to a naive baseline keeps its meaning as
+    the platform grows, where an absolute floor fits one catalogue size. ``against`` names the
+    baseline as SignificanceRule does ("baseline" for the primary).
+    """
+
+    metric: str
+    ratio: float
+    against: str = "baseline"
+
+    @property
+    def other(self) -> str:
+        """The bar as the report names it, e.g. "1.2 × column:rep_score"."""
+        return f"{self.ratio:g} × {self.against}"
 
 
 @dataclass(frozen=True)
@@ -79,6 +106,7 @@ class PromotionPolicy:
     change_thresholds: tuple[ChangeThreshold, ...] = ()
     significance: tuple[SignificanceRule, ...] = ()
     beat_baseline: tuple[str, ...] = ()  # metrics on which the candidate must beat the baseline
+    relative_thresholds: tuple[RelativeThreshold, ...] = ()
     require_validated_data: bool = True
     requires_approval: bool = False
 
@@ -86,7 +114,11 @@ class PromotionPolicy:
     def is_empty(self) -> bool:
         """True when nothing is configured (and so nothing may ever be promoted)."""
         return not (
-            self.value_thresholds or self.change_thresholds or self.significance or self.beat_baseline
+            self.value_thresholds
+            or self.change_thresholds
+            or self.significance
+            or self.beat_baseline
+            or self.relative_thresholds
         )
 
 
@@ -170,6 +202,18 @@ class ModelSpec:
     # The column whose values are the independent units the gate's bootstrap resamples (an entity
     # with several snapshots in the holdout); None: rows, or whole queries of a ranking (query_id).
     resample_by: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a policy rule that names a baseline the spec does not declare."""
+        known = {"baseline", *(str(b) for b in (self.baseline, *self.extra_baselines))}
+        named = [("significance rule", r.metric, r.against) for r in self.policy.significance]
+        named += [("relative threshold", t.metric, t.against) for t in self.policy.relative_thresholds]
+        for kind, metric, against in named:
+            if against not in known and not (kind == "significance rule" and against == "champion"):
+                raise ValueError(
+                    f"{self.name}: the {kind} on {metric} names {against!r}; "
+                    f"known baselines: {', '.join(sorted(known))}"
+                )
 
     @property
     def input_columns(self) -> list[str]:

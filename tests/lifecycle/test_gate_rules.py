@@ -15,7 +15,13 @@ from tasks.gates.metrics import Interval
 from tasks.models.catalog import get_spec
 from tasks.models.evaluation import attach_predictions, baseline_intervals, evaluate, value_intervals
 from tasks.models.metrics import higher_is_better
-from tasks.models.spec import ChangeThreshold, PromotionPolicy, SignificanceRule, ValueThreshold
+from tasks.models.spec import (
+    ChangeThreshold,
+    PromotionPolicy,
+    RelativeThreshold,
+    SignificanceRule,
+    ValueThreshold,
+)
 from tests.lifecycle.helpers import Evaluation, ev
 
 NAN = float("nan")
@@ -199,6 +205,56 @@ def test_significance_min_delta_and_missing_ci() -> None:
     assert not gate(policy, deltas={("auc", "baseline"): (0.005, 0.02, 0.03)}).passed
     assert gate(policy, deltas={("auc", "baseline"): (0.011, 0.02, 0.03)}).passed
     assert "no bootstrap CI" in gate(policy).reason
+
+
+def test_relative_threshold_against_a_named_baseline_is_judged_on_its_paired_interval() -> None:
+    rep = "column:rep_score"
+    policy = PromotionPolicy(relative_thresholds=(RelativeThreshold("auc", ratio=1.2, against=rep),))
+
+    def judge(candidate_auc: float, interval: Interval | None) -> GateReport:
+        return evaluate_gate(
+            policy,
+            candidate=ev(auc=candidate_auc),
+            champion=None,
+            baseline=BASE,
+            extra_baselines={rep: ev(auc=0.55)},  # the bar: 1.2 × 0.55 = 0.66
+            deltas={},
+            data_validated=True,
+            baseline_intervals={} if interval is None else {("auc", f"1.2 × {rep}"): interval},
+        )
+
+    clear = judge(0.72, Interval(0.03, 0.06, 0.09, 800))
+    (check,) = [c for c in clear.checks if c.name == "relative_threshold"]
+    assert clear.passed and not check.undecided and "0.66" in check.threshold
+    straddling = judge(0.67, Interval(-0.02, 0.01, 0.04, 800))
+    (undecided,) = [c for c in straddling.checks if c.name == "relative_threshold"]
+    assert straddling.passed and undecided.undecided
+    short = judge(0.62, Interval(-0.07, -0.04, -0.01, 800))
+    assert not short.passed and "falls short of 1.2 × column:rep_score" in short.reason
+    assert not judge(0.62, None).passed  # no interval: the point decides
+    # A bar against a baseline the gate was not given fails rather than passing unchecked.
+    missing = evaluate_gate(
+        policy, candidate=ev(auc=0.9), champion=None, baseline=BASE, deltas={}, data_validated=True
+    )
+    assert not missing.passed and "no evaluation of column:rep_score" in missing.reason
+
+
+def test_significance_can_name_an_extra_baseline() -> None:
+    policy = PromotionPolicy(significance=(SignificanceRule("auc", "column:run_rate"),))
+    assert gate(policy, deltas={("auc", "column:run_rate"): (0.01, 0.03, 0.05)}).passed
+    refused = gate(policy, deltas={("auc", "baseline"): (0.01, 0.03, 0.05)})
+    assert not refused.passed and "no bootstrap CI" in refused.reason
+
+
+def test_a_rule_naming_an_undeclared_baseline_is_refused_when_the_spec_is_built() -> None:
+    spec = get_spec("stream_recs")
+    for typo in (
+        PromotionPolicy(significance=(SignificanceRule("ndcg_10", "column:rep_scor"),)),
+        PromotionPolicy(relative_thresholds=(RelativeThreshold("ndcg_10", 1.2, "column:rep_scor"),)),
+        PromotionPolicy(relative_thresholds=(RelativeThreshold("ndcg_10", 1.2, "champion"),)),
+    ):
+        with pytest.raises(ValueError, match="names"):
+            dataclasses.replace(spec, policy=typo)
 
 
 def test_data_gate_precondition() -> None:

@@ -69,6 +69,20 @@ def test_bootstrap_delta_contains_point_and_is_seeded() -> None:
     assert ci[0] <= ci[1] <= ci[2]
 
 
+def test_relative_bootstrap_delta_separates_a_lift_from_a_bigger_one() -> None:
+    """candidate − ratio × other on a paired bootstrap: AUC 0.83 against 0.57 clears 1.2× the
+    other's AUC on the whole interval and falls short of 1.8× on the whole interval."""
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 4000)
+    strong = np.clip(y * 0.3 + rng.random(4000) * 0.7, 0.01, 0.99)  # AUC about 0.83
+    weak = np.clip(y * 0.05 + rng.random(4000) * 0.95, 0.01, 0.99)  # AUC about 0.57
+    ours, theirs = roc_auc_score(y, strong), roc_auc_score(y, weak)
+    low, point, _ = bootstrap_delta(SPEC, "auc", y, strong, weak, n_boot=200, seed=1, ratio=1.2)
+    assert point == pytest.approx(ours - 1.2 * theirs) and low > 0  # 0.83 >= 1.2 × 0.57, clearly
+    _, point, high = bootstrap_delta(SPEC, "auc", y, strong, weak, n_boot=200, seed=1, ratio=1.8)
+    assert point == pytest.approx(ours - 1.8 * theirs) and high < 0  # 0.83 < 1.8 × 0.57 = 1.02
+
+
 def test_directions() -> None:
     assert higher_is_better("auc") and not higher_is_better("log_loss") and not higher_is_better("ece")
     with pytest.raises(ValueError, match="direction"):  # a target of 1, not a direction

@@ -51,9 +51,9 @@ from tasks.models.spec import (
     LabelWindow,
     ModelSpec,
     PromotionPolicy,
+    RelativeThreshold,
     ScoringTarget,
     SignificanceRule,
-    ValueThreshold,
 )
 from tasks.warehouse import raw_table, validated_dates
 
@@ -563,18 +563,16 @@ def ranking_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
     return [plot_hit_rate_at_k(frame, folder / "hit_rate_at_k.png", names, slice_column="target_type")]
 
 
-# With about 40 streams live at a time, a random order hits the target in the top 10 a quarter
-# of the time and POP about half of it; the floors sit above POP on the demo platform, and the
-# gate also asks for a strict win over POP and REP and a significant NDCG gain over POP.
+# Relative bars, not absolute floors. HR@10 and NDCG@10 of every ordering grow with fewer streams live
+# at a time and shrink with more, so a floor such as HR@10 >= 0.55 only fits one platform size (the
+# demo's 40 live streams: POP reaches 0.52 there, while at 50,000 users the model's 0.23 is 2.7x
+# POP and still fails it). Instead the model must order the live streams significantly better than
+# popularity (NDCG@10, paired bootstrap over users), beat both naive orderings on HR@10 and NDCG@10,
+# and reach 1.2x the NDCG@10 of each (relative thresholds, judged on the paired interval of
+# model - 1.2 x baseline like every threshold: a holdout too small to tell is undecided). 1.2 is
+# the smallest lift worth replacing a one-line rule for; the demo measures 1.51x POP, 1.47x REP.
+REP = str(ColumnBaseline("rep_score"))
 POLICY = PromotionPolicy(
-    value_thresholds=(
-        # Holdout users each floor needs at the demo's values (it has 891; 628 new, 263 repeat):
-        # 26, 43, 49 (new) and 3 (repeat).
-        ValueThreshold("hit_rate_10", lower=0.55),
-        ValueThreshold("ndcg_10", lower=0.33),
-        ValueThreshold("hit_rate_10", lower=0.45, slice="target_type=new"),
-        ValueThreshold("hit_rate_10", lower=0.8, slice="target_type=repeat"),
-    ),
     change_thresholds=(
         ChangeThreshold("ndcg_10", slack=-0.01),
         ChangeThreshold("hit_rate_10", slack=-0.01),
@@ -582,6 +580,10 @@ POLICY = PromotionPolicy(
     ),
     significance=(SignificanceRule("ndcg_10", against="baseline", confidence=0.95),),
     beat_baseline=("hit_rate_10", "ndcg_10"),
+    relative_thresholds=(
+        RelativeThreshold("ndcg_10", ratio=1.2, against="baseline"),
+        RelativeThreshold("ndcg_10", ratio=1.2, against=REP),
+    ),
 )
 
 stream_recs = ModelSpec(

@@ -249,9 +249,13 @@ traffic_forecast = ModelSpec(
     primary_metric="mase",
     slices=SLICES,
     policy=PromotionPolicy(
-        # A narrow band: decided on the demo's 23 forecast origins at its 0.899 (3 would do); a
-        # coverage within 0.005 of an edge needs about 100.
-        value_thresholds=(ValueThreshold("coverage_p90", lower=0.88, upper=0.92),),
+        # P90 intervals that cover 85-95 % of what happened: the calibration a conformal interval
+        # from a few hundred out-of-sample residuals can promise on any platform, real series
+        # included. A narrower band (0.88-0.92 before) was decided by which platform the holdout
+        # came from: equivalent simulated platforms (seeds 7 and 8, same size and period) cover
+        # 0.899 and 0.949, further apart than the 23-origin bootstrap interval (±0.01) admits,
+        # because neighbouring origins share their hours.
+        value_thresholds=(ValueThreshold("coverage_p90", lower=0.85, upper=0.95),),
         change_thresholds=(
             ChangeThreshold("mase", slack=-0.02),
             ChangeThreshold("pinball_p90", slack=-0.02),

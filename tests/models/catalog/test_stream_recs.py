@@ -65,7 +65,13 @@ def test_spec_is_declared_with_its_protocol_and_thresholds() -> None:
     )
     policy = spec.policy
     assert "hit_rate_10" in policy.beat_baseline
-    assert {t.metric for t in policy.value_thresholds} >= {"hit_rate_10", "ndcg_10"}
+    # Relative bars that hold at any catalogue size: NDCG@10 at least 1.2x POP's and REP's.
+    assert not policy.value_thresholds
+    assert {(t.metric, t.against, t.ratio) for t in policy.relative_thresholds} == {
+        ("ndcg_10", "baseline", 1.2),
+        ("ndcg_10", "column:rep_score", 1.2),
+    }
+    assert [(r.metric, r.against) for r in policy.significance] == [("ndcg_10", "baseline")]
     assert {t.metric for t in policy.change_thresholds} >= {"hit_rate_10", "ndcg_10"}
     assert policy.require_validated_data and not policy.is_empty
     assert set(spec.label_sources) == {"raw_watch_sessions", "raw_streams", "raw_follows", "raw_users"}

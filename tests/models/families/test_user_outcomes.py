@@ -68,6 +68,8 @@ def test_gift_revenue_is_a_tweedie_regression_against_last_week() -> None:
     assert str(spec.baseline) == "column:gifts_last_7d" and spec.extra_baselines
     assert spec.scoring.entity == "streamer" and spec.scoring.score_range[0] == 0.0
     assert "tweedie_deviance" in spec.policy.beat_baseline
+    # Significance against the run rate: last week's gifts are a degenerate bar (see the spec).
+    assert [r.against for r in spec.policy.significance] == ["column:gifts_run_rate_7d"]
     booster = make_tweedie_pipeline(spec.params).steps[-1][1]
     assert booster.get_params()["objective"] == "reg:tweedie"
 
@@ -160,10 +162,18 @@ def _gate(spec: ModelSpec, frame: pd.DataFrame, candidate: np.ndarray) -> list[s
         name: evaluate(spec, y, baseline_frame(spec, name, train, frame), frame)
         for name in (spec.baseline, *spec.extra_baselines)
     }
-    base_pred = baseline_frame(spec, spec.baseline, train, frame)
     pred = pd.DataFrame({"prediction": candidate})
+    named = {"baseline": spec.baseline, **{str(b): b for b in spec.extra_baselines}}
     deltas = {
-        (rule.metric, "baseline"): bootstrap_delta(spec, rule.metric, y, pred, base_pred, rows=frame, seed=1)
+        (rule.metric, rule.against): bootstrap_delta(
+            spec,
+            rule.metric,
+            y,
+            pred,
+            baseline_frame(spec, named[rule.against], train, frame),
+            rows=frame,
+            seed=1,
+        )
         for rule in spec.policy.significance
     }
     report = evaluate_gate(
