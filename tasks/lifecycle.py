@@ -47,8 +47,9 @@ from tasks.models.scoring_frame import StaleFeatures, build_scoring_frame
 from tasks.models.spec import Baseline, ModelSpec
 from tasks.models.tracking import load_holdout, log_training_run
 from tasks.models.training import TrainedModel, build_training_set, fit_candidate, frame_fingerprint
+from tasks.monitoring.events import emit_promoted
 from tasks.monitoring.reference import Reference, profile_pair
-from tasks.monitoring.run import check_inputs, compare, refusal, retention_days
+from tasks.monitoring.run import MonitorResult, announced, check_inputs, compare, refusal, retention_days
 from tasks.monitoring.store import record_checks
 from tasks.registry import load_approved, register_candidate
 from tasks.scoring import publish, validate_score_set, write_score_set
@@ -293,6 +294,7 @@ def promote_if_passed(
     )
     if result.lost_race:
         return {"promoted": False, "champion": result.current_champion, "detail": result.detail}
+    emit_promoted(report.model, version, champion, actor=actor, reason=reason, flow_run_id=flow_run_id)
     return {"promoted": True, "champion": version, "detail": f"v{champion} → v{version}"}
 
 
@@ -332,7 +334,10 @@ def score(
     checked, frame = check_inputs(engine, spec, version, as_of, recorded_at=now, run_id=run_id)
     if frame is None:
         record_checks(engine, checked)
-        raise refusal(spec, checked)
+        stale = refusal(spec, checked)
+        ts = int(as_of.timestamp())
+        announced(MonitorResult(spec.name, version, ts, "error", str(stale), tuple(checked)))
+        raise stale
     # Predict in chunks (bounded memory), format once: a format may rank across rows of one entity.
     predictions = predict_chunks(spec, approved.model, frame)
     monitored = compare(settings, engine, spec, version, as_of, (checked, frame, predictions["prediction"]),

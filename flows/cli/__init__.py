@@ -14,6 +14,7 @@ from typer.exceptions import TyperException
 
 from flows.cli import data, features, models, monitor, stack, status
 from flows.cli.errors import err, quiet_console_tracebacks, report, set_debug
+from tasks.ops.servers import use_stack_credentials
 from tasks.settings import apply_process_defaults
 
 app = typer.Typer(
@@ -55,6 +56,7 @@ app.command()(stack.doctor)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     apply_process_defaults()
+    use_stack_credentials()  # before any client is made: a running stack's servers want them
     args = sys.argv[1:] if argv is None else argv
     set_debug("--debug" in args)  # before parsing: libraries may log while options are read
     quiet_console_tracebacks(prefect=False)

@@ -20,16 +20,28 @@ def serve(
         int | None,
         typer.Option(help="MLflow server port; 0: any free one. [default: LIVEYIELD_MLFLOW_PORT or 5000]"),
     ] = None,
-    host: Annotated[str, typer.Option(help="Interface the servers listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface the servers listen on (beyond loopback only with --allow-remote).")
+    ] = "127.0.0.1",
+    allow_remote: Annotated[
+        bool,
+        typer.Option("--allow-remote", help="Allow a --host other machines can reach (prints a warning)."),
+    ] = False,
     deploy: Annotated[bool, typer.Option(help="Deploy infra/prefect.yaml once the server is up.")] = True,
 ) -> None:
     """Start a Prefect server, its work pool, worker and deployments, and an MLflow server, here."""
-    from tasks.ops.servers import plan_stack, start_stack
+    from tasks.ops.servers import StackError, bind_warning, plan_stack, start_stack
     from tasks.settings import get_settings
 
     for option, port in (("--prefect-port", prefect_port), ("--mlflow-port", mlflow_port)):
         if port is not None and not 0 <= port <= 65535:
             raise typer.BadParameter(f"{option} {port} is not a port (0-65535)")
+    try:
+        warning = bind_warning(host, allow_remote=allow_remote)
+    except StackError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if warning:
+        err.print(warning, style="yellow", highlight=False)
     plan = plan_stack(get_settings(), host=host, prefect_port=prefect_port, mlflow_port=mlflow_port)
     state = start_stack(plan, deploy=deploy, say=lambda line: err.print(line))
     table = Table("what", "address", "store", title="liveyield serve")
@@ -37,16 +49,21 @@ def serve(
     table.add_row("MLflow UI", state["mlflow_url"], state["mlflow_backend_store"])
     table.add_row("worker", f"work pool {state['work_pool']}", f"logs in {plan.log_dir}")
     render.console.print(table)
+    credentials = state["credentials_file"]
     render.console.print(
+        f"Both ask for credentials, kept (owner-only) in {credentials}: the Prefect UI's login takes\n"
+        "its PREFECT_API_AUTH_STRING, the MLflow UI's its MLFLOW_TRACKING_USERNAME and _PASSWORD.\n"
         "To use them from a shell:\n"
         f"  export PREFECT_API_URL={state['prefect_api_url']} MLFLOW_TRACKING_URI={state['mlflow_url']}\n"
+        f"  set -a; . {credentials}; set +a\n"
         "`liveyield retrain MODEL` finds them on its own; `liveyield stop` stops them.",
         highlight=False,
     )
 
 
 def stop() -> None:
-    """Stop the servers and the worker that `liveyield serve` started (by pid)."""
+    """Stop the servers and the worker that `liveyield serve` started (by pid; the credentials
+    file stays, for the next `liveyield serve`)."""
     from tasks.ops.servers import stop_stack
     from tasks.settings import get_settings
 

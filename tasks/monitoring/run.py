@@ -105,6 +105,15 @@ def findings(result: MonitorResult) -> list[Finding]:
     return found
 
 
+def announced(result: MonitorResult) -> MonitorResult:
+    """The result, once its findings are sent as Prefect events (tasks/monitoring/events.py):
+    what an automation acts on, such as the retraining trigger of the model's deployment."""
+    from tasks.monitoring.events import emit_findings
+
+    emit_findings(result)
+    return result
+
+
 # --- freshness ----------------------------------------------------------------------------
 
 
@@ -391,7 +400,8 @@ def compare(
     if plot is not None and champion_run:
         client.log_artifact(champion_run, str(plot), f"monitoring/{utc(ts):%Y-%m-%d}")
     deciding = tuple(dict.fromkeys((*spec.drift.deciding("numeric"), *spec.drift.deciding("categorical"))))
-    return MonitorResult(spec.name, version, ts, status, summary, tuple(rows), against, plot, deciding)
+    result = MonitorResult(spec.name, version, ts, status, summary, tuple(rows), against, plot, deciding)
+    return announced(result)
 
 
 def monitor(
@@ -428,7 +438,7 @@ def monitor(
     if frame is None:
         record_checks(engine, rows)
         summary = f"{spec.name} v{version}: stale inputs, nothing compared — {refusal(spec, rows)}"
-        return MonitorResult(spec.name, version, ts, ERROR, summary, tuple(rows))
+        return announced(MonitorResult(spec.name, version, ts, ERROR, summary, tuple(rows)))
     champion = load_approved(settings.mlflow_tracking_uri, spec.name, version=version, warehouse=engine)
     predictions = predict_chunks(spec, champion.model, frame)["prediction"]
     inputs = (rows, frame, predictions)

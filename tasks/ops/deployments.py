@@ -1,8 +1,9 @@
 """The Prefect deployments of the platform, rendered from the model catalog into infra/prefect.yaml.
 
 One scheduled retraining and one scheduled scoring deployment per catalog model (crons from
-its ModelSpec), plus the data deployments (ingest-validate, build-features) and an
-unscheduled pipeline. Adding a model means adding its spec, then re-rendering:
+its ModelSpec; the retraining also started by the model's drift events, ``retrain_trigger``),
+plus the data deployments (ingest-validate, build-features) and an unscheduled pipeline.
+Adding a model means adding its spec, then re-rendering:
 
     python -m tasks.ops.deployments            # rewrites infra/prefect.yaml
     python -m tasks.ops.deployments --check    # exits 1 when the file is out of date
@@ -24,6 +25,12 @@ WORK_POOL = "liveyield-process"
 TIMEZONE = "UTC"
 INGEST_CRON = "0 1 * * *"  # daily, after the day's landing batches are complete
 FEATURES_CRON = "0 2 * * *"  # daily, after ingest-validate
+
+# A model's drift or performance events start its retraining at most once per this window: the
+# first event fires at once, later ones of the same model within the window are ignored (a
+# persisting drift is reported by every monitoring and scoring run, about daily).
+RETRAIN_COOLDOWN_S = 24 * 3600
+RETRAIN_ACTOR = "retrain-trigger"
 
 TRAIN_FLOW = "train-model"
 SCORE_FLOW = "score-model"
@@ -82,6 +89,7 @@ def _deployment(
     schedules: list[dict[str, Any]],
     *,
     one_at_a_time: bool = False,
+    triggers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": name,
@@ -96,7 +104,39 @@ def _deployment(
         # A second run of the same deployment waits for the first (never two at once).
         spec["concurrency_limit"] = {"limit": 1, "collision_strategy": "ENQUEUE"}
     spec["work_pool"] = {"name": WORK_POOL, "work_queue_name": "default", "job_variables": {}}
+    if triggers:
+        spec["triggers"] = triggers  # `prefect deploy` turns each into an automation of the deployment
     return spec
+
+
+def retrain_trigger(model: str) -> dict[str, Any]:
+    """The retraining deployment's trigger: a drift or performance event of this model (its
+    resource id) runs the deployment at the as_of monitoring looked at, once per cooldown window.
+
+    A reactive trigger with threshold 1 fires on the first matching event and then opens its next
+    window only when ``within`` has passed since; events in between are spent on nothing. That is
+    Prefect's trigger engine (prefect.server.events.triggers.evaluate), not code of ours."""
+    from tasks.monitoring.events import RETRAIN_EVENTS, model_resource_id
+
+    return {
+        "type": "event",
+        "name": f"{model}-retrain-on-drift",
+        "description": f"Retrain {model} when monitoring finds drift or a performance drop "
+        f"(at most once per {RETRAIN_COOLDOWN_S // 3600} h).",
+        "enabled": True,
+        "match": {"prefect.resource.id": model_resource_id(model)},
+        "expect": list(RETRAIN_EVENTS),
+        "for_each": ["prefect.resource.id"],
+        "posture": "Reactive",
+        "threshold": 1,
+        "within": RETRAIN_COOLDOWN_S,
+        "parameters": {
+            "model": model,
+            "as_of": "{{ event.payload.as_of }}",
+            "actor": RETRAIN_ACTOR,
+            "reason": "retraining on {{ event.event }}",
+        },
+    }
 
 
 def model_deployments(spec: ModelSpec) -> list[dict[str, Any]]:
@@ -113,6 +153,7 @@ def model_deployments(spec: ModelSpec) -> list[dict[str, Any]]:
             {"model": spec.name},
             _schedule(spec.retrain_cron),
             one_at_a_time=True,
+            triggers=[retrain_trigger(spec.name)],
         ),
         _deployment(
             score_deployment(spec.name).split("/", 1)[1],

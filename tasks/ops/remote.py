@@ -1,4 +1,8 @@
-"""Trigger deployment runs through a Prefect server's API and follow them to their end."""
+"""Trigger deployment runs through a Prefect server's API and follow them to their end.
+
+Every call carries the API's credentials when they are known (PREFECT_API_AUTH_STRING, or the
+stack `liveyield serve` started when it serves that API): see ``prefect_client_settings``.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +33,11 @@ def trigger(api_url: str, deployment: str, parameters: dict[str, Any]) -> tuple[
     """Create a run of ``flow/deployment`` with these parameters; returns its id and name."""
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: api_url}):
+    from tasks.ops.servers import prefect_client_settings
+
+    with temporary_settings(prefect_client_settings(api_url)):
         try:
             run: Any = run_deployment(
                 deployment, parameters=parameters, timeout=0
@@ -59,11 +65,13 @@ def follow(
     """
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
+
+    from tasks.ops.servers import prefect_client_settings
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     seen: tuple[str, str | None] | None = None
-    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+    with temporary_settings(prefect_client_settings(api_url)), get_client(sync_client=True) as client:
         while True:
             state = client.read_flow_run(flow_run_id).state
             if state is not None:
@@ -88,9 +96,11 @@ def table_artifact(api_url: str, flow_run_id: UUID, key: str) -> list[dict[str, 
         ArtifactFilterFlowRunId,
         ArtifactFilterKey,
     )
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+    from tasks.ops.servers import prefect_client_settings
+
+    with temporary_settings(prefect_client_settings(api_url)), get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])

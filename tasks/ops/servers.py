@@ -12,13 +12,23 @@
 What it started is written to ``.liveyield/run/stack.json`` (pids, addresses, log files; no
 credentials) and ``stop_stack`` stops exactly those processes and their children. Database
 URLs travel in environment variables, never on a command line.
+
+Nobody gets in without credentials: the servers bind to the loopback interface unless told
+otherwise, the Prefect API wants its basic-auth string and MLflow runs its basic-auth app.
+Both secrets are made once into ``.liveyield/stack-credentials.env`` (owner-only), handed to
+the worker, the deploy commands and every client of the platform, and never written to the
+state file, a log or a command line. Each server process gets only the environment it needs
+(no warehouse URL or pseudonym key in either).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import ipaddress
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.settings import NO_TELEMETRY, Settings, redact_url
+from tasks.ops.automations import ensure_automations, heartbeat_s
+from tasks.settings import NO_TELEMETRY, Settings, get_settings, redact_url
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = ROOT / "infra" / "prefect.yaml"
@@ -40,6 +51,98 @@ START_TIMEOUT_S = 240.0  # two loaded cores can take minutes to import and migra
 
 class StackError(RuntimeError):
     """A server could not be started or stopped; the message says which and where its log is."""
+
+
+# --- bind address ---------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def bind_warning(host: str, *, allow_remote: bool) -> str | None:
+    """Refuse a bind beyond loopback unless allowed; the warning to print when it is (else None)."""
+    if is_loopback(host):
+        return None
+    if not allow_remote:
+        raise StackError(
+            f"--host {host} would let other machines reach the servers: "
+            "pass --allow-remote as well if that is meant (the default, 127.0.0.1, is local only)"
+        )
+    return (
+        f"warning: the servers listen on {host}, reachable from other machines; they ask for the "
+        "credentials in the credentials file, but the traffic is plain HTTP (put TLS in front)"
+    )
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+CREDENTIALS_FILE = "stack-credentials.env"
+STACK_USER = "liveyield"
+CREDENTIAL_VARS = ("PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@dataclass(frozen=True)
+class StackCredentials:
+    """The secrets of the stack's two servers (never printed, logged or put in the state file)."""
+
+    prefect_auth_string: str = field(repr=False)  # "user:password", Prefect's basic auth
+    mlflow_username: str
+    mlflow_password: str = field(repr=False)
+
+    def env(self) -> dict[str, str]:
+        """The client variables Prefect and MLflow read them from."""
+        values = (self.prefect_auth_string, self.mlflow_username, self.mlflow_password)
+        return dict(zip(CREDENTIAL_VARS, values, strict=True))
+
+
+def credentials_path(home: Path) -> Path:
+    """The credentials file: KEY=VALUE lines, so a shell can load it with `set -a; . FILE`."""
+    return home / CREDENTIALS_FILE
+
+
+def read_credentials(home: Path) -> StackCredentials | None:
+    """The stack's credentials, or None when none were made (or the file is unreadable)."""
+    try:
+        lines = credentials_path(home).read_text().splitlines()
+    except OSError:
+        return None
+    values = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    if not all(values.get(name) for name in CREDENTIAL_VARS):
+        return None
+    return StackCredentials(*(values[name] for name in CREDENTIAL_VARS))
+
+
+def ensure_credentials(home: Path) -> tuple[StackCredentials, bool]:
+    """The stack's credentials, made on first use (owner-only file); and whether they are new."""
+    found = read_credentials(home)
+    if found is not None:
+        os.chmod(credentials_path(home), 0o600)  # tighten a file copied in with looser rights
+        return found, False
+    made = StackCredentials(
+        prefect_auth_string=f"{STACK_USER}:{secrets.token_hex(24)}",
+        mlflow_username=STACK_USER,
+        mlflow_password=secrets.token_hex(24),
+    )
+    path = credentials_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    # Created with 0600: the file never exists with wider rights, not even for a moment.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(
+            "# credentials of the servers `liveyield serve` starts; load with: set -a; . THIS_FILE\n"
+        )
+        handle.writelines(f"{name}={value}\n" for name, value in made.env().items())
+    tmp.replace(path)
+    return made, True
 
 
 @dataclass(frozen=True)
@@ -86,6 +189,16 @@ class StackPlan:
     def artifact_root(self) -> Path:
         """Where MLflow keeps artifacts (the embedded default's folder too)."""
         return self.home / "mlartifacts"
+
+    @property
+    def mlflow_auth_db(self) -> Path:
+        """The MLflow auth app's user store (password hashes only)."""
+        return self.run_dir / "mlflow-auth.db"
+
+    @property
+    def mlflow_auth_config(self) -> Path:
+        """The MLflow auth app's configuration (no secret in it: the password travels in the environment)."""
+        return self.run_dir / "mlflow-auth.ini"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -167,9 +280,14 @@ def plan_stack(
     )
 
 
-def flow_env(plan: StackPlan) -> dict[str, str]:
-    """The environment of the worker and so of every flow run: the platform's settings, both servers."""
-    env = {k: v for k, v in plan.base_env.items() if not k.startswith("PREFECT_SERVER_DATABASE")}
+def flow_env(plan: StackPlan, credentials: StackCredentials | None = None) -> dict[str, str]:
+    """The environment of the worker and so of every flow run: the platform's settings, both
+    servers and their credentials; none of the server-side secrets (server database, auth string)."""
+    env = {
+        k: v
+        for k, v in plan.base_env.items()
+        if not k.startswith(("PREFECT_SERVER_", "MLFLOW_AUTH_")) and k not in CREDENTIAL_VARS
+    }
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
     env.update(_quiet_env())
     env.update(
@@ -177,9 +295,34 @@ def flow_env(plan: StackPlan) -> dict[str, str]:
             "PREFECT_API_URL": plan.prefect_api_url,
             "PREFECT_HOME": str(plan.home / "prefect"),
             "MLFLOW_TRACKING_URI": plan.mlflow_url,
+            # Heartbeats let the zombie-run automation (tasks/ops/automations.py) crash orphans.
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_s(plan.base_env)),
         }
     )
+    if credentials is not None:
+        env.update(credentials.env())
     return env
+
+
+# What a server process keeps of the environment it is started from: the basics of running
+# Python and reaching PostgreSQL, and its own library's settings. Not the warehouse URL, the
+# pseudonym key or anything else the platform's flows need.
+_SERVER_ENV_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV"}
+)
+_SERVER_ENV_PREFIXES = ("LC_", "PG", "SSL_CERT_", "REQUESTS_CA_BUNDLE")
+
+
+def server_env(plan: StackPlan, library: str, extra: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment of a server process: the basics, ``library``'s own variables
+    (``PREFECT_`` or ``MLFLOW_``, less its client ones), quiet defaults, then ``extra``."""
+    client_vars = {"PREFECT_API_URL", "PREFECT_API_KEY", "MLFLOW_TRACKING_URI", *CREDENTIAL_VARS}
+    env = {
+        k: v
+        for k, v in plan.base_env.items()
+        if (k in _SERVER_ENV_NAMES or k.startswith((*_SERVER_ENV_PREFIXES, library))) and k not in client_vars
+    }
+    return {**env, **_quiet_env(), **extra}
 
 
 def _quiet_env() -> dict[str, str]:
@@ -228,6 +371,54 @@ def prefect_api_url(settings: Settings) -> str | None:
         return settings.prefect_api_url
     state = running_stack(settings.home)
     return None if state is None else str(state["prefect_api_url"])
+
+
+def _stack_credentials_for(url: str, key: str, settings: Settings) -> StackCredentials | None:
+    """The credentials of the running stack when ``url`` is its ``key`` address (else None: they
+    are never sent to another server)."""
+    state = running_stack(settings.home)
+    if state is None or str(state.get(key, "")).rstrip("/") != url.rstrip("/"):
+        return None
+    return read_credentials(settings.home)
+
+
+def prefect_auth_string(api_url: str, settings: Settings | None = None) -> str | None:
+    """The auth string to call ``api_url`` with: PREFECT_API_AUTH_STRING, else the running stack's
+    when ``api_url`` is its API, else None."""
+    if value := os.environ.get("PREFECT_API_AUTH_STRING"):
+        return value
+    found = _stack_credentials_for(api_url, "prefect_api_url", settings or get_settings())
+    return None if found is None else found.prefect_auth_string
+
+
+def prefect_client_settings(api_url: str, settings: Settings | None = None) -> dict[Any, Any]:
+    """``temporary_settings`` updates for a Prefect client of ``api_url``: the URL, and the auth
+    string when one is known (a client made inside a process that loaded its settings earlier
+    would not see a variable set later)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    updates: dict[Any, Any] = {PREFECT_API_URL: api_url}
+    if auth := prefect_auth_string(api_url, settings):
+        updates[PREFECT_API_AUTH_STRING] = auth
+    return updates
+
+
+def use_stack_credentials(settings: Settings | None = None) -> list[str]:
+    """Let this process's clients into the running stack: sets the credential variables (those
+    not already set) when the Prefect API or MLflow tracking URI in use is the stack's; returns
+    the names set. Called by the command line before any client is made."""
+    settings = settings or get_settings()
+    wanted: dict[str, str] = {}
+    api = prefect_api_url(settings)
+    if api and (found := _stack_credentials_for(api, "prefect_api_url", settings)):
+        wanted["PREFECT_API_AUTH_STRING"] = found.prefect_auth_string
+    uri = settings.mlflow_tracking_uri
+    if found := _stack_credentials_for(uri, "mlflow_url", settings):
+        wanted |= {k: v for k, v in found.env().items() if k.startswith("MLFLOW_")}
+    set_now = [name for name in wanted if not os.environ.get(name)]
+    for name in set_now:
+        os.environ[name] = wanted[name]
+    return set_now
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -309,6 +500,18 @@ def _tail(path: str | Path, lines: int = 15) -> str:
         return ""
 
 
+def _write_mlflow_auth_config(plan: StackPlan) -> None:
+    """The MLflow auth app's settings: users in a SQLite store under run/, no default access
+    for anyone but the admin (whose name and password come from the environment)."""
+    plan.mlflow_auth_config.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{plan.mlflow_auth_db}\n"
+        f"admin_username = {STACK_USER}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+
+
 def _wait_http(url: str, record: Mapping[str, Any], name: str, timeout_s: float) -> None:
     """Wait until ``url`` answers 200, failing early (with the log's tail) if the process died."""
     import httpx
@@ -363,11 +566,16 @@ def ensure_postgres_database(url: str, admin_url: str) -> bool:
     return False
 
 
-def _work_pool_has_worker(plan: StackPlan) -> bool:
+def _work_pool_has_worker(plan: StackPlan, credentials: StackCredentials) -> bool:
     import httpx
 
+    user, _, password = credentials.prefect_auth_string.partition(":")
     try:
-        response = httpx.post(f"{plan.prefect_api_url}/work_pools/{plan.work_pool}/workers/filter", json={})
+        response = httpx.post(
+            f"{plan.prefect_api_url}/work_pools/{plan.work_pool}/workers/filter",
+            json={},
+            auth=(user, password),
+        )
     except httpx.HTTPError:
         return False
     return response.status_code == 200 and any(w.get("status") == "ONLINE" for w in response.json())
@@ -390,9 +598,15 @@ def start_stack(
             )
     for directory in (plan.run_dir, plan.log_dir, plan.home / "prefect", plan.artifact_root):
         directory.mkdir(parents=True, exist_ok=True)
+    credentials, made = ensure_credentials(plan.home)
+    if made:  # a user store from earlier credentials would keep the old admin password
+        plan.mlflow_auth_db.unlink(missing_ok=True)
+    _write_mlflow_auth_config(plan)
     for url in plan.create_databases:
         if ensure_postgres_database(url, plan.base_env["LIVEYIELD_DB_URL"]):
             say(f"created database {redact_url(url)}")
+    if importlib.util.find_spec("flask_wtf") is None:
+        raise StackError("MLflow's basic-auth app needs Flask-WTF: pip install 'mlflow[auth]'")
     state: dict[str, Any] = {
         "home": str(plan.home),
         "prefect_ui_url": plan.prefect_ui_url,
@@ -401,19 +615,22 @@ def start_stack(
         "prefect_database": redact_url(plan.prefect_db_url),
         "mlflow_backend_store": redact_url(plan.mlflow_backend_uri),
         "work_pool": plan.work_pool,
+        "credentials_file": str(credentials_path(plan.home)),
         "processes": {},
     }
     processes: dict[str, Any] = state["processes"]
     python = sys.executable
-    base = {k: v for k, v in plan.base_env.items() if k != "PREFECT_API_URL"}
     try:
-        server_env = {
-            **base,
-            **_quiet_env(),
-            "PREFECT_HOME": str(plan.home / "prefect"),
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": plan.prefect_db_url,
-            "PREFECT_UI_API_URL": plan.prefect_api_url,
-        }
+        prefect_env = server_env(
+            plan,
+            "PREFECT_",
+            {
+                "PREFECT_HOME": str(plan.home / "prefect"),
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": plan.prefect_db_url,
+                "PREFECT_SERVER_API_AUTH_STRING": credentials.prefect_auth_string,
+                "PREFECT_UI_API_URL": plan.prefect_api_url,
+            },
+        )
         processes["prefect-server"] = _spawn(
             "prefect-server",
             [
@@ -427,17 +644,24 @@ def start_stack(
                 "--port",
                 str(plan.prefect_port),
             ],
-            server_env,
+            prefect_env,
             plan,
         )
         _write_state(plan.home, state)
-        mlflow_env = {
-            **base,
-            **_quiet_env(),
-            "MLFLOW_BACKEND_STORE_URI": plan.mlflow_backend_uri,
-            # No GenAI job runner (a pool of consumer processes this platform does not use).
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        }
+        mlflow_env = server_env(
+            plan,
+            "MLFLOW_",
+            {
+                "MLFLOW_BACKEND_STORE_URI": plan.mlflow_backend_uri,
+                # No GenAI job runner (a pool of consumer processes this platform does not use).
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "MLFLOW_AUTH_CONFIG_PATH": str(plan.mlflow_auth_config),
+                "MLFLOW_AUTH_ADMIN_USERNAME": credentials.mlflow_username,
+                "MLFLOW_AUTH_ADMIN_PASSWORD": credentials.mlflow_password,
+                # Signs the UI's CSRF tokens; one server, so a fresh one per start will do.
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
+            },
+        )
         processes["mlflow-server"] = _spawn(
             "mlflow-server",
             [
@@ -449,6 +673,8 @@ def start_stack(
                 plan.host,
                 "--port",
                 str(plan.mlflow_port),
+                "--app-name",
+                "basic-auth",
                 "--workers",
                 "1",
                 "--artifacts-destination",
@@ -461,7 +687,7 @@ def start_stack(
         say(f"starting Prefect server on {plan.prefect_ui_url} and MLflow server on {plan.mlflow_url}")
         _wait_http(f"{plan.prefect_api_url}/health", processes["prefect-server"], "Prefect server", timeout_s)
         _wait_http(f"{plan.mlflow_url}/health", processes["mlflow-server"], "MLflow server", timeout_s)
-        env = flow_env(plan)
+        env = flow_env(plan, credentials)
         _run(
             [
                 python,
@@ -478,6 +704,12 @@ def start_stack(
             plan.root,
             f"creating work pool {plan.work_pool}",
             timeout_s,
+        )
+        ensure_automations(
+            plan.prefect_api_url,
+            heartbeat=heartbeat_s(plan.base_env),
+            auth_string=credentials.prefect_auth_string,
+            say=say,
         )
         if deploy:
             say(f"deploying {PREFECT_FILE.relative_to(ROOT)}")
@@ -517,7 +749,7 @@ def start_stack(
         )
         _write_state(plan.home, state)
         deadline = time.monotonic() + timeout_s
-        while not _work_pool_has_worker(plan):
+        while not _work_pool_has_worker(plan, credentials):
             if not _is_ours(processes["worker"]):
                 log = processes["worker"]["log"]
                 raise StackError(f"the worker exited during start-up; see {log}:\n{_tail(log)}")

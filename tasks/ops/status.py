@@ -277,12 +277,14 @@ def next_runs(api_url: str | None) -> tuple[str, dict[str | None, list[NextRun]]
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
+
+    from tasks.ops.servers import prefect_client_settings
 
     found: dict[str | None, list[NextRun]] = {}
     scheduled = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
     try:
-        with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        with temporary_settings(prefect_client_settings(api_url)), get_client(sync_client=True) as client:
             for deployment in client.read_deployments():
                 upcoming = client.read_flow_runs(
                     flow_run_filter=FlowRunFilter(

@@ -25,7 +25,7 @@ from tasks.ingest import ingest_table
 from tasks.models import catalog
 from tasks.models.scoring_frame import StaleFeatures
 from tasks.models.spec import LabelWindow, ModelSpec, PromotionPolicy, ValueThreshold
-from tasks.monitoring import DriftPolicy, latest_checks
+from tasks.monitoring import DriftPolicy, events, latest_checks
 from tasks.monitoring.reference import load_reference
 from tasks.monitoring.run import Finding, MonitorResult, findings, model_views, realised_rows
 from tasks.monitoring.store import CheckRow
@@ -36,6 +36,7 @@ from tasks.simulate.run import run_simulation
 from tasks.warehouse import raw_table, validated_dates
 from tests.conftest import BACKENDS
 from tests.models.warehouse import CREATED_TS, START, fresh_warehouse
+from tests.monitoring.test_events import model_events
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -54,6 +55,7 @@ class Platform:
     settings: Settings
     skipped: dict[str, Any]
     run_id: str
+    started: dt.datetime  # before the platform's first promotion (events since then are its own)
 
 
 def _build(settings: Settings, engine: Engine) -> None:
@@ -87,9 +89,10 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         from flows.monitor import monitor_model
 
         skipped = monitor_model("ad_ctr", as_of=AS_OF)  # before any champion
+        started = dt.datetime.now(dt.UTC)
         trained = train_model("ad_ctr", as_of=AS_OF, build=False)
         assert trained.promoted
-        yield Platform(backend.engine, backend.settings, skipped, trained.run_id)
+        yield Platform(backend.engine, backend.settings, skipped, trained.run_id, started)
 
 
 def _rows(engine: Engine, **where: object) -> list[dict[str, object]]:
@@ -281,6 +284,12 @@ def test_planted_drift_is_found_reported_and_does_not_block_scoring(
     assert latest[("feature_drift", "user_watch__watch_minutes_7d", "psi")].status == "drift"
     assert latest[("dataset_drift", None, "drift_share")].status == "drift"
     assert "drift" in {f.kind for f in findings_of(engine, shifted)}
+    # The finding went to the Prefect API as an event about ad_ctr, as did the promotion.
+    [drift] = model_events("ad_ctr", platform.started, (events.DRIFT_DETECTED,), count=1)
+    assert drift.payload["as_of"] == AS_OF.isoformat() and drift.payload["version"] == 1
+    assert "user_watch__watch_minutes_7d" in drift.payload["details"][0]
+    promoted = model_events("ad_ctr", platform.started, (events.PROMOTED,), count=1)
+    assert [e.payload["version"] for e in promoted] == [1]
 
     # Drift does not block scoring; the command reports it and still exits 0.
     assert score_model("ad_ctr", as_of=AS_OF).rows > 0

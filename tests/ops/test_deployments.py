@@ -77,6 +77,43 @@ def test_every_entrypoint_imports_and_is_a_flow(entrypoint: str) -> None:
             flow.validate_parameters(spec["parameters"])  # the deployment's parameters fit the flow
 
 
+def test_each_retraining_is_triggered_by_its_own_models_drift_once_per_cooldown() -> None:
+    """The trigger `prefect deploy` makes an automation of: the model's drift and performance
+    events (its resource id only), reactive, first event fires, then ``within`` of cooldown."""
+    import uuid
+
+    from prefect.cli.deploy._triggers import _initialize_deployment_triggers
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    from flows.models import train_model
+    from tasks.monitoring.events import DRIFT_DETECTED, PERFORMANCE_DROPPED
+
+    found = _by_name()
+    for name in MODELS:
+        deployment = found[deployments.retrain_deployment(name).split("/")[1]]
+        [trigger] = _initialize_deployment_triggers(deployment["name"], deployment["triggers"])
+        deployment_id = uuid.uuid4()
+        trigger.set_deployment_id(deployment_id)
+        automation = trigger.as_automation()
+        event_trigger = automation.trigger
+        assert isinstance(event_trigger, EventTrigger)
+        assert isinstance(event_trigger.match, ResourceSpecification)
+        assert event_trigger.match.model_dump() == {"prefect.resource.id": f"liveyield.model.{name}"}
+        assert event_trigger.expect == {DRIFT_DETECTED, PERFORMANCE_DROPPED}
+        assert event_trigger.posture == Posture.Reactive and event_trigger.threshold == 1
+        assert event_trigger.within.total_seconds() == deployments.RETRAIN_COOLDOWN_S >= 3600
+        [action] = automation.actions
+        assert isinstance(action, RunDeployment) and action.deployment_id == deployment_id
+        assert action.parameters is not None and action.parameters["model"] == name
+        assert action.parameters["as_of"] == "{{ event.payload.as_of }}"
+        rendered = {**action.parameters, "as_of": "2026-03-09T00:00:00+00:00", "reason": "drift"}
+        train_model.validate_parameters(rendered)  # what the action passes fits the flow
+    others = [d for d in _committed()["deployments"] if "stage:train" not in d["tags"]]
+    assert others and all("triggers" not in d for d in others)
+
+
 def test_entrypoints_in_the_file_are_known() -> None:
     assert {d["entrypoint"] for d in _committed()["deployments"]} == set(FLOW_NAMES)
 

@@ -128,3 +128,104 @@ def test_retrain_rejects_an_unknown_model(capsys: pytest.CaptureFixture[str]) ->
     assert main(["retrain", "no_such_model"]) != 0
     err = capsys.readouterr().err
     assert err.startswith("error:") and "unknown model" in err
+
+
+# --- who gets in: bind address and credentials ------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+def test_loopback_binds_need_no_flag(host: str) -> None:
+    assert servers.bind_warning(host, allow_remote=False) is None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "build-box.example"])
+def test_a_wider_bind_needs_the_flag_and_warns(host: str) -> None:
+    with pytest.raises(servers.StackError, match="--allow-remote"):
+        servers.bind_warning(host, allow_remote=False)
+    warning = servers.bind_warning(host, allow_remote=True)
+    assert warning is not None and warning.startswith("warning:") and host in warning
+
+
+def test_serve_refuses_a_wide_bind_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LIVEYIELD_HOME", str(tmp_path))
+    assert main(["serve", "--host", "0.0.0.0", "--prefect-port", "0", "--mlflow-port", "0"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+    assert servers.read_state(tmp_path) is None and not servers.credentials_path(tmp_path).exists()
+
+
+def test_credentials_are_made_once_owner_only_and_reused(tmp_path: Path) -> None:
+    made, new = servers.ensure_credentials(tmp_path)
+    path = servers.credentials_path(tmp_path)
+    assert new and path.stat().st_mode & 0o777 == 0o600
+    user, _, password = made.prefect_auth_string.partition(":")
+    assert user and len(password) >= 32 and len(made.mlflow_password) >= 32
+    assert password != made.mlflow_password  # one secret per server
+    assert password not in repr(made) and made.mlflow_password not in repr(made)  # safe to log
+    text = path.read_text()
+    again, new = servers.ensure_credentials(tmp_path)
+    assert not new and again == made and path.read_text() == text
+    assert servers.read_credentials(tmp_path) == made
+    # A file copied in with wider rights is tightened, not replaced.
+    path.chmod(0o644)
+    assert servers.ensure_credentials(tmp_path) == (made, False)
+    assert path.stat().st_mode & 0o777 == 0o600
+    # Another home gets its own.
+    assert servers.ensure_credentials(tmp_path / "other")[0] != made
+
+
+def test_workers_get_the_credentials_servers_only_their_own_environment(tmp_path: Path) -> None:
+    key = "k3y-not-for-servers"
+    env = {
+        "LIVEYIELD_PSEUDONYM_KEY": key,
+        "PATH": "/usr/bin",
+        "PGPASSFILE": "/somewhere/.pgpass",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_API_URL": "http://elsewhere/api",
+        "MLFLOW_TRACKING_URI": "http://elsewhere",
+        "AWS_SECRET_ACCESS_KEY": "not-for-servers",
+    }
+    plan = servers.plan_stack(_settings(tmp_path, PG), env, prefect_port=4300, mlflow_port=5300)
+    credentials, _ = servers.ensure_credentials(tmp_path)
+    worker = servers.flow_env(plan, credentials)
+    assert worker["PREFECT_API_AUTH_STRING"] == credentials.prefect_auth_string
+    assert worker["MLFLOW_TRACKING_PASSWORD"] == credentials.mlflow_password
+    assert worker["LIVEYIELD_PSEUDONYM_KEY"] == key  # flows pseudonymise
+    for library in ("PREFECT_", "MLFLOW_"):
+        server = servers.server_env(plan, library, {})
+        assert set(server) >= {"PATH", "PGPASSFILE"}
+        assert not {"LIVEYIELD_DB_URL", "LIVEYIELD_PSEUDONYM_KEY", "AWS_SECRET_ACCESS_KEY"} & set(server)
+        assert not {"PREFECT_API_URL", "MLFLOW_TRACKING_URI", *servers.CREDENTIAL_VARS} & set(server)
+        assert all(key not in value and PG not in value for value in server.values())
+    assert "PREFECT_LOGGING_LEVEL" in servers.server_env(plan, "PREFECT_", {})
+    assert "PREFECT_LOGGING_LEVEL" not in servers.server_env(plan, "MLFLOW_", {})
+
+
+def test_clients_use_the_credentials_of_the_stack_they_talk_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line sends the running stack's credentials to that stack, and to no other server."""
+    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", *servers.CREDENTIAL_VARS):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LIVEYIELD_HOME", str(tmp_path))
+    plan = servers.plan_stack(get_settings(), {}, prefect_port=0, mlflow_port=0)
+    credentials, _ = servers.ensure_credentials(tmp_path)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]  # stands in for the server
+    record = servers._spawn("prefect-server", sleeper, {}, plan)
+    state = {"prefect_api_url": plan.prefect_api_url, "mlflow_url": plan.mlflow_url}
+    servers._write_state(tmp_path, {**state, "processes": {"prefect-server": record}})
+    try:
+        assert servers.prefect_auth_string(plan.prefect_api_url) == credentials.prefect_auth_string
+        assert servers.prefect_auth_string("http://127.0.0.1:1/api") is None  # another server
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", plan.mlflow_url)
+        assert sorted(servers.use_stack_credentials()) == sorted(servers.CREDENTIAL_VARS)
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == credentials.mlflow_password
+        assert servers.use_stack_credentials() == []  # set ones are left alone
+        monkeypatch.setenv("PREFECT_API_AUTH_STRING", "someone:else")  # the operator's own wins
+        assert servers.prefect_auth_string(plan.prefect_api_url) == "someone:else"
+    finally:
+        for name in servers.CREDENTIAL_VARS:
+            monkeypatch.delenv(name, raising=False)
+        servers.stop_stack(tmp_path)
+    assert servers.prefect_auth_string(plan.prefect_api_url) is None  # nothing runs: nothing to send
