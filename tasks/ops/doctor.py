@@ -43,11 +43,23 @@ def _http_ok(url: str) -> tuple[bool, str]:
 
 
 def check_mlflow(settings: Settings) -> Check:
-    """The MLflow tracking store is reachable (a server answers, or a local store is writable)."""
+    """The MLflow tracking store is reachable (a server answers, its PostgreSQL database answers,
+    or a local store is writable)."""
     uri = settings.mlflow_tracking_uri
     if uri.startswith(("http://", "https://")):
         ok, detail = _http_ok(uri.rstrip("/") + "/health")
         return Check("mlflow", redact_url(uri), ok, detail)
+    if uri.startswith("postgresql"):  # the production store: MLflow's tables in a database of their own
+        from tasks.db import DatabaseUnavailable, check_connection, make_engine
+
+        engine = make_engine(uri)
+        try:
+            check_connection(engine)
+            return Check("mlflow", redact_url(uri), True, "postgresql store")
+        except DatabaseUnavailable as exc:
+            return Check("mlflow", redact_url(uri), False, str(exc))
+        finally:
+            engine.dispose()
     path = Path(uri.split("///", 1)[-1]) if "///" in uri else Path(uri.removeprefix("file:"))
     folder = path.parent if uri.startswith("sqlite") else path
     probe = folder if folder.exists() else folder.parent

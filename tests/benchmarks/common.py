@@ -42,6 +42,7 @@ SECTION_ORDER = [
     "forecasts",
     "recs_retail",
     "segments_retail",
+    "load",
 ]
 # Load average when this benchmark process started (imported at start): other users share the cores.
 START_LOADAVG = os.getloadavg()

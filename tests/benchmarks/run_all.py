@@ -28,6 +28,7 @@ BENCHMARKS = [
     "bench_recs_retail",
     "bench_segments_retail",
     "bench_monitoring",
+    "bench_load",
 ]
 
 
