@@ -1,8 +1,10 @@
 """Ingestion: landed batches → data-quality gate → raw warehouse tables, quarantine and run records.
 
-One (table, partition) batch is one database transaction: its good rows, its quarantined
-rows, its validation run and the partition's status are written together or not at all,
-so a crash mid-way leaves the batch pending and a rerun redoes it. A batch is recognised
+One (table, partition) batch is written atomically: its good rows, its quarantined rows, its
+validation run and the partition's status are written together or not at all, so a crash
+mid-way leaves the batch pending and a rerun redoes it. Small batches (a source with hundreds
+of small days) share a transaction of about COMMIT_ROWS rows, each batch in a savepoint of its
+own; their landed files leave only after the commit. A batch is recognised
 by its fingerprint; a batch already recorded (a replay, a rerun after a crash, a second
 process racing on the same files) is skipped, never loaded twice.
 
@@ -31,16 +33,22 @@ from sqlalchemy.exc import IntegrityError
 
 from tasks import landing, quality
 from tasks.db import insert_frame, write_tx
-from tasks.quality.bounds import MAX_MESSAGE_CHARS, bounded, clip
+from tasks.quality.bounds import MAX_MESSAGE_CHARS, MAX_VALUE_CHARS, bounded, clip
 from tasks.quality.coerce import blank
 from tasks.schema import partition_status, quarantine, validation_runs
 from tasks.warehouse import partition_row_count, raw_table
 
 MAX_GROUP_ROWS = 2_000_000  # rows validated together: bounds memory at any platform scale
+# Rows written per transaction: small partitions (a source with hundreds of small days) share
+# one commit, each in a savepoint of its own; a big partition still commits alone.
+COMMIT_ROWS = 20_000
 BATCH_REJECTED = "batch_rejected"
 UNREADABLE_TS = "event_ts_readable"
 UNREADABLE_FILE = "landed_file_readable"
 MAX_PAYLOAD_COLUMNS = 100  # columns kept of one quarantined row's payload
+_JSON = json.JSONEncoder(
+    default=str, ensure_ascii=False
+)  # as json.dumps(..., default=str, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -152,13 +160,14 @@ def _ingest_group(
         frame = batch.frame.copy()
         frame["event_date"] = dt.date.fromisoformat(batch.key)  # the partition it was landed in
         # Only equal non-null ids are duplicates; blank ids stay, and the gate quarantines them.
-        dup = (
-            frame["event_id"].duplicated(keep="first") & ~blank(frame["event_id"])
-            if "event_id" in frame
-            else pd.Series(False, index=frame.index)
-        )
+        dup = np.zeros(len(frame), dtype=bool)
+        if "event_id" in frame:
+            dup = frame["event_id"].duplicated(keep="first").to_numpy(dtype=bool, copy=True)
+            if dup.any():  # blank() only where needed: it is slow, and repeats are rare
+                repeated = np.flatnonzero(dup)
+                dup[repeated] = ~blank(frame["event_id"].iloc[repeated])
         dupes[batch.key] = int(dup.sum())
-        frames.append(frame[~dup.to_numpy()])
+        frames.append(frame[~dup])
     if not frames:
         return results
     combined = pd.concat(frames, ignore_index=True)
@@ -171,46 +180,109 @@ def _ingest_group(
         else {}
     )
     # Batches were concatenated in order, so each partition is one contiguous slice.
-    start = 0
+    outcomes, start = [], 0
     for batch, frame in zip(dated, frames, strict=True):
         day = dt.date.fromisoformat(batch.key)
         verdict = verdicts.get(day) or quality.validate_empty(table, day, max_ts=max_ts, min_ts=min_ts)
         stop = start + len(frame)
-        results.append(
-            _commit_partition(
-                engine,
-                table,
-                batch,
-                verdict,
-                typed.iloc[start:stop],
-                combined.iloc[start:stop],
-                dupes[batch.key],
-                offset=start,
-                flow_run_id=flow_run_id,
+        outcomes.append(
+            _Outcome(
+                batch, verdict, typed.iloc[start:stop], combined.iloc[start:stop], dupes[batch.key], start
             )
         )
         start = stop
+    payloads = _group_payloads(combined, outcomes)
+    for chunk in _commit_chunks(outcomes):
+        results += _commit_partitions(engine, table, chunk, payloads, flow_run_id=flow_run_id)
     return results
 
 
-def _commit_partition(
-    engine: Engine,
-    table: str,
-    batch: _Batch,
-    verdict: quality.Verdict,
-    typed: pd.DataFrame,
-    original: pd.DataFrame,
-    duplicates: int,
-    *,
-    offset: int,
-    flow_run_id: str | None,
+@dataclass
+class _Outcome:
+    """One partition of a validated group, ready to be written."""
+
+    batch: _Batch
+    verdict: quality.Verdict
+    typed: pd.DataFrame  # the partition's slice of the group, typed
+    original: pd.DataFrame  # the same rows as delivered (for quarantine payloads)
+    duplicates: int
+    offset: int  # where the slice starts in the group
+
+
+def _commit_chunks(outcomes: list[_Outcome]) -> list[list[_Outcome]]:
+    """Consecutive partitions of about COMMIT_ROWS rows together (a bigger one alone)."""
+    chunks: list[list[_Outcome]] = []
+    rows = 0
+    for outcome in outcomes:
+        if not chunks or rows + len(outcome.typed) > COMMIT_ROWS:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(outcome)
+        rows += len(outcome.typed)
+    return chunks
+
+
+def _group_payloads(combined: pd.DataFrame, outcomes: list[_Outcome]) -> np.ndarray:
+    """The payload of every row the group will quarantine, at its position (None elsewhere).
+
+    Built once for the whole group rather than per partition: a dirty source quarantines a
+    few hundred rows on each of hundreds of days.
+    """
+    needed = np.zeros(len(combined), dtype=bool)
+    for outcome in outcomes:
+        start, stop = outcome.offset, outcome.offset + len(outcome.typed)
+        rows = outcome.verdict.bad_rows["row"].to_numpy(dtype="int64")
+        needed[rows[(rows >= start) & (rows < stop)]] = True
+        if not outcome.verdict.accepted:
+            needed[start:stop] = True  # every row of a rejected batch is quarantined
+    out = np.full(len(combined), None, dtype=object)
+    positions = np.flatnonzero(needed)
+    out[positions] = _payloads(combined.iloc[positions])
+    return out
+
+
+def _commit_partitions(
+    engine: Engine, table: str, outcomes: list[_Outcome], payloads: np.ndarray, *, flow_run_id: str | None
+) -> list[PartitionResult]:
+    """Write partitions' outcomes in one transaction, each partition in a savepoint of its own.
+
+    A partition's rows, quarantine, run and status are written together or not at all; a
+    batch already recorded (a replay, a concurrent rerun) rolls back its savepoint alone and
+    is skipped. Landed files leave only after the commit, so a crash redoes them all.
+    """
+    results: list[PartitionResult] = []
+    with write_tx(engine) as conn:
+        for outcome in outcomes:
+            start = outcome.offset
+            try:
+                with conn.begin_nested():
+                    result = _write_partition(
+                        conn, table, outcome, payloads[start : start + len(outcome.typed)], flow_run_id
+                    )
+            except IntegrityError:
+                batch = outcome.batch
+                if not _already_recorded(engine, table, batch.fingerprint, outcome.verdict.suite_hash):
+                    raise
+                result = _skipped(table, batch.key, len(batch.frame))
+            results.append(result)
+    for outcome in outcomes:
+        _remove(outcome.batch.files)
+    return results
+
+
+def _write_partition(
+    conn: Connection, table: str, outcome: _Outcome, payloads: np.ndarray, flow_run_id: str | None
 ) -> PartitionResult:
-    """Write one partition's outcome in one transaction: rows, quarantine, run, status."""
+    """Write one partition's outcome: rows, quarantine, run, status.
+
+    ``payloads`` holds the quarantined rows' payloads at their positions in this partition.
+    """
+    batch, verdict, typed = outcome.batch, outcome.verdict, outcome.typed
     partition = dt.date.fromisoformat(batch.key)
     run_id = str(uuid.uuid4())
     # verdict.bad_rows positions index the whole group; rebase them onto this partition.
     bad = verdict.bad_rows.copy()
-    bad["row"] = bad["row"].to_numpy(dtype="int64") - offset
+    bad["row"] = bad["row"].to_numpy(dtype="int64") - outcome.offset
     bad = bad[(bad["row"] >= 0) & (bad["row"] < len(typed))]
     is_bad = np.zeros(len(typed), dtype=bool)
     is_bad[bad["row"].to_numpy(dtype="int64")] = True
@@ -234,39 +306,31 @@ def _commit_partition(
         ).astype({"row": "int64"})
     good = typed.iloc[np.flatnonzero(~is_bad)] if verdict.accepted else typed.iloc[0:0]
     columns = [c.name for c in raw_table(table).columns]
-    try:
-        with write_tx(engine) as conn:
-            # The run row goes first: a concurrent rerun of this batch blocks on its unique
-            # key here and then fails, before it has written anything else.
-            _record_run(
-                conn,
-                run_id=run_id,
-                table=table,
-                partition=partition,
-                suite_name=verdict.suite_name,
-                suite_hash=verdict.suite_hash,
-                source=_source(batch.files),
-                success=verdict.accepted,
-                rows_total=len(batch.frame),
-                rows_loaded=0,
-                rows_quarantined=len(set(quarantined["row"])),
-                rows_duplicate=duplicates,
-                fingerprint=batch.fingerprint,
-                report=verdict.report,
-                flow_run_id=flow_run_id,
-            )
-            loaded = insert_frame(conn, raw_table(table), good[columns]) if len(good) else 0
-            conn.execute(
-                validation_runs.update().where(validation_runs.c.run_id == run_id).values(rows_loaded=loaded)
-            )
-            _quarantine_rows(conn, run_id, table, partition, original, quarantined)
-            _set_status(conn, table, partition, run_id, "validated" if verdict.accepted else "rejected")
-    except IntegrityError:
-        if not _already_recorded(engine, table, batch.fingerprint, verdict.suite_hash):
-            raise
-        _remove(batch.files)
-        return _skipped(table, batch.key, len(batch.frame))
-    _remove(batch.files)
+    # The run row goes first: a concurrent rerun of this batch blocks on its unique
+    # key here and then fails, before it has written anything else.
+    _record_run(
+        conn,
+        run_id=run_id,
+        table=table,
+        partition=partition,
+        suite_name=verdict.suite_name,
+        suite_hash=verdict.suite_hash,
+        source=_source(batch.files),
+        success=verdict.accepted,
+        rows_total=len(batch.frame),
+        rows_loaded=0,
+        rows_quarantined=len(set(quarantined["row"])),
+        rows_duplicate=outcome.duplicates,
+        fingerprint=batch.fingerprint,
+        report=verdict.report,
+        flow_run_id=flow_run_id,
+    )
+    loaded = insert_frame(conn, raw_table(table), good[columns]) if len(good) else 0
+    conn.execute(
+        validation_runs.update().where(validation_runs.c.run_id == run_id).values(rows_loaded=loaded)
+    )
+    _quarantine_rows(conn, run_id, table, partition, outcome.original, quarantined, payloads)
+    _set_status(conn, table, partition, run_id, "validated" if verdict.accepted else "rejected")
     return PartitionResult(
         table=table,
         partition=batch.key,
@@ -276,7 +340,7 @@ def _commit_partition(
         rows_total=len(batch.frame),
         rows_loaded=loaded,
         rows_quarantined=len(set(quarantined["row"])),
-        rows_duplicate=duplicates,
+        rows_duplicate=outcome.duplicates,
         message=clip(verdict.message(), MAX_MESSAGE_CHARS),
         rows_skipped=len(good) - loaded,  # event ids the table already holds
     )
@@ -349,28 +413,122 @@ def _quarantine_rows(
     partition: dt.date | None,
     original: pd.DataFrame,
     rows: pd.DataFrame,
+    payloads: np.ndarray | None = None,
 ) -> None:
-    """Keep each rejected row with the rule it broke; the payload is the row as delivered."""
+    """Keep each rejected row with the rule it broke; the payload is the row as delivered.
+
+    ``payloads`` (by row position) saves building them here; see ``_group_payloads``.
+    """
     if rows.empty:
         return
     source = original.reset_index(drop=True)
-    payloads = {int(i): _payload(source.iloc[int(i)]) for i in set(rows["row"])}
-    ids = source["event_id"] if "event_id" in source else pd.Series([None] * len(source))
+    positions = rows["row"].to_numpy(dtype="int64")
+    if payloads is None:
+        # One payload per distinct bad row (a row breaking several rules is stored once per rule).
+        distinct, back = np.unique(positions, return_inverse=True)
+        payloads, positions_of = np.asarray(_payloads(source.iloc[distinct]), dtype=object), back.reshape(-1)
+    else:
+        positions_of = positions
+    ids = (
+        source["event_id"].to_numpy(dtype=object)[positions]
+        if "event_id" in source
+        else [None] * len(positions)
+    )
     frame = pd.DataFrame(
         {
             "run_id": run_id,
             "table_name": table,
             "partition_date": partition,
-            "event_id": [
-                None if pd.isna(ids.iloc[int(i)]) else str(ids.iloc[int(i)])[:256] for i in rows["row"]
-            ],
+            "event_id": [None if _is_missing(i) else str(i)[:256] for i in ids],
             "rule": rows["rule"].astype(str).str.slice(0, 64).to_numpy(),
             "column_name": rows["column_name"].to_numpy(),
             "reason": rows["reason"].astype(str).map(lambda r: clip(r, MAX_MESSAGE_CHARS)).to_numpy(),
-            "payload": [payloads[int(i)] for i in rows["row"]],
+            "payload": payloads[positions_of],
         }
     )
     insert_frame(conn, quarantine, frame, ignore_existing=False)
+
+
+def _payloads(rows: pd.DataFrame) -> list[str]:
+    """Each row as delivered, as JSON, with huge values and very wide rows cut (see bounds).
+
+    Built column by column (a bad day can quarantine hundreds of thousands of rows); the
+    result is the same as ``_payload`` of each row.
+    """
+    if rows.empty:
+        return []
+    if rows.iloc[0].dtype != object:
+        # A row read whole has its columns' common dtype (numbers upcast): keep what that gives.
+        return [_payload(rows.iloc[i]) for i in range(len(rows))]
+    names = {str(k): i for i, k in enumerate(rows.columns)}  # a repeated name: its last column
+    kept = list(names.items())
+    keys = [clip(name) for name, _ in kept[:MAX_PAYLOAD_COLUMNS]]
+    columns = [_json_values(rows.iloc[:, i]) for _, i in kept[:MAX_PAYLOAD_COLUMNS]]
+    extra = {"…": f"+{len(kept) - MAX_PAYLOAD_COLUMNS} entries"} if len(kept) > MAX_PAYLOAD_COLUMNS else {}
+    return [
+        _JSON.encode({**dict(zip(keys, values, strict=True)), **extra})
+        for values in zip(*columns, strict=True)
+    ]
+
+
+def _json_values(column: pd.Series) -> list[Any]:
+    """One column's values as ``_payload`` stores them: None when missing, plain, text clipped.
+
+    Vectorised where the column's type says what its values are; value by value otherwise.
+    """
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else None
+    text = kind is None and pd.api.types.is_string_dtype(column.dtype)  # pandas' string dtypes
+    numbers = (kind is not None and kind in _NUMBER_KINDS) or isinstance(column.dtype, _MASKED)
+    inferred = pd.api.types.infer_dtype(column, skipna=True) if kind == "O" else None
+    if not (text or numbers or inferred in _SCALAR_OBJECTS):
+        return [None if _is_missing(v) else _json_value(v) for v in column]
+    missing = column.isna().to_numpy(dtype=bool)
+    if missing.all():
+        return [None] * len(column)
+    if text or inferred == "string":
+        values: Any = column.to_numpy(dtype=object, na_value=None).copy()  # type: ignore[call-overload]
+        values[missing] = None
+        if max(len(v) for v in values[~missing]) > MAX_VALUE_CHARS:
+            values = np.array([None if v is None else clip(clip(v)) for v in values], dtype=object)
+        return [None if v is None else str(v) for v in values] if inferred else values.tolist()
+    if numbers or inferred in _AS_THEY_ARE:
+        values = column.to_numpy(dtype=object).copy()  # Python ints, floats and bools
+    else:
+        values = np.array([_json_value(v) for v in column], dtype=object)
+    values[missing] = None
+    return values.tolist()
+
+
+# numpy kinds whose values become Python numbers (missing: NaN, which isna finds).
+_NUMBER_KINDS = frozenset("biuf")
+_MASKED = (pd.Int64Dtype, pd.Float64Dtype, pd.BooleanDtype, pd.Int32Dtype, pd.Float32Dtype)
+# Object columns of values _payload keeps unchanged.
+_AS_THEY_ARE = frozenset({"date", "datetime", "decimal"})
+# numpy kinds whose values become Python numbers (missing: NaN, which isna finds).
+_NUMBER_KINDS = frozenset("biuf")
+_MASKED = (pd.Int64Dtype, pd.Float64Dtype, pd.BooleanDtype, pd.Int32Dtype, pd.Float32Dtype)
+# Object columns holding only scalars: isna of the column is isna of each value.
+_SCALAR_OBJECTS = frozenset(
+    {
+        "string",
+        "integer",
+        "floating",
+        "mixed-integer-float",
+        "decimal",
+        "boolean",
+        "date",
+        "datetime",
+        "empty",
+    }
+)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return clip(clip(value))  # as _payload: clipped, then bounded
+    if isinstance(value, (dict, list, tuple)):
+        return bounded(value)
+    return _plain(value)
 
 
 def _payload(row: pd.Series) -> str:

@@ -17,8 +17,11 @@ import datetime as dt
 import hashlib
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 UNKNOWN = "unknown"  # partition folder for rows whose event time could not be read
@@ -34,17 +37,22 @@ class CorruptFile(ValueError):
 
 def event_dates(event_ts: pd.Series) -> pd.Series:
     """The UTC event date of each epoch-second timestamp (None where missing)."""
+    return _per_day(event_ts, lambda date: date)
+
+
+def _per_day(event_ts: pd.Series, label: Callable[[dt.date], Any]) -> pd.Series:
+    """``label`` of each timestamp's UTC date (None where missing), computed once per distinct day."""
     ts = pd.to_numeric(event_ts, errors="coerce").astype("Float64")
-    days = ts // _SECONDS_PER_DAY
-    epoch = dt.date(1970, 1, 1)
-    return pd.Series(
-        [
-            None if pd.isna(d) or not -700_000 < d < _MAX_DAYS else epoch + dt.timedelta(days=int(d))
-            for d in days
-        ],
-        index=event_ts.index,
-        dtype="object",
-    )
+    days = (ts // _SECONDS_PER_DAY).to_numpy(dtype="float64", na_value=np.nan)
+    usable = ~np.isnan(days) & (days > -700_000) & (days < _MAX_DAYS)
+    out = np.full(len(days), None, dtype=object)
+    if usable.any():
+        distinct, back = np.unique(days[usable].astype("int64"), return_inverse=True)
+        epoch = dt.date(1970, 1, 1)
+        labels = np.empty(len(distinct), dtype=object)
+        labels[:] = [label(epoch + dt.timedelta(days=int(d))) for d in distinct]
+        out[usable] = labels[back.reshape(-1)]
+    return pd.Series(out, index=event_ts.index, dtype="object")
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
@@ -81,7 +89,7 @@ def partition_keys(
     ts = pd.to_numeric(frame["event_ts"], errors="coerce").astype("Float64")
     low = min_event_ts(table) if min_ts is None else min_ts
     high = FAR_FUTURE_TS if max_ts is None else max_ts
-    keys = event_dates(ts).map(lambda d: UNKNOWN if d is None else d.isoformat())
+    keys = _per_day(ts, dt.date.isoformat).fillna(UNKNOWN)
     readable = ts.notna().to_numpy(dtype=bool, na_value=False)
     stray = readable & ((ts < low) | (ts > high)).to_numpy(dtype=bool, na_value=True)
     plausible = readable & ~stray

@@ -16,8 +16,13 @@ def pseudonymise_one(user_id: str, key: bytes) -> str:
 
 
 def pseudonymise(user_ids: pd.Series, key: bytes) -> pd.Series:
-    """Pseudonymise a column of raw identifiers; nulls stay null so validation can flag them."""
+    """Pseudonymise a column of raw identifiers; nulls stay null so validation can flag them.
+
+    Each distinct identifier is hashed once: a file repeats its users on many lines.
+    """
     result = pd.Series([None] * len(user_ids), index=user_ids.index, dtype="object")
     present = user_ids.notna()
-    result[present] = [pseudonymise_one(str(v), key) for v in user_ids[present]]
+    raw = [str(v) for v in user_ids[present]]
+    known = {v: pseudonymise_one(v, key) for v in dict.fromkeys(raw)}
+    result[present] = [known[v] for v in raw]
     return result
