@@ -1,5 +1,5 @@
-"""`python -m flows.cli` runs the command line, as the `liveyield` script does."""
+"""`python -m flows.cli` runs the command line, as the `liveyield` script does (same exit code)."""
 
 from flows.cli import main
 
-main()
+raise SystemExit(main())

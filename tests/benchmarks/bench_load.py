@@ -134,9 +134,9 @@ def _ship(engine: Any, version: int, rows: int, as_of: int) -> dict[str, float]:
 def _retrain(work: str, db_url: str, mlflow_uri: str, day: int, out: str) -> None:
     """A retrain of ad_ctr in a process of its own: train_candidate, register, gate (no promotion,
     so the champion the readers load and the set being published stay valid)."""
-    from tasks.settings import disable_telemetry
+    from tasks.settings import apply_process_defaults
 
-    disable_telemetry()
+    apply_process_defaults()
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     from tasks import lifecycle
     from tasks.db import make_engine
@@ -157,12 +157,12 @@ def _retrain(work: str, db_url: str, mlflow_uri: str, day: int, out: str) -> Non
 def case_backend(p: Params) -> dict[str, Any]:
     """One backend: setup, then the readers across ``runs`` runs of idle / writing / retrain only."""
     from tasks.db import make_engine
-    from tasks.settings import disable_telemetry
+    from tasks.settings import apply_process_defaults
     from tasks.warehouse import upgrade_schema
     from tests.lifecycle.load import ReaderConfig, Window, percentiles, readers
     from tests.models.warehouse import build_warehouse
 
-    disable_telemetry()
+    apply_process_defaults()
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     backend, rows, runs, count = p["backend"], int(p["rows"]), int(p["runs"]), int(p["readers"])
     work = Path(p["work"]) / backend

@@ -23,6 +23,7 @@ from tasks.db import make_engine
 from tasks.warehouse import upgrade_schema
 
 SCRIPT = Path(sys.executable).parent / "liveyield"
+ROOT = Path(__file__).resolve().parents[2]
 CLOSED_DB = "postgresql+psycopg://postgres@127.0.0.1:1/x?connect_timeout=2"
 CLOSED_MLFLOW = {
     "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
@@ -157,6 +158,14 @@ def test_the_failed_runs_logs_keep_the_traceback(workspace: tuple[Path, dict[str
         assert runs and all(run.state is not None and run.state.is_failed() for run in runs)
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id])))
     assert any("Traceback" in log.message and "NoTrainingData" in log.message for log in logs)
+
+
+def test_python_m_flows_cli_exits_with_the_scripts_code(workspace: tuple[Path, dict[str, str]]) -> None:
+    """`python -m flows.cli` is the script by another name: a failure is a non-zero exit there too."""
+    _, env = workspace
+    module = [sys.executable, "-m", "flows.cli", "features", "describe", "user_wach"]
+    result = subprocess.run(module, capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert result.returncode == _run(module[3:], env).returncode == 1, result.stderr
 
 
 def test_debug_shows_the_traceback(workspace: tuple[Path, dict[str, str]]) -> None:

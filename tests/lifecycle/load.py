@@ -54,9 +54,9 @@ def _reader(index: int, config: ReaderConfig, ready: Any, stop: Any) -> None:
     """One reader process: warm up (one untimed cycle), report ready, then read until stopped."""
     import os
 
-    from tasks.settings import disable_telemetry
+    from tasks.settings import apply_process_defaults
 
-    disable_telemetry()
+    apply_process_defaults()
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     from sqlalchemy import func, select
 

@@ -124,9 +124,9 @@ def test_register_promote_roll_back_and_load_on_postgresql(
 
 def _register(uri: str, name: str, run_id: str, prefix: str, count: int, start: Any, out: str) -> None:
     """A registrant process: wait for the others, then register ``count`` versions of one model."""
-    from tasks.settings import disable_telemetry
+    from tasks.settings import apply_process_defaults
 
-    disable_telemetry()
+    apply_process_defaults()
     client = MlflowClient(tracking_uri=uri)
     client.search_registered_models(max_results=1)  # connect before the start line
     start.wait(timeout=300)
