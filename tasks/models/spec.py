@@ -202,6 +202,10 @@ class ModelSpec:
     # The column whose values are the independent units the gate's bootstrap resamples (an entity
     # with several snapshots in the holdout); None: rows, or whole queries of a ranking (query_id).
     resample_by: str | None = None
+    # Forward cross-fitting for a time split (training.forward_fold): the validation period is also
+    # judged, by the same recipe fitted one validation period earlier, which doubles the judged
+    # examples where the holdout is too small for the gate's intervals (ad_cvr's clicks).
+    forward_cross_fit: bool = False
 
     def __post_init__(self) -> None:
         """Refuse a policy rule that names a baseline the spec does not declare."""

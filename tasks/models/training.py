@@ -59,8 +59,8 @@ class TrainedModel:
     data_fingerprint: str
     fit_seconds: float
     lineage: dict[str, Any] = field(default_factory=dict)
-    # Cross-fitting: the model fitted the other way round (on valid, early-stopped on train) that
-    # predicts the holdout rows marked CROSS_FITTED; None without cross-fitting.
+    # Cross-fitting: the model fitted apart (the other way round, or one validation period earlier;
+    # see _mirror_parts) that predicts the holdout rows marked CROSS_FITTED; None without it.
     mirror: Any = None
 
 
@@ -184,6 +184,47 @@ def cross_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return cross.drop(columns=SPLIT_COLUMN).reset_index(drop=True)
 
 
+def forward_fold(train: pd.DataFrame, split: tuple[float, float, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The earlier origin of a forward cross-fit: the training split cut as the split cuts the frame.
+
+    The cut lies at the ``split[0] / (split[0] + split[1])`` quantile of the training rows' event
+    time, so the earlier model's training and validation periods keep the spec's proportions and
+    its validation period is as long as the spec's. Rows whose ``target_ts`` reaches past the cut
+    are purged from its training part, as in time_split. Either part may come back empty.
+    """
+    ts = train["event_ts"].to_numpy("int64")
+    if len(ts) == 0:
+        return train, train
+    cut = np.quantile(ts, split[0] / (split[0] + split[1]), method="lower")
+    early = ts < cut
+    if "target_ts" in train.columns:
+        early &= train["target_ts"].to_numpy("int64") < cut
+    return train[early].reset_index(drop=True), train[ts >= cut].reset_index(drop=True)
+
+
+def _mirror_parts(
+    spec: ModelSpec, frame: pd.DataFrame, train: pd.DataFrame, valid: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+    """(fit, early-stopping, judged) rows of the mirror model, or None without cross-fitting.
+
+    Entity cross-fitting (a builder's ``cross`` rows): the recipe the other way round, fitted on
+    the validation rows and early-stopped on the training rows. Forward cross-fitting
+    (spec.forward_cross_fit, time split only): the recipe one validation period earlier
+    (forward_fold), judging the validation rows, all of which lie after every row it was fitted
+    or early-stopped on. Either way no judged row was seen by the model that predicts it.
+    """
+    cross = cross_rows(frame)
+    if not cross.empty:
+        return valid, train, cross
+    if not spec.forward_cross_fit or SPLIT_COLUMN in frame.columns:
+        return None
+    early_train, early_valid = forward_fold(train, spec.split)
+    for name, part in (("earlier training", early_train), ("earlier validation", early_valid)):
+        if part.empty or (spec.kind == "binary" and part["label"].nunique() < 2):
+            raise NoTrainingData(f"{spec.name}: the {name} split of a forward cross-fit is too small to fit")
+    return early_train, early_valid, valid
+
+
 def training_fingerprint(data_fingerprint: str, params: dict[str, Any], spec_name: str) -> str:
     """sha256 of the data fingerprint, the params and the model name: same inputs, same fingerprint."""
     blob = json.dumps(
@@ -197,7 +238,7 @@ def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
     if training_set.spec_name != spec.name:
         raise ValueError(f"training set was built for {training_set.spec_name}, not {spec.name}")
     train, valid, holdout = split_examples(training_set.frame, spec.split)
-    cross = cross_rows(training_set.frame)
+    mirror_parts = _mirror_parts(spec, training_set.frame, train, valid)
     for name, part in (("train", train), ("validation", valid)):
         if spec.kind == "binary" and part["label"].nunique() < 2:
             raise NoTrainingData(f"{spec.name}: the {name} split has a single class; cannot fit")
@@ -208,16 +249,18 @@ def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
     pipeline = spec.make_estimator(params)
     estimator = as_estimator(pipeline, spec.kind)  # fits ``pipeline`` in place
     estimator.fit(train[columns], train["label"], eval_set=[(valid[columns], valid["label"])])
-    mirror = None
-    if not cross.empty:  # cross-fitting: the same recipe the other way round judges the cross rows
+    mirror, n_cross = None, 0
+    if mirror_parts is not None:  # cross-fitting: the same recipe, fitted apart, judges more rows
+        fit_rows, stop_rows, judged = mirror_parts
         mirror = spec.make_estimator(params)
         as_estimator(mirror, spec.kind).fit(
-            valid[columns], valid["label"], eval_set=[(train[columns], train["label"])]
+            fit_rows[columns], fit_rows["label"], eval_set=[(stop_rows[columns], stop_rows["label"])]
         )
         holdout = pd.concat(
-            [holdout.assign(**{CROSS_FITTED: False}), cross.assign(**{CROSS_FITTED: True})],
+            [holdout.assign(**{CROSS_FITTED: False}), judged.assign(**{CROSS_FITTED: True})],
             ignore_index=True,
         )
+        n_cross = len(judged)
     fit_seconds = time.perf_counter() - started
     summary = fit_summary(estimator)
     fitted = {
@@ -226,7 +269,7 @@ def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
         "n_train": len(train),
         "n_valid": len(valid),
         "n_holdout": len(holdout),
-        "n_cross_fitted": len(cross),
+        "n_cross_fitted": n_cross,
         **summary,  # what the fit itself chose (e.g. the number of segments), when reported
     }
     lineage = {

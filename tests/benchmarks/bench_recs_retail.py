@@ -247,7 +247,9 @@ def report(
             "Recall counts every product a customer bought in the month, also those no candidate "
             "source proposed, so it is bounded by the candidate recall above. Non-merchandise codes "
             "the file sells as lines (POST, DOT, M, C2…) are kept as imported: they are real, frequent "
-            "purchases that both the model and popularity may recommend.",
+            "purchases that both the model and popularity may recommend. A web shop has no streamers "
+            "and no watch time: the streamer-affinity and co-watch sources propose nothing here and the "
+            "ranker's expected-share prior is flat, so this measures the collaborative part.",
         ]
     )
 

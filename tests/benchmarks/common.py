@@ -35,12 +35,14 @@ VENV_ROOT = Path(
 RESULT_TAG = "BENCH_RESULT "
 SECTION_ORDER = [
     "ingest",
+    "import",
     "retrieval",
     "lifecycle",
     "model_quality",
     "catalog",
     "forecasts",
     "recs_retail",
+    "recs_scale",
     "segments_retail",
     "load",
 ]

@@ -20,12 +20,14 @@ from tests.benchmarks import common
 
 BENCHMARKS = [
     "bench_ingest",
+    "bench_import",
     "bench_retrieval",
     "bench_lifecycle",
     "bench_model_quality",
     "bench_catalog",
     "bench_forecasts",
     "bench_recs_retail",
+    "bench_recs_scale",
     "bench_segments_retail",
     "bench_monitoring",
     "bench_load",

@@ -6,18 +6,30 @@ import dataclasses
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tasks.featurestore import feature_table, get_view
 from tasks.models.catalog import MODELS, UnknownModel, get_spec
+from tasks.models.estimator import as_estimator
 from tasks.models.evaluation import (
     baseline_predictions,
+    champion_rows,
     evaluate,
+    evaluation_frame,
     oracle_report,
     predict,
+    stored_predictions,
 )
 from tasks.models.scoring_frame import StaleFeatures, build_scoring_frame
-from tasks.models.training import NoTrainingData, build_training_set, fit_candidate, time_split
+from tasks.models.training import (
+    CROSS_FITTED,
+    NoTrainingData,
+    build_training_set,
+    fit_candidate,
+    forward_fold,
+    time_split,
+)
 from tests.models.conftest import AS_OF, Warehouse
 
 
@@ -93,6 +105,44 @@ def test_training_is_deterministic(warehouse: Warehouse) -> None:
         dataclasses.replace(spec, params={**spec.params, "max_depth": 3}), warehouse.training_set
     )
     assert other.training_fingerprint != first.training_fingerprint
+
+
+def test_forward_fold_keeps_the_split_proportions_and_purges() -> None:
+    frame = pd.DataFrame({"event_ts": np.arange(85), "target_ts": np.arange(85) + 3})
+    early_train, early_valid = forward_fold(frame, (0.7, 0.15, 0.15))
+    # The cut: the (lower) 0.7 / (0.7 + 0.15) quantile of event time, 69 of 0..84.
+    assert early_valid["event_ts"].min() == 69 and len(early_valid) == 16
+    assert early_train["target_ts"].max() < 69  # outcomes reaching the earlier validation: purged
+    assert len(early_train) == 66
+
+
+def test_forward_cross_fit_judges_the_validation_rows_with_an_earlier_fit(warehouse: Warehouse) -> None:
+    spec = dataclasses.replace(get_spec("ad_ctr"), forward_cross_fit=True)
+    trained = fit_candidate(spec, warehouse.training_set)
+    plain = warehouse.trained
+    crossed = trained.holdout[CROSS_FITTED].to_numpy(bool)
+    assert trained.params["n_cross_fitted"] == crossed.sum() == len(plain.valid)
+    assert set(trained.holdout.loc[crossed, "example_id"]) == set(plain.valid["example_id"])
+    # The registered model is the plain fit; the mirror never saw the rows it judges.
+    np.testing.assert_array_equal(
+        predict(spec, trained.pipeline, plain.holdout), predict(spec, plain.pipeline, plain.holdout)
+    )
+    early_train, early_valid = forward_fold(plain.train, spec.split)
+    assert early_valid["event_ts"].max() < plain.valid["event_ts"].min()
+    columns = spec.input_columns
+    earlier = spec.make_estimator({**spec.params, "seed": spec.seed})
+    as_estimator(earlier, spec.kind).fit(
+        early_train[columns], early_train["label"], eval_set=[(early_valid[columns], early_valid["label"])]
+    )
+    np.testing.assert_array_equal(  # the mirror is exactly the recipe fitted on the earlier fold
+        predict(spec, trained.mirror, plain.valid), predict(spec, earlier, plain.valid)
+    )
+    frame = evaluation_frame(spec, trained.pipeline, trained.train, trained.holdout, trained.mirror)
+    candidate = stored_predictions(frame, "candidate")["prediction"].to_numpy("float64")
+    mirror_view = predict(spec, trained.mirror, trained.holdout[crossed])
+    np.testing.assert_allclose(candidate[crossed], mirror_view)
+    assert not np.allclose(mirror_view, predict(spec, trained.pipeline, trained.holdout[crossed]))
+    assert champion_rows(frame).sum() == len(plain.holdout)  # a champion is judged on its own rows
 
 
 def test_model_beats_base_rate_and_oracle_floor(warehouse: Warehouse) -> None:

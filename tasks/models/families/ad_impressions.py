@@ -144,14 +144,22 @@ def _columns(refs: tuple[str, ...]) -> list[str]:
     return [r.replace(":", "__") for r in refs]
 
 
-def impression_estimator(refs: tuple[str, ...], increasing: tuple[str, ...]) -> Any:
-    """A boosted-tree factory over the features, the impression context and the ad-category affinity."""
+def impression_estimator(
+    refs: tuple[str, ...], increasing: tuple[str, ...], keep: tuple[str, ...] | None = None
+) -> Any:
+    """A boosted-tree factory over the features, the impression context and the ad-category affinity
+    (``keep``: only these of them, see make_boosted_pipeline)."""
     numeric = [c for c in [*_columns(refs), *CONTEXT] if c not in CATEGORICAL]
 
     def make(params: Mapping[str, Any]) -> Any:
         affinity = CategoryShare("ad_category", _SHARES, "ad_category_share")
         return make_boosted_pipeline(
-            params, numeric=numeric, categorical=CATEGORICAL, affinity=affinity, increasing=increasing
+            params,
+            numeric=numeric,
+            categorical=CATEGORICAL,
+            affinity=affinity,
+            increasing=increasing,
+            keep=keep,
         )
 
     return make
@@ -163,7 +171,8 @@ def impression_policy(auc_floor: float, ece_ceiling: float, max_ne: float) -> Pr
     Holdout sizes each bound needs (impressions for ad_ctr, clicks for ad_cvr) for its 95 % interval to
     clear it at the demo platform's values: auc 5,900 / 1,760, ece 620 / 340, normalized_entropy
     2,700 / 810, pred_obs_ratio 4,500 / 540. The demo's ad_ctr holdout (19,500) decides every bound;
-    ad_cvr's (760 clicks from the longest label window) leaves auc and normalized_entropy undecided.
+    ad_cvr's (760 clicks from the longest label window, about 1,460 judged with its forward
+    cross-fit) leaves auc and normalized_entropy undecided.
     """
     return PromotionPolicy(
         value_thresholds=(
@@ -184,6 +193,25 @@ def impression_policy(auc_floor: float, ece_ceiling: float, max_ne: float) -> Pr
 
 CTR_FEATURES = (*USER_FEATURES, *AD_FEATURES)
 CVR_FEATURES = (*USER_FEATURES, *SPEND_FEATURES, *AD_FEATURES)
+# What ad_cvr's booster reads: the known drivers of a conversion given a click, each through the
+# inputs that measure it - the user's interest in the ad's category (its watch share), the user's
+# spending (orders, gifts, paid content, membership) and the ad's appeal (its recent CTR), plus the
+# user's response to ads. A conversion follows a click, so the click's context (slot, hour, device)
+# and the user's watch volume are left out; every input can only raise the conversion probability
+# (monotone). With about 1,200 clicks a week, 8 inputs instead of 40 keep the trees on the signal.
+# Measured on the demo platform (5,000 users, three simulated histories, forward cross-fitted):
+# the paired 95 % interval of log loss minus the base rate's lies below 0 on all three, against
+# two of three with the 40 inputs; AUC within 0.006 of theirs.
+CONVERSION_INPUTS = (
+    "ad_category_share",
+    "user_commerce__spend_28d",
+    "user_commerce__orders_28d",
+    "user_gifts__gifts_sum_28d",
+    "user_paid_content__paid_content_spend_28d",
+    "user_membership__membership_active",
+    "ad_activity__ctr_7d",
+    "user_ads__ad_ctr_smoothed_28d",
+)
 CLICK_HISTORY_INCREASING = (
     "user_ads__ad_clicks_7d",
     "user_ads__ad_clicks_28d",

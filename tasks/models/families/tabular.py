@@ -81,6 +81,25 @@ class CategoryShare(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return X.assign(**{self.output: value})
 
 
+class Columns(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Keep the named columns, in order (a model that reads fewer inputs than its spec retrieves)."""
+
+    def __init__(self, columns: Sequence[str] = ()) -> None:
+        self.columns = columns
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> Columns:
+        """Check the columns are present; nothing is learned (n_features_in_ marks it fitted)."""
+        missing = [c for c in self.columns if c not in X.columns]
+        if missing:
+            raise ValueError(f"model input lacks columns {missing}")
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The frame cut to the named columns."""
+        return X[list(self.columns)]
+
+
 def make_boosted_pipeline(
     params: Mapping[str, Any],
     *,
@@ -88,13 +107,20 @@ def make_boosted_pipeline(
     categorical: Sequence[str],
     affinity: CategoryShare | None = None,
     increasing: Sequence[str] = (),
+    keep: Sequence[str] | None = None,
 ) -> Pipeline:
-    """inputs → (affinity) → one-hot categories → XGBoost (hist, 2 threads, early stopping)."""
+    """inputs → (affinity) → (keep) → one-hot categories → XGBoost (hist, 2 threads, early stopping).
+
+    ``keep``: the only columns the booster reads, chosen after the affinity step (None: all).
+    """
     booster_params = {**BOOSTER_DEFAULTS, **{k: v for k, v in params.items() if k != "seed"}}
     monotone = {c: 1 for c in increasing}  # domain knowledge: more past response, more response
     steps: list[tuple[str, Any]] = [("inputs", FrameCleaner(tuple(numeric), tuple(categorical)))]
     if affinity is not None:
         steps.append(("affinity", affinity))
+    if keep is not None:
+        steps.append(("keep", Columns(tuple(keep))))
+        categorical = [c for c in categorical if c in keep]
     encode = ColumnTransformer(
         [("categories", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(categorical))],
         remainder="passthrough",

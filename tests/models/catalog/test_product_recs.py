@@ -66,10 +66,14 @@ def test_spec_is_declared_with_its_protocol_and_thresholds() -> None:
     assert str(spec.baseline) == "column:popularity" and "popularity" in spec.context_features
     assert "query_id" in spec.input_columns and "user_key" not in spec.input_columns
     policy = spec.policy
-    assert {t.metric for t in policy.value_thresholds} == {"ndcg_10", "recall_20", "hit_rate_10"}
+    # Relative bars that hold at any catalogue size: NDCG@10 at least 1.2x popularity's.
+    assert not policy.value_thresholds
+    assert [(t.metric, t.against, t.ratio) for t in policy.relative_thresholds] == [
+        ("ndcg_10", "baseline", 1.2)
+    ]
     assert {t.metric for t in policy.change_thresholds} >= {"ndcg_10"}
     assert [(r.metric, r.against) for r in policy.significance] == [("ndcg_10", "baseline")]
-    assert policy.beat_baseline == ("ndcg_10",) and policy.require_validated_data
+    assert policy.beat_baseline == ("ndcg_10", "recall_20") and policy.require_validated_data
     assert spec.build_scoring_frame is not None and spec.format_scores is not None and spec.plots is not None
 
 

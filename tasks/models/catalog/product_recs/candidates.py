@@ -13,8 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from tasks.featurestore.definitions import DAY_S
+from tasks.models.catalog.product_recs.affinity import (
+    affinity_candidates,
+    cowatch,
+    shelf_share,
+    streamer_affinity,
+    streamers_per_user,
+)
 from tasks.models.catalog.product_recs.data import CommerceData, codes_of
 from tasks.models.families.collaborative import (
     ItemCooccurrence,
@@ -32,6 +40,14 @@ CANDIDATE_FEATURES: tuple[str, ...] = (
     "svd_rank",
     "history_rank",
     "shelf_rank",
+    "affinity_rank",
+    "streamer_affinity",
+    "shelf_share",
+    "user_streamer_share",
+    "cowatch_score",
+    "cowatch_rank",
+    "expected_share",
+    "days_since_user_streamer",
     "popularity",
     "popularity_rank",
     "log_price",
@@ -168,6 +184,21 @@ def candidate_rows(
     shelf_q, shelf_item, shelf_order = _shelf(data, cutoff, query_users, known, config)
     sources["shelf_rank"] = _ranked(shelf_q, shelf_item, shelf_order, config.per_source)
 
+    # Streamer affinity: the shelves the user is likely to see next, also of streamers never
+    # watched (category interest × the streamer's share of its category), ranked by the
+    # product's expected share of the user's purchases.
+    affinity = streamer_affinity(data, cutoff, query_users)
+    streamer_known = np.where(data.item_listed_ts[known] < cutoff, data.item_streamer[known], -1)
+    share_known = shelf_share(data, cutoff, cutoff - config.history_days * DAY_S, known)
+    aff_q, aff_item, aff_rank, _ = affinity_candidates(
+        affinity, streamer_known, share_known, config.per_source
+    )
+    sources["affinity_rank"] = (aff_q, aff_item, aff_rank)
+    # Co-watch: the shelves of the streamers most watched by the viewers of the user's streamers.
+    cowatched = cowatch(data, cutoff, query_users, config.neighbours)
+    co_q, co_item, co_rank = _cowatch_candidates(cowatched, streamer_known, share_known, config.per_source)
+    sources["cowatch_rank"] = (co_q, co_item, co_rank)
+
     # Popularity: orders over the baseline window, ties broken by product id.
     recent = (hist.is_order == 1) & (hist.ts >= cutoff - config.popularity_days * DAY_S)
     counts = np.bincount(local_item[recent], minlength=n_items).astype("float64")
@@ -185,19 +216,86 @@ def candidate_rows(
     keys = np.unique(np.concatenate([q * n_items + c for q, c, _ in sources.values()]))
     q, it = keys // n_items, keys % n_items
     out = pd.DataFrame({"user": query_users[q], "item": known[it]})
-    for name in ("cooc_rank", "svd_rank", "history_rank", "shelf_rank"):
+    for name in ("cooc_rank", "svd_rank", "history_rank", "shelf_rank", "affinity_rank", "cowatch_rank"):
         sq, sc, sr = sources.get(name, (np.zeros(0, np.int64),) * 3)
         source_keys = sq * n_items + sc
         order = np.argsort(source_keys, kind="stable")
         out[name] = _find(source_keys[order], sr[order].astype("float64"), keys, np.nan)
     out["cooc_score"] = cooc_all[q, it]
     out["svd_score"] = svd_all[q, it]
+    streamer_affinity_ = affinity.score(q, streamer_known[it])
+    own = _watch_share(data, cutoff, query_users[q], streamer_known[it])
+    out["streamer_affinity"] = streamer_affinity_
+    out["shelf_share"] = share_known[it]
+    out["user_streamer_share"] = own
+    cw = np.asarray(cowatched[q, np.maximum(streamer_known[it], 0)]).ravel() if len(q) else np.zeros(0)
+    out["cowatch_score"] = np.where(streamer_known[it] >= 0, cw, np.nan)
+    out["expected_share"] = affinity.watch_share(streamer_affinity_, own) * share_known[it]
+    out["days_since_user_streamer"] = _days_since_watch(data, cutoff, query_users[q], streamer_known[it])
     out["popularity"] = counts[it]
     out["popularity_rank"] = pop_rank[it]
     _add_context(out, data, hist, cutoff, config)
     out["user_type"] = np.where(is_warm[q], "warm", "cold")
     out["catalog_size"] = np.int64(n_items)
     return out
+
+
+def _cowatch_candidates(
+    cowatched: sp.csr_matrix, streamer_of: np.ndarray, item_share: np.ndarray, per_source: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, local item, rank): the shelves of each user's best co-watched streamers.
+
+    Products ranked by co-watch score × shelf share; as many streamers as the affinity source.
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    on_shelf = streamer_of >= 0
+    if cowatched.nnz == 0 or not on_shelf.any():
+        return empty, empty, empty
+    k = streamers_per_user(per_source, np.bincount(streamer_of[on_shelf]))
+    has_shelf = np.zeros(cowatched.shape[1], dtype=bool)
+    has_shelf[streamer_of[on_shelf]] = True
+    coo = cowatched.tocoo()
+    keep = has_shelf[coo.col] & (coo.data > 0)
+    q, streamer, score = coo.row[keep], coo.col[keep], coo.data[keep]
+    q, streamer, _ = _ranked(q, streamer, -score, k)
+    value = np.asarray(cowatched[q, streamer]).ravel() if len(q) else np.zeros(0)
+    by_streamer = np.argsort(streamer_of, kind="stable")
+    shelf_streamer = streamer_of[by_streamer]
+    first = np.searchsorted(shelf_streamer, streamer, side="left")
+    sizes = np.searchsorted(shelf_streamer, streamer, side="right") - first
+    rep = np.repeat(np.arange(len(q)), sizes)
+    offsets = np.arange(len(rep)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    items = by_streamer[np.repeat(first, sizes) + offsets]
+    expected = value[rep] * np.nan_to_num(item_share[items], nan=0.0)
+    return _ranked(q[rep], items, -expected, per_source)
+
+
+def _watch_share(data: CommerceData, cutoff: int, user: np.ndarray, streamer: np.ndarray) -> np.ndarray:
+    """The user's share of their last 28 days' watch seconds spent on the streamer (NaN off-shelf)."""
+    n_str = max(len(data.streamers), 1)
+    day = data.watch["day_ts"].to_numpy()
+    rows = data.watch[(day < cutoff) & (day >= cutoff - 28 * DAY_S) & (data.watch["user"].to_numpy() >= 0)]
+    viewer, seconds = rows["user"].to_numpy(), rows["seconds"].to_numpy("float64")
+    uniq, pair_seconds = _keyed(viewer * n_str + rows["streamer"].to_numpy(), seconds)
+    users, user_seconds = _keyed(viewer, seconds)
+    mine = _find(uniq, pair_seconds, user * n_str + np.maximum(streamer, 0), 0.0)
+    total = _find(users, user_seconds, user, 0.0)
+    share = mine / np.where(total > 0, total, 1.0)
+    return np.where(streamer >= 0, share, np.nan)
+
+
+def _days_since_watch(data: CommerceData, cutoff: int, user: np.ndarray, streamer: np.ndarray) -> np.ndarray:
+    """Days since the user last watched the streamer over the last 28 days, NaN if not then.
+
+    The platform favours streamers a viewer saw lately, so recency says more than minutes do.
+    """
+    n_str = max(len(data.streamers), 1)
+    day = data.watch["day_ts"].to_numpy()
+    rows = data.watch[(day < cutoff) & (day >= cutoff - 28 * DAY_S) & (data.watch["user"].to_numpy() >= 0)]
+    keys = rows["user"].to_numpy() * n_str + rows["streamer"].to_numpy()
+    uniq, last = _keyed(keys, rows["day_ts"].to_numpy(), "max")
+    found = _find(uniq, last, user * n_str + np.maximum(streamer, 0), np.nan)
+    return np.where(streamer >= 0, (cutoff - found) / DAY_S, np.nan)
 
 
 def _ranked(

@@ -48,9 +48,9 @@ from tasks.models.spec import (
     LabelWindow,
     ModelSpec,
     PromotionPolicy,
+    RelativeThreshold,
     ScoringTarget,
     SignificanceRule,
-    ValueThreshold,
 )
 
 TOP_K = 20  # products published per user
@@ -239,19 +239,21 @@ def ranking_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
 
 # --- the spec ------------------------------------------------------------------------------------
 
+# Relative bars, not absolute floors: every ranking metric shrinks as the catalogue grows (more
+# streamers, more products per buyer's reach), so NDCG@10 >= 0.04 fitted the demo and nothing else
+# (50,000 users: 0.051 for the model, 0.037 for popularity). The model must be significantly better
+# than popularity on NDCG@10, beat it on NDCG@10 and recall@20, and reach 1.2x its NDCG@10 (judged
+# on the paired interval of model - 1.2 x popularity: a holdout too small to tell is undecided).
+# 1.2 is the smallest lift worth replacing a best-seller list for; measured (bench_recs_scale):
+# 3.0x at 5,000 users seed 7, 1.6x seed 8, 1.4x at 50,000, 2.5x on Online Retail II.
 POLICY = PromotionPolicy(
-    value_thresholds=(
-        # Holdout users each floor needs at the demo's values: 121, 73, 143 (the demo has 229).
-        ValueThreshold("ndcg_10", lower=0.04),
-        ValueThreshold("recall_20", lower=0.10),
-        ValueThreshold("hit_rate_10", lower=0.08),
-    ),
     change_thresholds=(
         ChangeThreshold("ndcg_10", slack=-0.01),
         ChangeThreshold("recall_20", slack=-0.02),
     ),
     significance=(SignificanceRule("ndcg_10", against="baseline", confidence=0.95, min_delta=0.0),),
-    beat_baseline=("ndcg_10",),
+    beat_baseline=("ndcg_10", "recall_20"),
+    relative_thresholds=(RelativeThreshold("ndcg_10", ratio=1.2),),
 )
 
 product_recs = ModelSpec(
@@ -259,8 +261,10 @@ product_recs = ModelSpec(
     kind="ranking",
     description=(
         "Which products to show a user in live commerce: candidates from item-kNN co-occurrence, "
-        "truncated SVD, the user's own products, the shelves of the streamers they watch and "
-        "popularity, re-ranked by XGBoost rank:ndcg; one query per (user, day) with a purchase."
+        "truncated SVD, the user's own products, the shelves of the streamers they watch, the "
+        "shelves they are likely to see next (category affinity × the streamer's audience share) "
+        "and popularity, re-ranked by XGBoost rank:ndcg from the expected purchase share as prior; "
+        "one query per (user, day) with a purchase."
     ),
     build_labels=make_label_builder(CONFIG),
     feature_refs=FEATURE_REFS,
@@ -268,7 +272,9 @@ product_recs = ModelSpec(
     context_features=CONTEXT,
     categorical=(),
     make_estimator=make_estimator,
-    params={"n_estimators": 400, "learning_rate": 0.05, "max_depth": 4},
+    # The boosting starts from the expected share of the user's purchases (streamer affinity ×
+    # shelf share) and learns corrections: see ranker.ProductRanker.
+    params={"n_estimators": 400, "learning_rate": 0.05, "max_depth": 4, "prior": "expected_share"},
     baseline=ColumnBaseline("popularity"),
     metrics=METRICS,
     primary_metric="ndcg_10",
