@@ -16,7 +16,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,27 +74,9 @@ CASES = {"import": case_import}
 
 
 @contextmanager
-def pg_database() -> Iterator[str]:
-    """A PostgreSQL database created for one run; yields its URL and drops it afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"bench_import_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(common.PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(common.PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@contextmanager
 def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
     if backend == "postgresql":
-        with pg_database() as url:
+        with common.pg_database("bench_import") as url:
             yield url
         return
     yield f"sqlite:///{workdir / 'warehouse.db'}"

@@ -29,7 +29,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,18 +59,8 @@ def mlflow_store(backend: str, work: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{work / 'mlflow.db'}"
         return
-    from sqlalchemy import create_engine, make_url, text
-
-    name = f"bench_mlflow_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(common.PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(common.PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with common.pg_database("bench_mlflow") as url:
+        yield url
 
 
 def _settings(work: Path, db_url: str, mlflow_uri: str) -> Any:

@@ -149,6 +149,24 @@ def pg_schema(prefix: str = "bench") -> Iterator[str]:
 
 
 @contextmanager
+def pg_database(prefix: str = "bench") -> Iterator[str]:
+    """A PostgreSQL database of its own for one run (a store that wants a whole database, e.g.
+    MLflow's, or an import that should not share a catalog); yields its URL, dropped afterwards."""
+    from sqlalchemy import create_engine, make_url, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
 def database(backend: str, workdir: Path, prefix: str = "bench") -> Iterator[str]:
     """A fresh, empty database URL of the backend: a SQLite file in workdir or a PG schema."""
     if backend == "postgresql":

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tasks.featurestore.definitions import DAY_S
-from tasks.models.catalog.product_recs.data import CommerceData
+from tasks.models.catalog.product_recs.data import CommerceData, shelf_items
 from tasks.models.families.collaborative import ItemCooccurrence, interaction_matrix
 
 SHARE_DAYS = 7  # the streamer's recent audience (popularity grows with followers)
@@ -227,15 +227,7 @@ def affinity_candidates(
     q = np.repeat(np.arange(n_q), best.shape[1])
     chosen = block_streamers[best.ravel()]
     aff = scores[q, best.ravel()]
-    # Join (query, streamer) to the streamer's shelf items.
-    items_sorted = np.argsort(streamer_of, kind="stable")
-    shelf_streamer = streamer_of[items_sorted]
-    first = np.searchsorted(shelf_streamer, chosen, side="left")
-    last = np.searchsorted(shelf_streamer, chosen, side="right")
-    size = last - first
-    rep = np.repeat(np.arange(len(q)), size)
-    offsets = np.arange(len(rep)) - np.repeat(np.cumsum(size) - size, size)
-    items = items_sorted[np.repeat(first, size) + offsets]
+    rep, items = shelf_items(streamer_of, chosen)  # join (query, streamer) to its shelf items
     expected = aff[rep] * np.nan_to_num(item_share[items], nan=0.0)
     q_items = q[rep]
     order = np.lexsort((items, -expected, q_items))

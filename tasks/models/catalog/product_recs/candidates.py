@@ -23,7 +23,7 @@ from tasks.models.catalog.product_recs.affinity import (
     streamer_affinity,
     streamers_per_user,
 )
-from tasks.models.catalog.product_recs.data import CommerceData, codes_of
+from tasks.models.catalog.product_recs.data import CommerceData, codes_of, shelf_items
 from tasks.models.families.collaborative import (
     ItemCooccurrence,
     MatrixFactorisation,
@@ -328,14 +328,7 @@ def _shelf(
     q, streamer, seconds = q[found], streamer[found], seconds[found]
     q, streamer, rank = _ranked(q, streamer, -seconds, config.shelf_streamers)
     # Every shelf item of each chosen streamer: join (query, streamer) to (streamer, item).
-    by_streamer = np.argsort(streamer_of, kind="stable")
-    shelf_streamer = streamer_of[by_streamer]
-    first = np.searchsorted(shelf_streamer, streamer, side="left")
-    last = np.searchsorted(shelf_streamer, streamer, side="right")
-    sizes = last - first
-    rep = np.repeat(np.arange(len(q)), sizes)
-    offsets = np.arange(len(rep)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    items = by_streamer[np.repeat(first, sizes) + offsets]
+    rep, items = shelf_items(streamer_of, streamer)
     return q[rep], items, rank[rep].astype("float64")
 
 

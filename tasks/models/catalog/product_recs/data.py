@@ -69,6 +69,21 @@ def codes_of(vocabulary: np.ndarray, keys: Any) -> np.ndarray:
     return np.where(vocabulary[pos] == values, pos, -1).astype(np.int64)
 
 
+def shelf_items(streamer_of: np.ndarray, streamers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every shelf item of each given streamer: (position in ``streamers``, item code) pairs.
+
+    ``streamer_of[item]`` is the streamer code that sells the item; the join is a sort and two
+    binary searches, so it stays vectorised at any catalogue size.
+    """
+    by_streamer = np.argsort(streamer_of, kind="stable")
+    shelf_streamer = streamer_of[by_streamer]
+    first = np.searchsorted(shelf_streamer, streamers, side="left")
+    sizes = np.searchsorted(shelf_streamer, streamers, side="right") - first
+    rep = np.repeat(np.arange(len(streamers)), sizes)
+    offsets = np.arange(len(rep)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return rep, by_streamer[np.repeat(first, sizes) + offsets]
+
+
 def _vocabulary(*columns: Any) -> np.ndarray:
     """The sorted text keys found in the columns (missing values left out)."""
     keys: set[str] = set()
