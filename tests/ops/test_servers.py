@@ -27,7 +27,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,14 +131,15 @@ def _drop_databases(names: list[str]) -> None:
         admin.dispose()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """`liveyield serve` on a simulated platform; stopped (and its databases dropped) afterwards."""
-    home = tmp_path_factory.mktemp("stack") / "home"
+@contextmanager
+def served_stack(home: Path, prefix: str, extra_env: Mapping[str, str] | None = None) -> Iterator[Stack]:
+    """`liveyield serve` on a simulated platform in ``home`` (warehouse on PostgreSQL when it is
+    usable, in a database named after ``prefix``; else SQLite), with this process's clients given
+    the stack's credentials as a shell sets them; stopped and its databases dropped afterwards."""
     password, key = secrets.token_hex(16), secrets.token_hex(16)
     databases: list[str] = []
     if _pg_usable():
-        name = f"ly_e2e_{uuid.uuid4().hex[:10]}"
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         databases = [name, f"{name}_prefect", f"{name}_mlflow"]
         admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
@@ -149,6 +151,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         url = f"sqlite:///{home / 'warehouse.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "LIVEYIELD_"))}
     env |= {"LIVEYIELD_HOME": str(home), "LIVEYIELD_DB_URL": url, "LIVEYIELD_PSEUDONYM_KEY": key}
+    env |= dict(extra_env or {})
     try:
         engine = make_engine(url)
         upgrade_schema(engine)
@@ -171,6 +174,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _cli(env, "stop", timeout=180)
         if databases:
             _drop_databases(databases)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`liveyield serve` on a simulated platform; stopped (and its databases dropped) afterwards."""
+    with served_stack(tmp_path_factory.mktemp("stack") / "home", "ly_e2e") as served:
+        yield served
 
 
 def test_serve_prints_both_uis(stack: Stack) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -23,8 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import update
 
 from tasks.db import make_engine
 from tasks.featurestore import FEATURE_VIEWS, feature_table
@@ -33,23 +31,17 @@ from tasks.monitoring import events
 from tasks.monitoring.run import model_views
 from tasks.ops.automations import CRASH_MESSAGE, zombie_window_s
 from tasks.ops.deployments import RETRAIN_ACTOR, retrain_deployment
-from tasks.ops.servers import alive, descendants, prefect_client_settings, read_credentials, read_state
-from tasks.settings import get_settings
-from tasks.warehouse import upgrade_schema
-from tests.conftest import PG_URL
-from tests.models.warehouse import START, build_warehouse
+from tasks.ops.servers import alive, descendants, prefect_client_settings
+from tests.models.warehouse import START
 from tests.monitoring.test_events import model_events
 from tests.ops.test_servers import (
     AS_OF,
     AS_OF_ARG,
     DAYS,
     ROOT,
-    SEED,
-    USERS,
     Stack,
     _cli,
-    _drop_databases,
-    _pg_usable,
+    served_stack,
 )
 
 pytestmark = pytest.mark.slow
@@ -66,47 +58,13 @@ SECOND_EVENT = (
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """`liveyield serve` on a simulated platform, heartbeats every 30 s; stopped afterwards."""
     home = tmp_path_factory.mktemp("trigger-stack") / "home"
-    databases: list[str] = []
-    if _pg_usable():
-        name = f"ly_trg_{uuid.uuid4().hex[:10]}"
-        databases = [name, f"{name}_prefect", f"{name}_mlflow"]
-        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{home / 'warehouse.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "LIVEYIELD_"))}
-    env |= {
-        "LIVEYIELD_HOME": str(home),
-        "LIVEYIELD_DB_URL": url,
-        "LIVEYIELD_PSEUDONYM_KEY": secrets.token_hex(16),
-        "LIVEYIELD_HEARTBEAT_S": str(HEARTBEAT_S),
-    }
-    try:
-        engine = make_engine(url)
-        upgrade_schema(engine)
-        build_warehouse(get_settings(env), engine, users=USERS, streamers=USERS // 16, days=DAYS, seed=SEED)
-        engine.dispose()
-        served = _cli(env, "serve", "--prefect-port", "0", "--mlflow-port", "0")
-        assert served.returncode == 0, served.stdout + served.stderr
-        assert "liveyield-crash-zombie-flow-runs" in served.stdout + served.stderr
-        state, credentials = read_state(home), read_credentials(home)
-        assert state is not None and credentials is not None
-        stack = Stack(env, home, state, url, (), credentials)
+    with served_stack(home, "ly_trg", {"LIVEYIELD_HEARTBEAT_S": str(HEARTBEAT_S)}) as stack:
+        assert "liveyield-crash-zombie-flow-runs" in stack.outputs[0][1]
         # What an operator exports to talk to the stack (`liveyield serve` prints it), credentials
         # as a shell loads them from the credentials file.
-        stack.env = env | credentials.env()
-        stack.env |= {"PREFECT_API_URL": stack.api, "MLFLOW_TRACKING_URI": state["mlflow_url"]}
-        with pytest.MonkeyPatch.context() as patch:  # this process's clients, likewise
-            for name, value in credentials.env().items():
-                patch.setenv(name, value)
-            yield stack
-    finally:
-        _cli(env, "stop", timeout=180)
-        if databases:
-            _drop_databases(databases)
+        stack.env = stack.env | stack.credentials.env()
+        stack.env |= {"PREFECT_API_URL": stack.api, "MLFLOW_TRACKING_URI": stack.state["mlflow_url"]}
+        yield stack
 
 
 def _on(api: str, call: Any, *args: Any, **kwargs: Any) -> Any:

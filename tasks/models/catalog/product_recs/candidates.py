@@ -259,13 +259,7 @@ def _cowatch_candidates(
     q, streamer, score = coo.row[keep], coo.col[keep], coo.data[keep]
     q, streamer, _ = _ranked(q, streamer, -score, k)
     value = np.asarray(cowatched[q, streamer]).ravel() if len(q) else np.zeros(0)
-    by_streamer = np.argsort(streamer_of, kind="stable")
-    shelf_streamer = streamer_of[by_streamer]
-    first = np.searchsorted(shelf_streamer, streamer, side="left")
-    sizes = np.searchsorted(shelf_streamer, streamer, side="right") - first
-    rep = np.repeat(np.arange(len(q)), sizes)
-    offsets = np.arange(len(rep)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    items = by_streamer[np.repeat(first, sizes) + offsets]
+    rep, items = shelf_items(streamer_of, streamer)
     expected = value[rep] * np.nan_to_num(item_share[items], nan=0.0)
     return _ranked(q[rep], items, -expected, per_source)
 
