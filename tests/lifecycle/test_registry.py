@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import Engine
 
-from tasks.gates import current_champion, promote
+from tasks.gates import current_champion
 from tasks.registry import (
     CHALLENGER,
     TamperedModel,
@@ -28,7 +28,7 @@ from tests.lifecycle.helpers import (
     Payload,
     log_runs_layout_model,
     log_tiny_model,
-    passing_report,
+    promote_passing,
     training_data,
 )
 
@@ -44,19 +44,7 @@ LINEAGE = {
 
 def approve(engine: Engine, client: MlflowClient, name: str, version: int) -> None:
     """Promote the version in the warehouse (tested in test_promotion and test_integrity)."""
-    current = current_champion(engine, name)
-    result = promote(
-        engine,
-        client,
-        name,
-        candidate_version=version,
-        expected_champion=current,
-        report=passing_report(name, version, current),
-        actor="test",
-        flow_run_id=None,
-        reason="approve",
-    )
-    assert result.promoted
+    promote_passing(engine, client, name, version, current_champion(engine, name))
 
 
 def test_register_records_lineage_checksum_and_challenger(
