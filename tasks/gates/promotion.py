@@ -27,8 +27,6 @@ import hashlib
 import json
 import logging
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +39,7 @@ from tasks.gates.report import GateReport
 from tasks.registry.hashing import artifact_sha256
 from tasks.registry.ledger import champion_history, latest_record_row
 from tasks.registry.tags import CHAMPION, GATE_PASSED, GATE_ROLLED_BACK, GATE_TAG, SHA_TAG
+from tasks.registry.writes import alias_version, idempotent_write
 from tasks.schema import alias_ledger, model_champions
 from tasks.scoring.publish import follow_rollback, lock_publication
 
@@ -104,7 +103,7 @@ def reconcile_alias(engine: Engine, client: MlflowClient, model: str) -> int | N
     """Point MLflow's @champion at the database's champion when they differ; return that version."""
     champion = current_champion(engine, model)
     for _ in range(_RECONCILE_ROUNDS):
-        alias = _alias_version(client, model, CHAMPION)
+        alias = alias_version(client, model, CHAMPION)
         if alias != champion:
             if champion is None:
                 log.warning("%s: @champion v%s has no champion in the database; removing it", model, alias)
@@ -116,7 +115,7 @@ def reconcile_alias(engine: Engine, client: MlflowClient, model: str) -> int | N
                 _mark_champion(client, model, champion)
         # A slower writer may have moved the alias after our read: check the database again.
         latest = current_champion(engine, model)
-        if latest == champion and _alias_version(client, model, CHAMPION) == champion:
+        if latest == champion and alias_version(client, model, CHAMPION) == champion:
             return champion
         champion = latest
     return champion
@@ -431,50 +430,17 @@ def attest_artifact(client: MlflowClient, model: str, version: int) -> str:
     return actual
 
 
-def _alias_version(client: MlflowClient, model: str, alias: str) -> int | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        registered = client.get_registered_model(model)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    version = (registered.aliases or {}).get(alias)
-    return None if version is None else int(version)
-
-
 def _mark_champion(client: MlflowClient, model: str, version: int) -> None:
     # Tag first, alias second: whoever sees the alias also sees the approval.
     v = str(version)
-    _idempotent(
+    idempotent_write(
         lambda: client.set_model_version_tag(model, v, GATE_TAG, GATE_PASSED),
         lambda: (client.get_model_version(model, v).tags or {}).get(GATE_TAG) == GATE_PASSED,
     )
-    _idempotent(
+    idempotent_write(
         lambda: client.set_registered_model_alias(model, CHAMPION, v),
-        lambda: _alias_version(client, model, CHAMPION) == version,
+        lambda: alias_version(client, model, CHAMPION) == version,
     )
-
-
-def _idempotent(write: Callable[[], None], done: Callable[[], bool], attempts: int = 4) -> None:
-    """An MLflow write that concurrent writers of the same value may collide on.
-
-    MLflow's SQL store sets a tag or alias by select-then-insert, so two processes setting the
-    same value at once can fail with a unique-constraint error: re-check and retry.
-    """
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(attempts):
-        if done():
-            return
-        try:
-            write()
-            return
-        except MlflowException:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
 
 
 def _reconcile_quietly(engine: Engine, client: MlflowClient, model: str) -> None:

@@ -13,6 +13,7 @@ import yaml
 
 from tasks.registry.hashing import artifact_sha256, content_sha256
 from tasks.registry.tags import CHALLENGER, CONTENT_SHA_TAG, FINGERPRINT_TAG, SHA_TAG
+from tasks.registry.writes import alias_version, idempotent_write
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -111,7 +112,11 @@ def register_candidate(
         if int(first.version) < int(created.version):
             client.delete_model_version(model_name, created.version)
             return _info(first, sha, content, created=False)
-    client.set_registered_model_alias(model_name, CHALLENGER, created.version)
+    # @challenger names the newest candidate: a registration racing a newer one leaves it there.
+    idempotent_write(
+        lambda: client.set_registered_model_alias(model_name, CHALLENGER, created.version),
+        lambda: (alias_version(client, model_name, CHALLENGER) or 0) >= int(created.version),
+    )
     return _info(created, sha, content, created=True)
 
 
