@@ -89,6 +89,8 @@ def train_candidate(
     training_set = build_training_set(engine, spec, as_of)
     trained = fit_candidate(spec, training_set)
     frame = evaluation_frame(spec, trained.pipeline, trained.train, trained.holdout, trained.mirror)
+    if spec.evaluation_columns is not None:  # evaluation-only columns (may read oracle tables)
+        frame = spec.evaluation_columns(engine, frame)
     y = frame["label"].to_numpy("float64")
     pred = stored_predictions(frame, "candidate")
     evaluation = evaluate(spec, y, pred, frame)

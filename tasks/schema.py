@@ -289,7 +289,18 @@ oracle_ad_impressions = Table(
     comment="True click and conversion probabilities of each impression.",
 )
 
-ORACLE_TABLES: dict[str, Table] = {t.name: t for t in (oracle_users, oracle_streamers, oracle_ad_impressions)}
+oracle_shifts = Table(
+    "oracle_shifts",
+    metadata,
+    Column("kind", NAME, primary_key=True),
+    Column("from_date", Date, primary_key=True),
+    Column("params", Text, nullable=False),
+    comment="Changes the simulator planted from a day on; params is a JSON object.",
+)
+
+ORACLE_TABLES: dict[str, Table] = {
+    t.name: t for t in (oracle_users, oracle_streamers, oracle_ad_impressions, oracle_shifts)
+}
 
 # --- control: validation runs, quarantine, partition status -----------------------------
 

@@ -27,6 +27,11 @@ def positive(value: int) -> int:
     return value
 
 
+def positive_or_none(value: int | None) -> int | None:
+    """An optional count of at least one, or a usage error."""
+    return None if value is None else positive(value)
+
+
 def parse_as_of(value: str | None) -> dt.datetime:
     """An --as-of value by the as_of rule (tasks/dates.py): a date means the end of that day (UTC),
     a date-time is taken as UTC, no value means now.

@@ -191,6 +191,11 @@ class ModelSpec:
     history_views: tuple[str, ...] = ()
     # (engine, holdout, prediction frame) -> the simulator-truth report; oracle tables are read only here.
     oracle: Callable[[Engine, pd.DataFrame, pd.DataFrame], dict[str, float]] | None = None
+    # (engine, stored evaluation frame) -> that frame with evaluation-only columns added (e.g. a
+    # reference plan sized on the simulator's truth that a metric compares with). Runs in training's
+    # evaluation step only, before the frame is stored for the gate; may read oracle tables; never
+    # adds a model input.
+    evaluation_columns: Callable[[Engine, pd.DataFrame], pd.DataFrame] | None = None
     # The rows to score at as_of; default: every entity of the scoring target, features as of as_of.
     build_scoring_frame: Callable[[Engine, ModelSpec, dt.datetime], pd.DataFrame] | None = None
     # (spec, scoring frame, prediction frame) -> published rows; default: entity_key + score.

@@ -22,9 +22,9 @@ _OFFSET_S = np.array([REGION_UTC_OFFSET[r] for r in REGIONS], dtype=np.int64) * 
 class LiveIndex:
     """Streams overlapping each 30-minute slot, so a session scores only a few streams."""
 
-    def __init__(self, config: SimConfig, streams: Streams) -> None:
+    def __init__(self, config: SimConfig, streams: Streams, days: int) -> None:
         self.origin = config.start_epoch
-        self.n_slots = config.days * DAY_S // SLOT_S + 1
+        self.n_slots = days * DAY_S // SLOT_S + 1
         first = (streams.start - self.origin) // SLOT_S
         last = (streams.end - MIN_TAIL_S - 1 - self.origin) // SLOT_S
         count = np.maximum(last - first + 1, 0)
@@ -91,6 +91,8 @@ def _choose_streams(
 ) -> np.ndarray:
     """Pick a live stream per session, p ∝ interest × popularity × region × repeat; -1 if none."""
     chosen = np.full(len(ts), -1, dtype=np.int64)
+    if len(ts) == 0:
+        return chosen
     pop = popularity(st)
     slot = (ts - live.origin) // SLOT_S
     order = np.argsort(slot, kind="stable")
@@ -129,8 +131,12 @@ def simulate_sessions(
     live: LiveIndex,
     state: ViewerState,
     rng: np.random.Generator,
+    region_boost: np.ndarray | None = None,
 ) -> Sessions:
-    """Sessions of users [lo, hi) on their local calendar day `day`."""
+    """Sessions of users [lo, hi) on their local calendar day `day`.
+
+    region_boost multiplies the sessions of each region's active users (a planted traffic shift).
+    """
     day_start = config.start_epoch + day * DAY_S
     idx = np.arange(lo, hi)
     # Cheap pre-filter: on board by the end of the (local) day and not churned before it.
@@ -139,14 +145,16 @@ def simulate_sessions(
     p_active = np.minimum(users.activity[idx] * (WEEKEND_ACTIVITY if weekend else 1.0), 1.0)
     idx = idx[rng.random(len(idx)) < p_active]
     n_sess = 1 + rng.poisson(2.0 * users.activity[idx])
+    if region_boost is not None:
+        scaled = n_sess * region_boost[users.region[idx]]
+        n_sess = np.floor(scaled).astype(np.int64)
+        n_sess += rng.random(len(idx)) < scaled - n_sess
     user = np.repeat(idx, n_sess)
     n = len(user)
     local_s = rng.choice(24, n, p=DIURNAL_LOCAL) * HOUR_S + rng.integers(0, HOUR_S, n)
     ts = day_start + local_s - _OFFSET_S[users.region[user]]
-    ok = (
-        (ts >= np.maximum(users.signup_ts[user], config.start_epoch))
-        & (ts < users.churn_ts[user] - MIN_TAIL_S)
-        & (ts < config.end_epoch)
+    ok = (ts >= np.maximum(users.signup_ts[user], config.start_epoch)) & (
+        ts < users.churn_ts[user] - MIN_TAIL_S
     )
     user, ts = user[ok], ts[ok]
     stream = _choose_streams(ts, user, users, st, streams, live, state, rng)

@@ -1,14 +1,21 @@
-"""The day-by-day, chunk-by-chunk driver that turns the model into raw and oracle tables."""
+"""The day-by-day, chunk-by-chunk driver that turns the model into raw and oracle tables.
+
+A run simulates the local days of its period plus one (whose early hours in UTC belong to the
+last day), and at least the days serving capacity is sized on, with users and streams drawn two
+days ahead; it writes only events inside its window. So every landed UTC day is complete and
+the same whatever the run's length.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from tasks.simulate import activity, monetization
-from tasks.simulate.config import DAY_S, GIFT_PLATFORM_SHARE, SimConfig, rng_for
+from tasks.simulate.config import DAY_S, GIFT_PLATFORM_SHARE, Shift, SimConfig, rng_for
 from tasks.simulate.population import (
     Ads,
     Products,
@@ -30,7 +37,7 @@ from tasks.simulate.population import (
     users_frame,
 )
 from tasks.simulate.sink import Emitter, Sink
-from tasks.simulate.traffic import DeliveryAccumulator, TrafficAccumulator
+from tasks.simulate.traffic import CAPACITY_WINDOW_DAYS, DeliveryAccumulator, TrafficAccumulator
 from tasks.vocabulary import CATEGORIES, DEVICES, REGIONS
 
 Progress = Callable[[str, int, int], None]
@@ -68,49 +75,87 @@ def _revenue(
     )
 
 
+AHEAD_DAYS = 2  # users and streams are drawn this many days past the period
+
+
 class _Run:
     """State of one simulation run: population, catalogues, accumulators and writers."""
 
-    def __init__(self, config: SimConfig, sink: Sink) -> None:
+    def __init__(self, config: SimConfig, sink: Sink, emit_from: int | None) -> None:
         self.config = config
-        self.out = Emitter(sink, config.seed)
-        self.users: Users = make_users(config)
+        self.sim_days = max(config.days + 1, CAPACITY_WINDOW_DAYS)  # local days simulated
+        horizon = self.sim_days + AHEAD_DAYS
+        self.out = Emitter(sink, config.seed, emit_from, config.end_epoch)
+        self.users: Users = make_users(config, horizon)
         self.streamers: Streamers = make_streamers(config)
-        self.streams: Streams = make_streams(config, self.streamers)
+        self.streams: Streams = make_streams(config, self.streamers, horizon)
         self.ads: Ads = make_ads(config)
         self.products: Products = make_products(config, self.streamers)
-        self.live = activity.LiveIndex(config, self.streams)
-        self.viewers = activity.ViewerState.empty(config.users)
+        self.live = activity.LiveIndex(config, self.streams, horizon)
+        self.viewers = activity.ViewerState.empty(len(self.users))
         self.members = monetization.MembershipState.initial(config, self.users, self.streamers)
-        self.traffic = TrafficAccumulator(config)
-        self.delivery = DeliveryAccumulator(config, self.ads)
+        self.traffic = TrafficAccumulator(config, horizon)
+        self.delivery = DeliveryAccumulator(config, self.ads, horizon)
+        self.region_boost: np.ndarray | None = None
 
     def chunks(self) -> list[tuple[int, int]]:
         """User index ranges simulated together."""
-        step = max(self.config.chunk_users, 1)
-        return [(lo, min(lo + step, self.config.users)) for lo in range(0, self.config.users, step)]
+        step, n = max(self.config.chunk_users, 1), len(self.users)
+        return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+
+    def emitted_days(self) -> range:
+        """Day indices this run writes."""
+        cfg, lo = self.config, self.out.lo
+        first = 0 if lo is None else max((lo - cfg.start_epoch) // DAY_S, 0)
+        return range(first, cfg.days)
 
     def write_population(self) -> None:
-        """Catalogues, signups, identities and oracle traits."""
+        """Catalogues, signups, identities, oracle traits and planted shifts."""
         cfg, out = self.config, self.out
         out.emit("raw_streamers", streamers_frame(cfg, self.streamers))
-        out.write("oracle_streamers", oracle_streamers_frame(self.streamers))
+        if out.lo is None:
+            out.write("oracle_streamers", oracle_streamers_frame(self.streamers))
         out.emit("raw_streams", streams_frame(self.streamers, self.streams))
         order = np.argsort(self.ads.launch_day, kind="stable")
         out.emit("raw_ads", ads_frame(cfg, self.ads, order))
         out.emit("raw_products", products_frame(cfg, self.streamers, self.products))
+        signup = self.users.signup_ts
+        landed = out.inside(signup) | ((signup < cfg.start_epoch) & (out.lo is None))
         for lo, hi in self.chunks():
-            idx = lo + np.argsort(self.users.signup_ts[lo:hi], kind="stable")
+            idx = lo + np.argsort(signup[lo:hi], kind="stable")
             out.emit("raw_users", users_frame(self.users, idx))
-            out.write("identity_users", identity_frame(self.users, lo, hi))
-            out.write("oracle_users", oracle_users_frame(self.users, lo, hi))
+            idx = np.arange(lo, hi)[landed[lo:hi]]
+            out.write("identity_users", identity_frame(self.users, idx))
+            out.write("oracle_users", oracle_users_frame(self.users, idx))
+        out.write("oracle_shifts", shifts_frame(cfg.shifts))
+
+    def plant_shifts(self, day: int) -> None:
+        """Apply the shifts that start on this day index (or before the first day, on day 0)."""
+        for shift in self.config.shifts:
+            if max(self.config.day_of(shift.start), 0) != day:
+                continue
+            if shift.kind == "interests":
+                # A share of users move half their interest to the target category.
+                moved = self.users.lot < shift.size
+                toward = np.zeros(len(CATEGORIES), dtype=np.float32)
+                toward[CATEGORIES.index(shift.target)] = 1.0
+                self.users.interests[moved] = 0.5 * self.users.interests[moved] + 0.5 * toward
+            elif shift.kind == "prices":
+                self.products.price = (self.products.price * shift.size).round(2)
+            elif shift.kind == "traffic":
+                boost = np.ones(len(REGIONS)) if self.region_boost is None else self.region_boost
+                boost[REGIONS.index(shift.target)] *= shift.size
+                self.region_boost = boost
+            elif shift.kind == "ad-mix":
+                target = self.ads.category == CATEGORIES.index(shift.target)
+                self.ads.weight = np.where(target, self.ads.weight * shift.size, self.ads.weight)
 
     def simulate_day(self, day: int, chunk: int, lo: int, hi: int) -> None:
         """Everything users [lo, hi) do on one day."""
         cfg, out, users, st = self.config, self.out, self.users, self.streamers
         rng = rng_for(cfg, 100, day, chunk)
         sess = activity.simulate_sessions(
-            cfg, day, lo, hi, users, st, self.streams, self.live, self.viewers, rng
+            cfg, day, lo, hi, users, st, self.streams, self.live, self.viewers, rng, self.region_boost
         )
         activity.remember(self.viewers, sess)
         keys = users.key[sess.user]
@@ -201,8 +246,8 @@ class _Run:
             }
         )
         # Split like the raw table so each write holds one day.
-        day_idx = imp.ts // DAY_S
-        for d in np.unique(day_idx):
+        day_idx = np.where(out.inside(imp.ts), imp.ts // DAY_S, -1)
+        for d in np.unique(day_idx[day_idx >= 0]):
             out.write("oracle_ad_impressions", oracle.loc[day_idx == d])
         self.delivery.add(imp.ts, imp.ad, imp.clicked, imp.converted)
         earns, amount = monetization.ad_revenue(imp, ads)
@@ -364,20 +409,39 @@ class _Run:
 
     def write_aggregates(self) -> None:
         """Hourly ad delivery and regional traffic, complete once every chunk has run."""
-        for frame in self.delivery.frames():
+        for frame in self.delivery.frames(self.emitted_days()):
             self.out.write("raw_ad_delivery", frame)
-        for frame in self.traffic.frames():
+        for frame in self.traffic.frames(self.emitted_days()):
             self.out.write("raw_traffic", frame)
 
 
-def simulate_platform(config: SimConfig, sink: Sink, progress: Progress | None = None) -> dict[str, int]:
-    """Generate the platform; call sink.write(table, frame) repeatedly; return rows written per table."""
-    run = _Run(config, sink)
+def shifts_frame(shifts: tuple[Shift, ...]) -> pd.DataFrame:
+    """oracle_shifts rows: kind, first day and parameters of every planted shift."""
+    return pd.DataFrame(
+        {
+            "kind": [s.kind for s in shifts],
+            "from_date": [s.start for s in shifts],
+            "params": [json.dumps(s.params(), sort_keys=True) for s in shifts],
+        },
+        columns=["kind", "from_date", "params"],
+    )
+
+
+def simulate_platform(
+    config: SimConfig, sink: Sink, progress: Progress | None = None, emit_from: int | None = None
+) -> dict[str, int]:
+    """Generate the platform; call sink.write(table, frame) repeatedly; return rows written per table.
+
+    emit_from (UTC epoch seconds) writes only events from then on: the days are simulated from
+    the start all the same, so a continued platform lands exactly what a longer run would have.
+    """
+    run = _Run(config, sink, emit_from)
     run.write_population()
-    for day in range(config.days):
+    for day in range(run.sim_days):
+        run.plant_shifts(day)
         for chunk, (lo, hi) in enumerate(run.chunks()):
             run.simulate_day(day, chunk, lo, hi)
-        if progress is not None:
+        if progress is not None and day < config.days:
             progress("simulate", day + 1, config.days)
     run.write_aggregates()
     if progress is not None:

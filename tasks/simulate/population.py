@@ -10,10 +10,14 @@ import pandas as pd
 
 from tasks.pseudonym import pseudonymise
 from tasks.simulate.config import (
+    AD_LAUNCH_DAYS,
     AGE_SHARE,
+    CAMPAIGN_DAYS,
+    CAMPAIGN_EVERY,
     CAMPAIGN_LIFT,
     DAY_S,
     DEVICE_SHARE,
+    GROWTH_DAYS,
     HISTORY_DAYS,
     HOUR_S,
     INITIAL_USER_SHARE,
@@ -21,8 +25,8 @@ from tasks.simulate.config import (
     REGION_SHARE,
     SEGMENT_NAMES,
     SimConfig,
-    campaign_windows,
     day_weekday,
+    in_campaign,
     rng_for,
 )
 from tasks.vocabulary import (
@@ -35,7 +39,6 @@ from tasks.vocabulary import (
     REGIONS,
 )
 
-NEVER = np.iinfo(np.int64).max  # churn_ts of users who do not churn in the window
 CHANNELS: tuple[str, ...] = (*ORGANIC_CHANNELS, "campaign")
 WEEKDAY_SIGNUP = np.array([0.9, 0.9, 0.95, 1.0, 1.1, 1.3, 1.25])
 
@@ -50,7 +53,7 @@ class Users:
     age: np.ndarray
     channel: np.ndarray
     signup_ts: np.ndarray
-    churn_ts: np.ndarray  # NEVER when the user does not churn in the window
+    churn_ts: np.ndarray  # when the user leaves (may lie after the simulated period)
     activity: np.ndarray  # probability of being active on a day
     spend: np.ndarray  # spend propensity (lognormal)
     churn_hazard: np.ndarray  # daily churn probability
@@ -58,22 +61,18 @@ class Users:
     interests: np.ndarray  # (n, categories) Dirichlet weights
     segment: np.ndarray
     top_category: np.ndarray
+    lot: np.ndarray  # uniform draw that decides who a planted shift reaches
 
     def __len__(self) -> int:
         return len(self.key)
 
 
-def _signup_days(config: SimConfig, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Signup day per user: a backfilled base before the start, then seasonal growth."""
-    n_initial = round(n * INITIAL_USER_SHARE) if config.days > 0 else n
-    initial = rng.integers(-HISTORY_DAYS, 0, n_initial)
-    weights = np.array([WEEKDAY_SIGNUP[day_weekday(config, d)] for d in range(config.days)], dtype=float)
-    for first, last in campaign_windows(config):
-        weights[first : last + 1] *= CAMPAIGN_LIFT
-    new = rng.choice(config.days, size=n - n_initial, p=weights / weights.sum())
-    days = np.concatenate([initial, new])
-    rng.shuffle(days)
-    return days
+def _daily_signups(config: SimConfig, day: int, rng: np.random.Generator) -> int:
+    """How many users sign up on a day index: weekday pattern, lifted inside campaigns."""
+    expected_lift = 1.0 + (CAMPAIGN_LIFT - 1.0) * CAMPAIGN_DAYS / CAMPAIGN_EVERY
+    rate = config.users * (1 - INITIAL_USER_SHARE) / (GROWTH_DAYS * WEEKDAY_SIGNUP.mean() * expected_lift)
+    rate *= WEEKDAY_SIGNUP[day_weekday(config, day)] * (CAMPAIGN_LIFT if in_campaign(config, day) else 1.0)
+    return int(rng.poisson(rate))
 
 
 def _segments(
@@ -87,46 +86,60 @@ def _segments(
     ).astype(np.int8)
 
 
-def make_users(config: SimConfig) -> Users:
-    """Draw every user's traits, signup time and churn time."""
-    rng = rng_for(config, 1)
-    n = config.users
-    region = rng.choice(len(REGIONS), n, p=REGION_SHARE).astype(np.int8)
-    device = rng.choice(len(DEVICES), n, p=DEVICE_SHARE).astype(np.int8)
-    age = rng.choice(len(AGE_BANDS), n, p=AGE_SHARE).astype(np.int8)
-    day = _signup_days(config, n, rng)
-    signup_ts = config.start_epoch + day * DAY_S + rng.integers(0, DAY_S, n)
-
-    in_campaign = np.zeros(n, dtype=bool)
-    for first, last in campaign_windows(config):
-        in_campaign |= (day >= first) & (day <= last)
-    # Inside a window the extra (lift - 1) share of signups came through the campaign.
-    from_campaign = in_campaign & (rng.random(n) < (CAMPAIGN_LIFT - 1) / CAMPAIGN_LIFT)
+def _draw_users(config: SimConfig, day: int | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Traits of the users who sign up on a day index (None: the base that exists at the start)."""
+    if day is None:
+        n = round(config.users * INITIAL_USER_SHARE)
+        signup_day = rng.integers(-HISTORY_DAYS, 0, n)
+        campaign = np.zeros(n, dtype=bool)
+    else:
+        n = _daily_signups(config, day, rng)
+        signup_day = np.full(n, day)
+        # Inside a window the extra (lift - 1) share of signups came through the campaign.
+        lifted = in_campaign(config, day)
+        campaign = lifted & (rng.random(n) < (CAMPAIGN_LIFT - 1) / CAMPAIGN_LIFT)
     channel = rng.choice(len(ORGANIC_CHANNELS), n, p=ORGANIC_SHARE).astype(np.int8)
-    channel[from_campaign] = CHANNELS.index("campaign")
-
+    channel[campaign] = CHANNELS.index("campaign")
     activity = rng.beta(1.5, 3.0, n)
-    spend = rng.lognormal(-0.5, 1.0, n)
-    # Less active users are likelier to leave.
-    hazard = np.clip(rng.lognormal(np.log(0.004), 0.8, n) * (1.5 - activity), 5e-4, 0.1)
-    shopping = rng.beta(1.2, 4.0, n)
-    interests = rng.dirichlet(np.full(len(CATEGORIES), 0.6), n).astype(np.float32)
+    return {
+        "region": rng.choice(len(REGIONS), n, p=REGION_SHARE).astype(np.int8),
+        "device": rng.choice(len(DEVICES), n, p=DEVICE_SHARE).astype(np.int8),
+        "age": rng.choice(len(AGE_BANDS), n, p=AGE_SHARE).astype(np.int8),
+        "signup_ts": config.start_epoch + signup_day * DAY_S + rng.integers(0, DAY_S, n),
+        "channel": channel,
+        "activity": activity,
+        "spend": rng.lognormal(-0.5, 1.0, n),
+        # Less active users are likelier to leave.
+        "churn_hazard": np.clip(rng.lognormal(np.log(0.004), 0.8, n) * (1.5 - activity), 5e-4, 0.1),
+        "shopping": rng.beta(1.2, 4.0, n),
+        "interests": rng.dirichlet(np.full(len(CATEGORIES), 0.6), n).astype(np.float32),
+        "wait": rng.exponential(1.0, n),
+        "lot": rng.random(n),  # decides who a planted shift reaches
+    }
 
+
+def make_users(config: SimConfig, days: int | None = None) -> Users:
+    """The base users and everyone who signs up in the first `days` days (default: the period)."""
+    horizon = config.days if days is None else days
+    batches = [_draw_users(config, None, rng_for(config, 1))]
+    batches += [_draw_users(config, d, rng_for(config, 1, d)) for d in range(horizon)]
+    drawn = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    n = len(drawn["activity"])
+    signup_ts = drawn["signup_ts"].astype(np.int64)
+    hazard = drawn["churn_hazard"]
     # Continuous-time churn with the daily hazard, starting once the user is on board.
     base = np.maximum(signup_ts, config.start_epoch)
-    wait = rng.exponential(1.0, n) / -np.log1p(-hazard) * DAY_S
-    churn_ts = base + wait.astype(np.int64)
-    churn_ts = np.where(churn_ts < config.end_epoch, churn_ts, NEVER)
-
+    churn_ts = base + (drawn["wait"] / -np.log1p(-hazard) * DAY_S).astype(np.int64)
     ids = pd.Series([f"u{i + 1:07d}" for i in range(n)], dtype="str")
     key = pseudonymise(ids, config.pseudonym_key).to_numpy(dtype=object)
+    activity, spend, shopping, interests = (drawn[c] for c in ("activity", "spend", "shopping", "interests"))
     return Users(
         key=key,
-        region=region,
-        device=device,
-        age=age,
-        channel=channel,
-        signup_ts=signup_ts.astype(np.int64),
+        region=drawn["region"],
+        device=drawn["device"],
+        age=drawn["age"],
+        channel=drawn["channel"],
+        signup_ts=signup_ts,
         churn_ts=churn_ts.astype(np.int64),
         activity=activity,
         spend=spend,
@@ -135,6 +148,7 @@ def make_users(config: SimConfig) -> Users:
         interests=interests,
         segment=_segments(activity, spend, hazard, shopping),
         top_category=interests.argmax(axis=1).astype(np.int8),
+        lot=drawn["lot"],
     )
 
 
@@ -153,32 +167,31 @@ def users_frame(users: Users, idx: np.ndarray) -> pd.DataFrame:
     )
 
 
-def identity_frame(users: Users, lo: int, hi: int) -> pd.DataFrame:
+def identity_frame(users: Users, idx: np.ndarray) -> pd.DataFrame:
     """identity_users rows: pseudonym to raw id and email."""
-    raw = [f"u{i + 1:07d}" for i in range(lo, hi)]
+    raw = [f"u{i + 1:07d}" for i in idx]
     return pd.DataFrame(
         {
-            "user_key": users.key[lo:hi],
+            "user_key": users.key[idx],
             "user_id": raw,
             "email": [f"{r}@example.com" for r in raw],
         }
     )
 
 
-def oracle_users_frame(users: Users, lo: int, hi: int) -> pd.DataFrame:
-    """oracle_users rows: latent traits, churn time and segment."""
-    churn = users.churn_ts[lo:hi]
-    interests = users.interests[lo:hi].astype(np.float64).round(4)
+def oracle_users_frame(users: Users, idx: np.ndarray) -> pd.DataFrame:
+    """oracle_users rows: latent traits (as drawn at signup), churn time and segment."""
+    interests = users.interests[idx].astype(np.float64).round(4)
     return pd.DataFrame(
         {
-            "user_key": users.key[lo:hi],
-            "activity": users.activity[lo:hi],
-            "spend_propensity": users.spend[lo:hi],
-            "churn_hazard": users.churn_hazard[lo:hi],
-            "churned_ts": pd.Series(churn, dtype="Int64").mask(churn == NEVER),
-            "segment": users.segment[lo:hi].astype(np.int64),
-            "segment_name": np.asarray(SEGMENT_NAMES, dtype=object)[users.segment[lo:hi]],
-            "top_category": np.asarray(CATEGORIES, dtype=object)[users.top_category[lo:hi]],
+            "user_key": users.key[idx],
+            "activity": users.activity[idx],
+            "spend_propensity": users.spend[idx],
+            "churn_hazard": users.churn_hazard[idx],
+            "churned_ts": pd.Series(users.churn_ts[idx], dtype="Int64"),
+            "segment": users.segment[idx].astype(np.int64),
+            "segment_name": np.asarray(SEGMENT_NAMES, dtype=object)[users.segment[idx]],
+            "top_category": np.asarray(CATEGORIES, dtype=object)[users.top_category[idx]],
             "interests": [
                 json.dumps(dict(zip(CATEGORIES, map(float, row), strict=True))) for row in interests
             ],
@@ -279,31 +292,32 @@ class Streams:
         return len(self.ids)
 
 
-def make_streams(config: SimConfig, st: Streamers) -> Streams:
-    """Expand the weekly schedules into concrete streams, a few scheduled days skipped."""
-    rng = rng_for(config, 3)
-    day = np.repeat(np.arange(config.days), len(st))
-    who = np.tile(np.arange(len(st)), config.days)
-    weekday = (config.start.weekday() + day) % 7
-    scheduled = (st.days_mask[who] >> weekday) & 1 == 1
-    keep = scheduled & (rng.random(len(day)) >= 0.05)
-    day, who = day[keep], who[keep]
-    start = config.start_epoch + day * DAY_S + st.start_hour[who] * HOUR_S + rng.integers(0, 600, len(day))
-    end = start + st.live_hours[who] * HOUR_S - rng.integers(0, 900, len(day))
-    # Nothing is simulated past the horizon, so streams are cut there.
-    end = np.minimum(end, config.end_epoch)
-    ok = end - start >= 600
-    start, end, day, who = start[ok], end[ok], day[ok], who[ok]
+def make_streams(config: SimConfig, st: Streamers, days: int | None = None) -> Streams:
+    """Expand the weekly schedules into concrete streams of the first `days` days (default: the
+    period), a few scheduled days skipped; each day's streams come from that day's draws."""
+    horizon = config.days if days is None else days
+    parts = [_day_streams(config, st, d) for d in range(horizon)]
+    start, end, day, who = (np.concatenate([p[i] for p in parts]) for i in range(4)) if parts else ([],) * 4
+    start, end, day, who = (np.asarray(a, dtype=np.int64) for a in (start, end, day, who))
     order = np.lexsort((who, start))
     start, end, day, who = start[order], end[order], day[order], who[order]
     dates = pd.to_datetime(config.start_epoch + day * DAY_S, unit="s").strftime("%Y%m%d")
     ids = pd.Series(st.ids[who], dtype="str") + "-" + pd.Series(dates, dtype="str")
-    return Streams(
-        ids=ids.to_numpy(dtype=object),
-        streamer=who.astype(np.int64),
-        start=start.astype(np.int64),
-        end=end.astype(np.int64),
-    )
+    return Streams(ids=ids.to_numpy(dtype=object), streamer=who, start=start, end=end)
+
+
+def _day_streams(
+    config: SimConfig, st: Streamers, day: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, day, streamer) of the streams that go live on one day index."""
+    rng = rng_for(config, 3, day)
+    weekday = day_weekday(config, day)
+    who = np.flatnonzero((st.days_mask >> weekday) & 1 == 1)
+    who = who[rng.random(len(who)) >= 0.05]
+    start = config.start_epoch + day * DAY_S + st.start_hour[who] * HOUR_S + rng.integers(0, 600, len(who))
+    end = start + st.live_hours[who] * HOUR_S - rng.integers(0, 900, len(who))
+    ok = end - start >= 600
+    return start[ok], end[ok], np.full(int(ok.sum()), day), who[ok]
 
 
 def streams_frame(st: Streamers, streams: Streams) -> pd.DataFrame:
@@ -341,12 +355,12 @@ class Ads:
 
 
 def make_ads(config: SimConfig) -> Ads:
-    """Draw the ad catalogue; most ads launch on day one, the rest during the window."""
+    """Draw the ad catalogue; most ads launch on day one, the rest over the first weeks."""
     rng = rng_for(config, 4)
     n = config.n_ads
     is_cpc = rng.random(n) < 0.4
     bid = np.where(is_cpc, rng.lognormal(np.log(0.6), 0.4, n), rng.lognormal(np.log(4.0), 0.4, n))
-    launch = np.where(rng.random(n) < 0.7, 0, rng.integers(0, max(config.days, 1), n))
+    launch = np.where(rng.random(n) < 0.7, 0, rng.integers(0, AD_LAUNCH_DAYS, n))
     return Ads(
         ids=np.array([f"ad{i + 1:04d}" for i in range(n)], dtype=object),
         advertiser=np.array([f"adv{k + 1:03d}" for k in rng.integers(0, max(n // 4, 1), n)], dtype=object),

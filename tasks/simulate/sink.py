@@ -18,11 +18,18 @@ class Sink(Protocol):
 
 
 class Emitter:
-    """Writes frames to a sink, one UTC day per write, and counts rows per table."""
+    """Writes frames to a sink, one UTC day per write, and counts rows per table.
 
-    def __init__(self, sink: Sink, seed: int) -> None:
+    Only events with lo <= event_ts < hi are written (lo None: no lower bound), so a run can
+    generate days it does not land: the tail of local days past the end, or the days an earlier
+    run already landed.
+    """
+
+    def __init__(self, sink: Sink, seed: int, lo: int | None, hi: int) -> None:
         self.sink = sink
         self.seed = seed
+        self.lo = lo
+        self.hi = hi
         self.rows: Counter[str] = Counter()
         self._next: Counter[str] = Counter()
 
@@ -33,10 +40,20 @@ class Emitter:
         numbers = pd.Series(np.arange(first, first + n, dtype=np.int64)).astype("str")
         return f"{prefix}-{self.seed}-" + numbers
 
+    def inside(self, ts: np.ndarray) -> np.ndarray:
+        """Which event times fall in the window this run writes."""
+        keep = ts < self.hi
+        return keep if self.lo is None else keep & (ts >= self.lo)
+
     def emit(self, table: str, frame: pd.DataFrame) -> None:
-        """Write a raw frame split by the UTC day of event_ts (no-op when empty)."""
+        """Write a raw frame's rows inside the window, split by UTC day of event_ts."""
         if frame.empty:
             return
+        keep = self.inside(frame["event_ts"].to_numpy())
+        if not keep.all():
+            frame = frame.loc[keep]
+            if frame.empty:
+                return
         day = frame["event_ts"].to_numpy() // DAY_S
         first, last = day.min(), day.max()
         if first == last:

@@ -10,14 +10,15 @@ from tasks.simulate.population import Ads
 from tasks.vocabulary import REGIONS
 
 CAPACITY_HEADROOM = 1.3  # serving capacity over the typical daily peak
+CAPACITY_WINDOW_DAYS = 28  # capacity is sized on the daily peaks of a window this long
 
 
 class TrafficAccumulator:
     """Watched seconds and bitrate-weighted seconds per (hour, region)."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, days: int | None = None) -> None:
         self.origin = config.start_epoch
-        self.n_hours = config.days * 24
+        self.n_hours = (config.days if days is None else days) * 24
         self.seconds = np.zeros((self.n_hours, len(REGIONS)))
         self.megabits = np.zeros((self.n_hours, len(REGIONS)))
 
@@ -40,38 +41,45 @@ class TrafficAccumulator:
             start, end, region, bitrate = start[more], end[more], region[more], bitrate[more]
             hour = hour[more] + 1
 
-    def frames(self) -> list[pd.DataFrame]:
-        """raw_traffic rows, one frame per day, one row per region per hour."""
+    def frames(self, days: range | None = None) -> list[pd.DataFrame]:
+        """raw_traffic rows of the given day indices (default: all), one frame per day, one row per
+        region per hour. Capacity is sized on the daily peaks of the first CAPACITY_WINDOW_DAYS days,
+        later on the trailing ones."""
         viewers = self.seconds / HOUR_S
         mbps = self.megabits / HOUR_S
-        days = max(self.n_hours // 24, 1)
-        daily_peak = viewers[: days * 24].reshape(days, 24, len(REGIONS)).max(axis=1)
-        # Sized once per region from the simulated load: headroom over a busy day's peak.
-        capacity = np.ceil(CAPACITY_HEADROOM * np.quantile(daily_peak, 0.9, axis=0))
-        capacity = np.maximum(capacity, 1.0)
-        ts = self.origin + np.arange(self.n_hours) * HOUR_S
-        region = np.tile(np.asarray(REGIONS, dtype=object), self.n_hours)
-        event_ts = np.repeat(ts, len(REGIONS))
-        frame = pd.DataFrame(
-            {
-                "event_id": pd.Series(region, dtype="str") + ":" + pd.Series(event_ts).astype("str"),
-                "event_ts": event_ts,
-                "region": region,
-                "concurrent_viewers": viewers.ravel().round(3),
-                "bandwidth_mbps": mbps.ravel().round(3),
-                "capacity_viewers": np.tile(capacity, self.n_hours),
-            }
-        )
-        per_day = 24 * len(REGIONS)
-        return [frame.iloc[i : i + per_day].reset_index(drop=True) for i in range(0, len(frame), per_day)]
+        total = self.n_hours // 24
+        days = range(total) if days is None else days
+        daily_peak = viewers[: total * 24].reshape(total, 24, len(REGIONS)).max(axis=1)
+        out = []
+        for day in days:
+            # Headroom over a busy day's peak per region, in the first window or the trailing one.
+            end = max(day + 1, CAPACITY_WINDOW_DAYS)
+            window = daily_peak[end - CAPACITY_WINDOW_DAYS : end]
+            capacity = np.maximum(np.ceil(CAPACITY_HEADROOM * np.quantile(window, 0.9, axis=0)), 1.0)
+            hours = np.arange(day * 24, day * 24 + 24)
+            region = np.tile(np.asarray(REGIONS, dtype=object), 24)
+            event_ts = np.repeat(self.origin + hours * HOUR_S, len(REGIONS))
+            out.append(
+                pd.DataFrame(
+                    {
+                        "event_id": pd.Series(region, dtype="str") + ":" + pd.Series(event_ts).astype("str"),
+                        "event_ts": event_ts,
+                        "region": region,
+                        "concurrent_viewers": viewers[hours].ravel().round(3),
+                        "bandwidth_mbps": mbps[hours].ravel().round(3),
+                        "capacity_viewers": np.tile(capacity, 24),
+                    }
+                )
+            )
+        return out
 
 
 class DeliveryAccumulator:
     """Impressions, clicks and conversions per (hour, ad) for the ad server's report."""
 
-    def __init__(self, config: SimConfig, ads: Ads) -> None:
+    def __init__(self, config: SimConfig, ads: Ads, days: int | None = None) -> None:
         self.origin = config.start_epoch
-        self.n_hours = config.days * 24
+        self.n_hours = (config.days if days is None else days) * 24
         self.ads = ads
         shape = (self.n_hours, len(ads))
         self.impressions = np.zeros(shape, dtype=np.int64)
@@ -80,17 +88,21 @@ class DeliveryAccumulator:
 
     def add(self, ts: np.ndarray, ad: np.ndarray, clicked: np.ndarray, converted: np.ndarray) -> None:
         """Count impressions and outcomes in their hour."""
-        cell = ((ts - self.origin) // HOUR_S) * len(self.ads) + ad
+        hour = (ts - self.origin) // HOUR_S
+        inside = hour < self.n_hours
+        cell = hour[inside] * len(self.ads) + ad[inside]
+        clicked, converted = clicked[inside], converted[inside]
         size = self.impressions.size
         shape = self.impressions.shape
         self.impressions += np.bincount(cell, minlength=size).reshape(shape)
         self.clicks += np.bincount(cell, clicked, size).astype(np.int64).reshape(shape)
         self.conversions += np.bincount(cell, converted, size).astype(np.int64).reshape(shape)
 
-    def frames(self) -> list[pd.DataFrame]:
-        """raw_ad_delivery rows, one frame per day, only (hour, ad) cells with impressions."""
+    def frames(self, days: range | None = None) -> list[pd.DataFrame]:
+        """raw_ad_delivery rows of the given day indices (default: all), one frame per day, cells
+        with impressions."""
         out = []
-        for day in range(self.n_hours // 24):
+        for day in range(self.n_hours // 24) if days is None else days:
             rows = slice(day * 24, day * 24 + 24)
             hour, ad = np.nonzero(self.impressions[rows])
             hour = hour + day * 24

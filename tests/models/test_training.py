@@ -173,7 +173,8 @@ def test_scoring_frame_covers_users_with_reference_context(warehouse: Warehouse)
     spec = get_spec("ad_ctr")
     frame = build_scoring_frame(warehouse.engine, spec, AS_OF)
     assert list(frame.columns) == ["user_key", *spec.input_columns]
-    assert frame["user_key"].is_unique and len(frame) > 300
+    # users=400 is a base of 160 plus about 28 days of signups; 14 days in, some 280 users exist.
+    assert frame["user_key"].is_unique and len(frame) > 250
     assert set(frame["position"]) == {1} and set(frame["hour"]) == {20}
     assert frame["ad_activity__ctr_7d"].isna().all()  # the reference ad has no delivery history
     assert frame["device"].notna().all()

@@ -14,8 +14,8 @@ weekday), level inputs divided by the series' last-week mean. The booster learns
 to the weekly seasonal naive (the value a week before the target hour), so a strongly weekly
 series starts from its best naive forecast and a noisy one learns to smooth it. The interval is
 conformal on out-of-sample residuals (the validation split plus two forward-chaining folds over
-the training origins) per series and horizon: "upper" is the P90 that capacity planning sizes
-to, "lower" the P10.
+the last third of the training origins) per series and horizon: "upper" is the P90 that capacity
+planning sizes to, "lower" the P10.
 
 Stable names another model builds on (capacity_plan plans from this forecast's P90):
 ``traffic_labels(conn, window)`` (the label builder), ``make_traffic_estimator(params)`` (the
@@ -242,6 +242,10 @@ traffic_forecast = ModelSpec(
         "min_child_weight": 10.0,
         "min_calibration": 60,
         "calibration_folds": 2,
+        # Folds over the last third of the training origins: each fold's booster then sees at least
+        # two thirds of the rows, close to the final model (an earlier fold, fitted on a few days,
+        # over-states its error: P90 coverage 0.93-0.95 on the demo's holdout, measured).
+        "calibration_span": 1 / 3,
     },
     baseline=ColumnBaseline("snaive_24h"),
     extra_baselines=(ColumnBaseline("snaive_168h"),),

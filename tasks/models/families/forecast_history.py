@@ -248,6 +248,16 @@ class HistoryForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         out: pd.DataFrame = self.forecaster_.predict_frame(self.inputs_.transform(X))
         return out
 
+    @property
+    def fold_forecasts_(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The forecaster's out-of-sample fold forecasts of the fit's rows (positions, P50); [] if none."""
+        return list(getattr(getattr(self, "forecaster_", None), "fold_forecasts_", None) or [])
+
+    def interval(self, X: pd.DataFrame, point: np.ndarray) -> pd.DataFrame:
+        """The forecaster's calibrated interval around a given P50 of each row (see IntervalForecaster)."""
+        out: pd.DataFrame = self.forecaster_.interval(self.inputs_.transform(X), point)
+        return out
+
 
 def make_history_forecaster(
     inputs: HistoryInputs,

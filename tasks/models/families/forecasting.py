@@ -22,8 +22,9 @@ which plans from traffic_forecast's P90) reuses:
   from conformal quantiles of out-of-sample residuals per series and horizon: the validation
   split plus forward-chaining folds over the training origins (rolling-origin residuals; the
   validation split alone is a few days and under-covers a later holdout). Residuals are scaled
-  by sqrt(prediction x level) (count-like noise), so intervals widen at busy hours and narrow
-  at quiet ones. ``make_interval_forecaster(features, ...)`` returns the ModelSpec factory.
+  by sqrt(prediction x the series' training level) (count-like noise), so intervals widen at
+  busy hours and narrow at quiet ones, and stay calibrated on a series whose level moves.
+  ``make_interval_forecaster(features, ...)`` returns the ModelSpec factory.
 
 * ``forecast_scores``: the published rows of any forecast (series × target step, P50 and interval).
 * The same inputs from a history feature row, for the models that read their series through
@@ -77,7 +78,15 @@ BOOSTER_DEFAULTS: dict[str, Any] = {
     "early_stopping_rounds": 40,
     "objective": "reg:absoluteerror",  # the median: what MASE, sMAPE and pinball_p50 reward
 }
-_FORECASTER_KEYS = ("lower_q", "upper_q", "min_calibration", "calibration_folds", "monotone", "nonnegative")
+_FORECASTER_KEYS = (
+    "lower_q",
+    "upper_q",
+    "min_calibration",
+    "calibration_folds",
+    "calibration_span",
+    "monotone",
+    "nonnegative",
+)
 
 
 @dataclass(frozen=True)
@@ -365,12 +374,20 @@ def forecast_scores(frame: pd.DataFrame, pred: pd.DataFrame, item_format: str) -
 
 
 def _conformal(values: np.ndarray, q: float) -> float:
-    """The split-conformal quantile (finite-sample corrected) of calibration residuals."""
+    """The split-conformal quantile of calibration residuals: the ceil((n + 1) q)-th smallest for an
+    upper quantile, the floor((n + 1) q)-th for a lower one (clamped to the sample).
+
+    The rank is the whole finite-sample correction: a new residual exchangeable with these falls at
+    or below it with probability ceil((n + 1) q) / (n + 1), just above q. Interpolating a quantile
+    at the corrected level instead (np.quantile's "higher" on (n - 1) steps) moves one rank further
+    out: 0.917 instead of 0.902 coverage at n = 60, 0.95 instead of 0.905 at n = 20.
+    """
     n = len(values)
     if n == 0:
         return float("nan")
-    level = math.ceil((n + 1) * q) / n if q >= 0.5 else math.floor((n + 1) * q) / n
-    return float(np.quantile(values, min(max(level, 0.0), 1.0), method="higher" if q >= 0.5 else "lower"))
+    ordered = np.sort(np.asarray(values, dtype="float64"))
+    rank = math.ceil((n + 1) * q) if q >= 0.5 else math.floor((n + 1) * q)
+    return float(ordered[min(max(rank, 1), n) - 1])
 
 
 class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
@@ -388,7 +405,11 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     out-of-sample: the validation split's, plus ``calibration_folds`` forward-chaining folds over
     the training rows (a booster of the same size fitted on the rows whose targets end before
     the fold, then scored on the fold), so the interval reflects more than one short stretch of
-    time (the validation split alone is a few days and under-covers a later holdout).
+    time (the validation split alone is a few days and under-covers a later holdout). The folds
+    cover the last ``calibration_span`` of the training origins: a fold earlier than that is fitted
+    on a small share of the rows and over-states the final model's error. Residuals are divided by
+    a count-like spread, sqrt(prediction x the series' training level): the level is fixed per
+    series at fit, so residuals of a quieter past calibrate a busier holdout in the same units.
     """
 
     def __init__(
@@ -402,6 +423,7 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         upper_q: float = 0.9,
         min_calibration: int = 30,
         calibration_folds: int = 2,
+        calibration_span: float = 0.6,
         origin: str = ORIGIN,
         target: str = TARGET,
         monotone: Mapping[str, int] | None = None,
@@ -418,6 +440,7 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         self.upper_q = upper_q
         self.min_calibration = min_calibration
         self.calibration_folds = calibration_folds
+        self.calibration_span = calibration_span
         self.origin = origin
         self.target = target
         self.monotone = monotone
@@ -447,9 +470,24 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         b = pd.to_numeric(X[self.base], errors="coerce").to_numpy("float64", na_value=np.nan)
         return np.where(np.isfinite(b) & (b > 0), b, 1.0)
 
-    def _spread(self, pred: np.ndarray, base: np.ndarray) -> np.ndarray:
-        # Count-like noise: sd grows with sqrt(level); floored so quiet hours keep some width.
-        return base * np.sqrt(np.maximum(pred / base, 0.05))
+    def _unit(self, X: pd.DataFrame) -> np.ndarray:
+        """Each row's noise unit: its series' typical level over the training rows (fixed at fit), else
+        the row's own base level (a series unseen in training)."""
+        base = self._base(X)
+        units = getattr(self, "units_", None)
+        if not units:
+            return base
+        known = pd.Series(self._group(X)).map(units).to_numpy("float64", na_value=np.nan)
+        return np.where(np.isfinite(known) & (known > 0), known, base)
+
+    def _spread(self, pred: np.ndarray, unit: np.ndarray) -> np.ndarray:
+        # Count-like noise: sd grows with sqrt(prediction) in the series' own units; floored so quiet
+        # hours keep some width. The unit is fixed per series, not the moving base level: with a
+        # moving one the residuals of a quieter past would be scaled by a smaller unit than the
+        # forecasts they calibrate, and a growing series' intervals would come out too wide
+        # (sqrt(level now / level then); measured: P90 coverage 0.94-0.95 on a platform growing
+        # 80 % in three weeks).
+        return unit * np.sqrt(np.maximum(pred / unit, 0.05))
 
     def _booster(self, params: Mapping[str, Any], columns: Sequence[str]) -> XGBRegressor:
         kw = dict(params)
@@ -475,12 +513,15 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
 
     def _residuals(self, X: pd.DataFrame, y: np.ndarray, booster: XGBRegressor) -> np.ndarray:
         point = self._unscaled(X, booster.predict(self._matrix(X)))
-        return (y - point) / self._spread(point, self._base(X))
+        return (y - point) / self._spread(point, self._unit(X))
 
     # -- fit / predict
     def fit(self, X: pd.DataFrame, y: Any, eval_set: Sequence[tuple[pd.DataFrame, Any]] | None = None) -> Any:
         """Fit the booster on y/base (early-stopped on eval_set), then calibrate the intervals."""
         self.categories_ = {c: sorted(X[c].astype(str).unique()) for c in self.categorical}
+        self.units_: dict[str, float] = {}
+        levels = pd.Series(self._base(X)).groupby(self._group(X)).median()
+        self.units_ = {str(k): float(v) for k, v in levels.items() if str(k) and np.isfinite(v) and v > 0}
         params = {**BOOSTER_DEFAULTS, **(self.params or {})}
         y_arr = np.asarray(y, dtype="float64")
         matrix = self._matrix(X)
@@ -502,7 +543,11 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             parts.append(
                 (valid[0], self._residuals(valid[0], np.asarray(valid[1], dtype="float64"), self.booster_))
             )
-        parts.extend(self._fold_residuals(X, y_arr, {**params, "n_estimators": n_trees}))
+        folds = self._fold_forecasts(X, y_arr, {**params, "n_estimators": n_trees})
+        # Kept for a consumer that calibrates on the same out-of-sample evidence (capacity_plan's
+        # headroom): each fold's row positions in X and its booster's P50 for them.
+        self.fold_forecasts_ = [(rows, point) for rows, point, _ in folds]
+        parts.extend((X.iloc[rows], resid) for rows, _, resid in folds)
         self.calibrated_on_ = f"{len(parts)} out-of-sample blocks"
         if not parts:  # nothing held out at all: in-sample residuals (too narrow, but defined)
             parts.append((X, self._residuals(X, y_arr, self.booster_)))
@@ -526,15 +571,18 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             return np.full(len(X), "", dtype=object)
         return X[self.group].astype(str).to_numpy(dtype=object)
 
-    def _fold_residuals(
+    def _fold_forecasts(
         self, X: pd.DataFrame, y: np.ndarray, params: Mapping[str, Any]
-    ) -> list[tuple[pd.DataFrame, np.ndarray]]:
-        """Out-of-sample residuals of forward-chaining folds over the last 60 % of the training rows."""
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Forward-chaining folds over the last ``calibration_span`` of the training origins, each
+        fold's booster fitted on the rows whose targets end before it (purged), then scored on the
+        fold: (row positions in X, P50, residuals) per fold."""
         if self.calibration_folds <= 0 or self.origin not in X or self.target not in X:
             return []
         origin = pd.to_numeric(X[self.origin]).to_numpy("int64")
         target = pd.to_numeric(X[self.target]).to_numpy("int64")
-        edges = np.quantile(origin, np.linspace(0.4, 1.0, self.calibration_folds + 1), method="lower")
+        first = 1.0 - min(max(float(self.calibration_span), 0.0), 1.0)
+        edges = np.quantile(origin, np.linspace(first, 1.0, self.calibration_folds + 1), method="lower")
         edges[-1] = origin.max() + 1
         fold_params = {k: v for k, v in params.items() if k != "early_stopping_rounds"}
         out = []
@@ -546,7 +594,11 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             booster = self._booster(fold_params, self._columns())
             sub = X[fit_rows]
             booster.fit(self._matrix(sub), self._scaled(sub, y[fit_rows]), verbose=False)
-            out.append((X[fold], self._residuals(X[fold], y[fold], booster)))
+            rows = np.flatnonzero(fold)
+            part = X.iloc[rows]
+            point = self._unscaled(part, booster.predict(self._matrix(part)))
+            resid = (y[rows] - point) / self._spread(point, self._unit(part))
+            out.append((rows, np.asarray(point, dtype="float64"), resid))
         return out
 
     def _calibrate(self, h: np.ndarray, g: np.ndarray, resid: np.ndarray) -> None:
@@ -605,8 +657,13 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
 
     def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
         """prediction (P50), lower (P10 by default) and upper (P90) per row."""
-        point = self._point(X)
-        spread = self._spread(point, self._base(X))
+        return self.interval(X, self._point(X))
+
+    def interval(self, X: pd.DataFrame, point: np.ndarray) -> pd.DataFrame:
+        """The calibrated interval around a given P50 of each row (``predict_frame`` gives the final
+        booster's; a fold's own P50 from ``fold_forecasts_`` gives that fold's out-of-sample one)."""
+        point = np.asarray(point, dtype="float64")
+        spread = self._spread(point, self._unit(X))
         q = self._quantiles(self._h(X), self._group(X))
         lower = np.minimum(self._clip(point + q[:, 0] * spread), point)
         upper = np.maximum(point + q[:, 1] * spread, point)

@@ -5,7 +5,8 @@ region, "label" the demand that came. The regions of one (origin, target) hour a
 a region that runs out spills to a neighbour's spare capacity (tasks.models.families.planning), so
 every metric first serves each hour's realised demand on its plan, once for all rows given,
 and then weights the per-row outcomes. Needed columns: "region", "event_ts" (the origin),
-"target_ts"; overprovision also "perfect_capacity" (the same LP fed the realised demand).
+"target_ts"; overprovision also "perfect_capacity" (the same LP fed the realised demand), and
+overprovision_vs_reference also "reference_capacity" (a reference plan's capacity for the row).
 A subset of rows that splits an hour (a per-region slice) loses that hour's spill-over, so
 slice such frames only by columns constant within an hour (horizon, origin).
 """
@@ -52,6 +53,25 @@ def overprovision(cols: Cols, w: Array) -> Array:
     return safe_div(w @ allocated, w @ perfect) - 1.0
 
 
+def overprovision_vs_reference(cols: Cols, w: Array) -> Array:
+    """Over-provisioning as a multiple of the reference plan's on the same rows (1 = as lean as it).
+
+    The reference is the plan an evaluation column carries (capacity_plan: the
+    oracle plan, sized on the simulator's true expected demand to the same SLA); NaN without one,
+    or where the reference itself wastes nothing.
+    """
+    needed = ("perfect_capacity", "reference_capacity", "prediction")
+    if any(c not in cols for c in needed) or len(cols["prediction"]) == 0:
+        return _nan(w)
+    allocated, perfect, reference = (
+        np.nan_to_num(np.asarray(cols[c], dtype="float64"))
+        for c in ("prediction", "perfect_capacity", "reference_capacity")
+    )
+    ours = safe_div(w @ allocated, w @ perfect) - 1.0
+    theirs = safe_div(w @ reference, w @ perfect) - 1.0
+    return safe_div(ours, theirs)
+
+
 def cost(cols: Cols, w: Array) -> Array:
     """Mean cost per region-hour: serving the capacity, the spill-over sent, the shortfall penalty."""
     outcome = _backtest(cols)
@@ -72,6 +92,7 @@ def shortfall_share(cols: Cols, w: Array) -> Array:
 METRICS: dict[str, MetricDef] = {
     "violation_rate": lower(violation_rate),
     "overprovision": lower(overprovision),
+    "overprovision_vs_reference": lower(overprovision_vs_reference),
     "cost": lower(cost),
     "violation_rate_viewers": lower(shortfall_share),
 }
