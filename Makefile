@@ -33,7 +33,7 @@ test-slow: venv ## the heavy cases `make test` leaves out, servers included (CI 
 	$(PYTEST) -m slow -q
 
 test-servers: venv ## end to end on real Prefect and MLflow servers, worker and UIs (slow; in test-slow)
-	$(PYTEST) -m slow -q tests/ops/test_servers.py
+	$(PYTEST) -m slow -q tests/ops/test_servers.py tests/ops/test_live_chain.py tests/ops/test_triggers.py
 
 bench: venv ## benchmarks; figures go to tests/benchmarks/RESULTS.md
 	$(BIN)/python -m tests.benchmarks.run_all
@@ -46,7 +46,7 @@ doctor: venv
 	$(BIN)/liveyield doctor
 
 serve: venv ## start a Prefect server, work pool, worker, deployments and an MLflow server here
-	$(BIN)/liveyield serve
+	$(BIN)/liveyield serve $(if $(wildcard $(or $(LIVEYIELD_HOME),.liveyield)/simulator/platform.json),--simulate)
 
 stop: venv ## stop what `make serve` started
 	$(BIN)/liveyield stop

@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 
 from flows.ingest_validate import ingest_validate
 from flows.results import FeatureBuild
+from flows.schedule import last_full_day, latest_wins, scheduled_time
 from tasks import steps
 from tasks.dates import resolve_as_of
 from tasks.featurestore.views import FEATURE_VIEWS
@@ -43,6 +44,7 @@ def last_day_before(as_of: dt.datetime | dt.date | str) -> dt.date:
 
 
 @flow(name="build-features", flow_run_name=_run_name, log_prints=True)
+@latest_wins
 def build_features(
     start: dt.date | None = None,
     end: dt.date | None = None,
@@ -53,11 +55,14 @@ def build_features(
 ) -> FeatureBuild:
     """Materialise the catalog's feature views for [start, end].
 
-    ``end`` defaults to the last day before ``as_of`` when one is given, else to every validated day.
+    ``end`` defaults to the last day before ``as_of`` when one is given (or, in a deployment run,
+    before its scheduled time: flows/schedule.py), else to every validated day.
     """
     logger = get_run_logger()
     if end is None and as_of is not None:
         end = last_day_before(as_of)
+    elif end is None and (scheduled := scheduled_time()) is not None:
+        end = last_full_day(scheduled)  # a scheduled run builds through the day before its own
     if validate_first:
         ingest_validate(fail_on_rejected=False)
     created_ts = int(dt.datetime.now(dt.UTC).timestamp())

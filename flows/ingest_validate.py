@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.results import ImportResult, IngestSummary
+from flows.schedule import latest_wins, name_day, run_as_of
 from tasks import landing, steps
 from tasks.dates import resolve_as_of
 from tasks.quality.report import DataQualityError, summarise, summary_markdown
@@ -27,12 +28,12 @@ def _run_name() -> str:
     from prefect.runtime import flow_run
 
     params = flow_run.parameters
-    as_of = params.get("as_of")
-    day = as_of[:10] if isinstance(as_of, str) else resolve_as_of(as_of).date().isoformat()
+    day = name_day(params.get("as_of"))
     return f"ingest-validate-{params.get('table') or 'all'}-{day}"
 
 
 @flow(name="ingest-validate", flow_run_name=_run_name, log_prints=True)
+@latest_wins
 def ingest_validate(
     as_of: dt.datetime | None = None,
     table: str | None = None,
@@ -45,7 +46,7 @@ def ingest_validate(
     ``as_of`` (tasks/dates.py rule; default now) bounds which landed batches are taken;
     ``max_bad_share`` overrides the suites' limits for a source known to be dirty.
     """
-    as_of = resolve_as_of(as_of)
+    as_of = run_as_of(as_of)
     logger = get_run_logger()
     steps.prepare_warehouse()
     tables = sorted(landing.pending(get_settings().landing_dir, table, partition))

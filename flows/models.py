@@ -3,7 +3,9 @@ promote), score-model (champion → scores, published atomically) and pipeline (
 
 One flow serves every model: what differs between models lives in its ModelSpec. A model whose
 policy says ``requires_approval`` asks for an approval after a passing gate (flows/approval.py).
-Each flow resolves ``as_of`` by the rule in tasks/dates.py and returns a typed result.
+Each flow resolves ``as_of`` by the rule in tasks/dates.py (a deployment run's "now" is its
+scheduled time, flows/schedule.py) and returns a typed result; a scheduled run that a newer due
+run of its deployment supersedes does nothing (the late-run policy, flows/schedule.py).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pydantic import WithJsonSchema
 from flows.approval import APPROVAL_TIMEOUT_S, ask_for_approval
 from flows.build_features import build_features
 from flows.results import ApprovalRecord, ModelOutcome, PipelineResult, ScoringResult, TrainingResult
+from flows.schedule import latest_wins, name_day, run_as_of
 from tasks import steps
-from tasks.dates import resolve_as_of
 from tasks.gates import GateReport
 from tasks.models.catalog import MODELS, get_spec
 from tasks.settings import code_version
@@ -38,14 +40,14 @@ def _name(kind: str) -> Any:
         from prefect.runtime import flow_run
 
         params = flow_run.parameters
-        as_of = params.get("as_of")
-        day = as_of[:10] if isinstance(as_of, str) else resolve_as_of(as_of).date().isoformat()
+        day = name_day(params.get("as_of"))
         return f"{kind}-{params.get('model', 'all')}-{day}"
 
     return render
 
 
 @flow(name="train-model", flow_run_name=_name("train"), log_prints=True)
+@latest_wins
 def train_model(
     model: ModelName,
     as_of: dt.datetime | None = None,
@@ -56,7 +58,7 @@ def train_model(
 ) -> TrainingResult:
     """Train one catalog model and promote it if its gate passes (and, where required, it is approved)."""
     logger = get_run_logger()
-    as_of = resolve_as_of(as_of)
+    as_of = run_as_of(as_of)
     if build:
         build_features(as_of=as_of)
     trained = steps.train_candidate(model, as_of, code_version())
@@ -121,12 +123,13 @@ def train_model(
 
 
 @flow(name="score-model", flow_run_name=_name("score"), log_prints=True)
+@latest_wins
 def score_model(model: ModelName, as_of: dt.datetime | None = None) -> ScoringResult:
     """Score every entity of a model's target with its champion and publish the score set; the same
     step monitors what it scores (refusing stale inputs; drift is reported, never blocking)."""
     from flows.monitor import publish_artifact, publish_status
 
-    as_of = resolve_as_of(as_of)
+    as_of = run_as_of(as_of)
     now = int(dt.datetime.now(dt.UTC).timestamp())
     scored = steps.score_model(model, as_of, now)
     publish_artifact(scored["monitor"])
@@ -147,7 +150,7 @@ def score_model(model: ModelName, as_of: dt.datetime | None = None) -> ScoringRe
 @flow(name="pipeline", flow_run_name=_name("pipeline"), log_prints=True)
 def pipeline(models: list[ModelName] | None = None, as_of: dt.datetime | None = None) -> PipelineResult:
     """Validate, build features once, then train and score every catalog model (or the ones named)."""
-    as_of = resolve_as_of(as_of)
+    as_of = run_as_of(as_of)
     build_features(as_of=as_of)
     names = models or sorted(MODELS)
     progress: Any = create_progress_artifact(  # a UUID when called from sync code
@@ -157,13 +160,16 @@ def pipeline(models: list[ModelName] | None = None, as_of: dt.datetime | None = 
     for done, name in enumerate(names, start=1):
         # One model's failure must not starve the others of their retraining: record it, go on,
         # and fail the run at the end naming every model that failed.
+        # The error names the step that failed (train-model or score-model), not just the exception.
+        step = "train-model"
         try:
             trained = train_model(name, as_of=as_of, build=False)
+            step = "score-model"
             scored = score_model(name, as_of=as_of) if trained.champion is not None else None
             outcomes[name] = ModelOutcome(train=trained, score=scored)
         except Exception as exc:
-            get_run_logger().error("%s failed: %s: %s", name, type(exc).__name__, exc)
-            outcomes[name] = ModelOutcome(error=f"{type(exc).__name__}: {exc}")
+            get_run_logger().error("%s: %s failed: %s: %s", name, step, type(exc).__name__, exc)
+            outcomes[name] = ModelOutcome(error=f"{step} failed: {type(exc).__name__}: {exc}")
         update_progress_artifact(
             progress,
             100.0 * done / len(names),

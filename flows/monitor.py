@@ -15,8 +15,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.models import ModelName, _name
+from flows.schedule import run_as_of
 from tasks import steps
-from tasks.dates import resolve_as_of
 from tasks.monitoring.run import to_markdown
 
 STATUS_KEY = "liveyield-status"
@@ -48,7 +48,7 @@ def publish_artifact(summary: dict[str, Any]) -> None:
 @flow(name="monitor-model", flow_run_name=_name("monitor"), log_prints=True)
 def monitor_model(model: ModelName, as_of: dt.datetime | None = None) -> dict[str, Any]:
     """Compare what the champion would score at as_of with its training reference; record it all."""
-    as_of = resolve_as_of(as_of)
+    as_of = run_as_of(as_of)
     summary = steps.monitor_model(model, as_of, int(dt.datetime.now(dt.UTC).timestamp()))
     publish_artifact(summary)
     print(summary["summary"])
@@ -59,4 +59,4 @@ def monitor_model(model: ModelName, as_of: dt.datetime | None = None) -> dict[st
 @flow(name="platform-status", log_prints=True)
 def platform_status(as_of: dt.datetime | None = None) -> str | None:
     """Every model's health on one screen (`liveyield status`), as the liveyield-status artifact."""
-    return publish_status(resolve_as_of(as_of))
+    return publish_status(run_as_of(as_of))

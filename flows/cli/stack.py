@@ -28,6 +28,14 @@ def serve(
         typer.Option("--allow-remote", help="Allow a --host other machines can reach (prints a warning)."),
     ] = False,
     deploy: Annotated[bool, typer.Option(help="Deploy infra/prefect.yaml once the server is up.")] = True,
+    simulate: Annotated[
+        bool,
+        typer.Option(
+            "--simulate",
+            help="Also deploy simulate-daily: the simulated platform of this home gets yesterday's "
+            "data each night (make serve sets it when the home holds one).",
+        ),
+    ] = False,
 ) -> None:
     """Start a Prefect server, its work pool, worker and deployments, and an MLflow server, here."""
     from tasks.ops.servers import StackError, bind_warning, plan_stack, start_stack
@@ -43,7 +51,7 @@ def serve(
     if warning:
         err.print(warning, style="yellow", highlight=False)
     plan = plan_stack(get_settings(), host=host, prefect_port=prefect_port, mlflow_port=mlflow_port)
-    state = start_stack(plan, deploy=deploy, say=lambda line: err.print(line))
+    state = start_stack(plan, deploy=deploy, simulate=simulate, say=lambda line: err.print(line))
     table = Table("what", "address", "store", title="liveyield serve")
     table.add_row("Prefect UI", state["prefect_ui_url"], state["prefect_database"])
     table.add_row("MLflow UI", state["mlflow_url"], state["mlflow_backend_store"])

@@ -2,11 +2,19 @@
 
 One scheduled retraining and one scheduled scoring deployment per catalog model (crons from
 its ModelSpec; the retraining also started by the model's drift events, ``retrain_trigger``),
-plus the data deployments (ingest-validate, build-features) and an unscheduled pipeline.
+plus the data deployments (ingest-validate, build-features) and an unscheduled pipeline. A
+simulated platform has one more, simulate-daily (infra/prefect-simulate.yaml, deployed by
+`liveyield serve --simulate` only): yesterday's data lands shortly after midnight.
 Adding a model means adding its spec, then re-rendering:
 
-    python -m tasks.ops.deployments            # rewrites infra/prefect.yaml
-    python -m tasks.ops.deployments --check    # exits 1 when the file is out of date
+    python -m tasks.ops.deployments            # rewrites both files
+    python -m tasks.ops.deployments --check    # exits 1 when one is out of date
+
+A day of a served platform: simulate-daily 00:15 (simulated platforms), ingest-validate 01:00,
+build-features 02:00, retraining from 03:00 (daily or weekly per model), scoring from 04:00
+(hourly for the traffic models). Late runs: every deployment runs one at a time (later runs
+wait), a run started late works as of its scheduled time, and a run that a newer due run of
+its deployment supersedes completes at once without working (flows/schedule.py).
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ from tasks.models.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = ROOT / "infra" / "prefect.yaml"
+SIMULATE_FILE = ROOT / "infra" / "prefect-simulate.yaml"
 WORK_POOL = "liveyield-process"
 TIMEZONE = "UTC"
+SIMULATE_CRON = "15 0 * * *"  # daily, yesterday's simulated data shortly after midnight
 INGEST_CRON = "0 1 * * *"  # daily, after the day's landing batches are complete
 FEATURES_CRON = "0 2 * * *"  # daily, after ingest-validate
 
@@ -41,6 +51,8 @@ HEADER = """\
 # Do not edit by hand: change a ModelSpec (retrain_cron, score_cron) or tasks/ops/deployments.py
 # and re-render. Deploy from the repository root (what `liveyield serve` does):
 #   prefect deploy --prefect-file infra/prefect.yaml --all
+# Late runs: one run at a time per deployment; a late run works as of its scheduled time; a run
+# that a newer due run of its deployment supersedes completes at once (flows/schedule.py).
 # There is no pull section on purpose: run from the repository root, `prefect deploy` records
 # that folder as the flows' working directory, which a process worker on the same machine uses.
 # Credentials never appear here or in parameters: flows read them from the worker's environment.
@@ -210,25 +222,50 @@ def render_deployments(catalog: dict[str, ModelSpec] | None = None) -> dict[str,
     return {"name": "liveyield", "build": None, "push": None, "pull": None, "deployments": deployments}
 
 
+def render_simulate() -> dict[str, Any]:
+    """The prefect-simulate.yaml document: the simulated platform's daily data."""
+    daily = _deployment(
+        "simulate-daily",
+        "flows/simulate.py:simulate_daily",
+        f"Append yesterday to the simulated platform (daily, `{SIMULATE_CRON}` {TIMEZONE}); "
+        "set day to simulate through another day.",
+        ["stage:simulate"],
+        {},
+        _schedule(SIMULATE_CRON),
+        one_at_a_time=True,
+    )
+    return {"name": "liveyield-simulate", "build": None, "push": None, "pull": None, "deployments": [daily]}
+
+
+def _text(document: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(document, sort_keys=False, width=100, allow_unicode=True)
+
+
 def render_text(catalog: dict[str, ModelSpec] | None = None) -> str:
     """infra/prefect.yaml as text: the header comment, then the YAML document."""
-    body = yaml.safe_dump(render_deployments(catalog), sort_keys=False, width=100, allow_unicode=True)
-    return HEADER + body
+    return _text(render_deployments(catalog))
+
+
+def rendered_files() -> dict[Path, str]:
+    """Every generated deployment file and its text."""
+    return {PREFECT_FILE: render_text(), SIMULATE_FILE: _text(render_simulate())}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write infra/prefect.yaml (or, with --check, say whether it is up to date)."""
+    """Write the deployment files (or, with --check, say whether they are up to date)."""
     args = sys.argv[1:] if argv is None else argv
-    text = render_text()
-    current = PREFECT_FILE.read_text() if PREFECT_FILE.exists() else ""
-    if "--check" in args:
-        if current != text:
-            print(f"{PREFECT_FILE.relative_to(ROOT)} is out of date: run python -m tasks.ops.deployments")
-            return 1
-        return 0
-    PREFECT_FILE.write_text(text)
-    print(f"wrote {PREFECT_FILE.relative_to(ROOT)} ({len(render_deployments()['deployments'])} deployments)")
-    return 0
+    stale = []
+    for path, text in rendered_files().items():
+        current = path.read_text() if path.exists() else ""
+        if current == text:
+            continue
+        if "--check" in args:
+            stale.append(path)
+            print(f"{path.relative_to(ROOT)} is out of date: run python -m tasks.ops.deployments")
+            continue
+        path.write_text(text)
+        print(f"wrote {path.relative_to(ROOT)} ({len(yaml.safe_load(text)['deployments'])} deployments)")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from tasks.settings import NO_TELEMETRY, Settings, get_settings, redact_url
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = ROOT / "infra" / "prefect.yaml"
+SIMULATE_FILE = ROOT / "infra" / "prefect-simulate.yaml"
 DEFAULT_PREFECT_PORT = 4200
 DEFAULT_MLFLOW_PORT = 5000
 START_TIMEOUT_S = 240.0  # two loaded cores can take minutes to import and migrate a server
@@ -585,10 +586,22 @@ def start_stack(
     plan: StackPlan,
     *,
     deploy: bool = True,
+    simulate: bool = False,
     say: Callable[[str], None] = lambda _msg: None,
     timeout_s: float = START_TIMEOUT_S,
 ) -> dict[str, Any]:
-    """Start the servers, the work pool, the deployments and a worker; returns the recorded state."""
+    """Start the servers, the work pool, the deployments and a worker; returns the recorded state.
+
+    ``simulate`` also deploys simulate-daily (infra/prefect-simulate.yaml), which keeps the
+    simulated platform of the home receiving data; refused when the home holds none."""
+    if simulate and deploy:
+        from tasks.simulate.platform import STATE_FILE
+
+        if not (plan.home / STATE_FILE).exists():
+            raise StackError(
+                f"--simulate: no simulated platform under {plan.home}; run `liveyield simulate` or "
+                "`liveyield demo` first"
+            )
     if running_stack(plan.home) is not None:
         raise StackError(f"a stack is already running from {plan.home} (run `liveyield stop` first)")
     for port, option in ((plan.prefect_port, "--prefect-port"), (plan.mlflow_port, "--mlflow-port")):
@@ -711,8 +724,8 @@ def start_stack(
             auth_string=credentials.prefect_auth_string,
             say=say,
         )
-        if deploy:
-            say(f"deploying {PREFECT_FILE.relative_to(ROOT)}")
+        for project_file in ([PREFECT_FILE, SIMULATE_FILE] if simulate else [PREFECT_FILE]) if deploy else []:
+            say(f"deploying {project_file.relative_to(ROOT)}")
             _run(
                 [
                     python,
@@ -721,7 +734,7 @@ def start_stack(
                     "--no-prompt",
                     "deploy",
                     "--prefect-file",
-                    str(PREFECT_FILE.relative_to(ROOT)),
+                    str(project_file.relative_to(ROOT)),
                     "--all",
                 ],
                 env,

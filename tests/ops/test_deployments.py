@@ -32,9 +32,24 @@ def _by_name() -> dict[str, dict[str, Any]]:
 
 def test_committed_file_is_rendered_from_the_catalog() -> None:
     """Adding a model means re-running `python -m tasks.ops.deployments`; this fails until one does."""
-    assert deployments.PREFECT_FILE.read_text() == deployments.render_text(), (
-        "infra/prefect.yaml is out of date: run python -m tasks.ops.deployments"
-    )
+    for path, text in deployments.rendered_files().items():
+        assert path.read_text() == text, f"{path.name} is out of date: run python -m tasks.ops.deployments"
+
+
+def test_simulated_platforms_have_a_daily_simulate_deployment_of_their_own() -> None:
+    """simulate-daily lives in its own file (`liveyield serve --simulate` deploys it), lands
+    yesterday before the day's ingest, and is a valid project file."""
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    data = yaml.safe_load(deployments.SIMULATE_FILE.read_text())
+    PrefectYamlModel.model_validate(data)
+    [daily] = data["deployments"]
+    assert daily["name"] == "simulate-daily" and daily["entrypoint"] == "flows/simulate.py:simulate_daily"
+    assert daily["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    minute, hour, *_ = daily["schedules"][0]["cron"].split()
+    ingest = _by_name()["ingest-validate-daily"]["schedules"][0]["cron"].split()
+    assert (int(hour), int(minute)) < (int(ingest[1]), int(ingest[0]))
+    assert "simulate-daily" not in _by_name()  # a real platform never deploys it
 
 
 def test_every_model_has_a_retraining_and_a_scoring_deployment() -> None:
@@ -175,10 +190,12 @@ def test_check_mode_reports_a_stale_file(tmp_path: Path, monkeypatch: pytest.Mon
     stale.parent.mkdir()
     stale.write_text("deployments: []\n")
     monkeypatch.setattr(deployments, "PREFECT_FILE", stale)
+    monkeypatch.setattr(deployments, "SIMULATE_FILE", stale.parent / "prefect-simulate.yaml")
     monkeypatch.setattr(deployments, "ROOT", tmp_path)
     assert deployments.main(["--check"]) == 1
     assert deployments.main([]) == 0
     assert deployments.main(["--check"]) == 0
+    assert "simulate-daily" in (stale.parent / "prefect-simulate.yaml").read_text()
 
 
 def test_compose_stack_takes_credentials_only_from_the_environment() -> None:

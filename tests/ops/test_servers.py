@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,10 +132,18 @@ def _drop_databases(names: list[str]) -> None:
 
 
 @contextmanager
-def served_stack(home: Path, prefix: str, extra_env: Mapping[str, str] | None = None) -> Iterator[Stack]:
+def served_stack(
+    home: Path,
+    prefix: str,
+    extra_env: Mapping[str, str] | None = None,
+    simulate: Sequence[str] | None = None,
+) -> Iterator[Stack]:
     """`liveyield serve` on a simulated platform in ``home`` (warehouse on PostgreSQL when it is
     usable, in a database named after ``prefix``; else SQLite), with this process's clients given
-    the stack's credentials as a shell sets them; stopped and its databases dropped afterwards."""
+    the stack's credentials as a shell sets them; stopped and its databases dropped afterwards.
+
+    With ``simulate`` (`liveyield simulate` arguments) the platform is made by that command, which
+    records it for continuing, and served with `--simulate` (simulate-daily deployed too)."""
     password, key = secrets.token_hex(16), secrets.token_hex(16)
     databases: list[str] = []
     if _pg_usable():
@@ -155,9 +163,17 @@ def served_stack(home: Path, prefix: str, extra_env: Mapping[str, str] | None = 
     try:
         engine = make_engine(url)
         upgrade_schema(engine)
-        build_warehouse(get_settings(env), engine, users=USERS, streamers=USERS // 16, days=DAYS, seed=SEED)
+        if simulate is None:
+            build_warehouse(
+                get_settings(env), engine, users=USERS, streamers=USERS // 16, days=DAYS, seed=SEED
+            )
+        else:
+            simulated = _cli(env, "simulate", *simulate)
+            assert simulated.returncode == 0, simulated.stdout + simulated.stderr
         engine.dispose()
-        served = _cli(env, "serve", "--prefect-port", "0", "--mlflow-port", "0")
+        served = _cli(
+            env, "serve", "--prefect-port", "0", "--mlflow-port", "0", *(["--simulate"] if simulate else [])
+        )
         assert served.returncode == 0, served.stdout + served.stderr
         state = read_state(home)
         credentials = read_credentials(home)
@@ -375,8 +391,14 @@ def test_uis_list_deployments_schedules_and_the_champion(stack: Stack) -> None:
     if "retrain" in stack.runs:  # the run (its logs end with the verdict) and the artifacts it left
         _browse(f"{ui}/runs/flow-run/{stack.runs['retrain']}", "prefect-retrain-run.png",
                 ["train-ad_ctr", "gate passed"], local_storage=login)  # fmt: skip
-        _browse(f"{ui}/artifacts", "prefect-artifacts.png", ["gate-ad-ctr", "train-ad-ctr", "scores-ad-ctr"],
+        _browse(f"{ui}/artifacts", "prefect-artifacts.png",
+                ["gate-ad-ctr", "train-ad-ctr", "scores-ad-ctr", "monitor-ad-ctr", "liveyield-status"],
                 local_storage=login)  # fmt: skip
+        # What monitoring found when the score run checked its inputs: the drift table, per feature.
+        _browse(f"{ui}/artifacts/key/monitor-ad-ctr", "prefect-monitoring.png",
+                ["monitor-ad-ctr", "statistic", "threshold", "psi"], local_storage=login)  # fmt: skip
+        _browse(f"{ui}/artifacts/key/liveyield-status", "prefect-status.png",
+                ["liveyield-status", "ad_ctr", "champion"], local_storage=login)  # fmt: skip
     _browse(f"{mlflow}/#/models", "mlflow-models.png", ["ad_ctr", "champion"], headers=signed_in)
     _browse(
         f"{mlflow}/#/models/ad_ctr/versions/1", "mlflow-ad-ctr-v1.png", ["gate_verdict"], headers=signed_in
