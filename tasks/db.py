@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Date, Engine, Table, create_engine, event, se
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from tasks.settings import PG_TIMEOUT_VARS, PgTimeouts, pg_timeouts
+from tasks.settings import PG_TIMEOUT_VARS, PgTimeouts, pg_timeouts, redact_url
 
 CHUNK_ROWS = 500_000  # rows per COPY chunk / executemany batch: bounds memory, keeps speed
 
@@ -146,8 +146,7 @@ def check_connection(engine: Engine) -> None:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # every driver raises its own kind
         raise DatabaseUnavailable(
-            f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
-            f"{str(exc).splitlines()[0]}"
+            f"cannot reach the database {redact_url(engine.url)}: {str(exc).splitlines()[0]}"
         ) from exc
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 from sqlalchemy.exc import OperationalError
@@ -39,6 +41,7 @@ def user_facing(exc: BaseException) -> str | None:
         )
         + loaded_exceptions("tasks.warehouse", "UnknownTable")
         + loaded_exceptions("tasks.importer", "ImportError_")
+        + loaded_exceptions("tasks.landing", "LandingWriteError")
         + loaded_exceptions("tasks.gates.promotion", "PromotionError")
         + loaded_exceptions("tasks.registry.register", "RegistryError")
         + loaded_exceptions("tasks.scoring.publish", "ScoreSetError")
@@ -49,7 +52,14 @@ def user_facing(exc: BaseException) -> str | None:
         return first_line
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or os.strerror(exc.errno or 0)}{where}"
     return _mlflow(exc)
+
+
+# A disk that cannot take a write: full, over quota, or read-only. The person can act on these.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def loaded_exceptions(module: str, *names: str) -> tuple[type[BaseException], ...]:

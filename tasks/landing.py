@@ -13,6 +13,7 @@ quarantines them; alone in a partition of their own they would reject that parti
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -33,6 +34,21 @@ _MAX_DAYS = 2_900_000  # about year 9900: later days are not dates Python can ho
 
 class CorruptFile(ValueError):
     """A landed file that cannot be read, or whose content no longer matches its hash name."""
+
+
+class LandingWriteError(OSError):
+    """The landing zone cannot take a batch (read-only, full, missing); the message names the folder.
+
+    Nothing of the failed batch is left behind: no temporary file, and no part of it landed.
+    """
+
+    def __init__(self, folder: Path, cause: OSError) -> None:
+        reason = cause.strerror or type(cause).__name__
+        super().__init__(cause.errno, f"cannot write to the landing zone {folder}: {reason}")
+        self.folder = folder
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def event_dates(event_ts: pd.Series) -> pd.Series:
@@ -72,9 +88,19 @@ def write_batch(
     Rows outside them go to the delivery's main partition (see the module docstring).
     """
     written: list[Path] = []
+    new: list[Path] = []  # files this call created: taken back if a later part cannot be written
     keys = partition_keys(frame, table, min_ts=min_ts, max_ts=max_ts)
-    for key, part in frame.groupby(keys.to_numpy(), sort=True):
-        written.append(_write_part(root, table, str(key), part.reset_index(drop=True)))
+    try:
+        for key, part in frame.groupby(keys.to_numpy(), sort=True):
+            path, created = _write_part(root, table, str(key), part.reset_index(drop=True))
+            written.append(path)
+            if created:
+                new.append(path)
+    except LandingWriteError:
+        for path in new:  # a delivery lands whole or not at all: no half of it is ingested
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        raise
     return written
 
 
@@ -102,27 +128,47 @@ def partition_keys(
 
 def write_empty(root: Path, table: str, partition: dt.date, columns: list[str]) -> Path:
     """Land an empty batch for one partition (a source that delivered nothing)."""
-    return _write_part(root, table, partition.isoformat(), pd.DataFrame(columns=columns))
+    return _write_part(root, table, partition.isoformat(), pd.DataFrame(columns=columns))[0]
 
 
-def _write_part(root: Path, table: str, key: str, part: pd.DataFrame) -> Path:
+def _write_part(root: Path, table: str, key: str, part: pd.DataFrame) -> tuple[Path, bool]:
+    """Land one partition's part; returns its file and whether this call created it.
+
+    An OS failure (a read-only or full disk) becomes ``LandingWriteError`` naming the folder,
+    after the temporary file is removed.
+    """
     folder = root / table / f"event_date={key}"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LandingWriteError(_nearest_existing(folder), exc) from exc
     path = folder / f"{frame_hash(part)[:24]}.parquet"
     if path.exists():
         try:
             read_verified(path)
-            return path  # the same batch, intact: writing it again is a no-op
+            return path, False  # the same batch, intact: writing it again is a no-op
         except CorruptFile:
             pass  # a damaged copy under the right name: replace it with the good one
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        part.to_parquet(handle, index=False)
-        handle.flush()
-        os.fsync(handle.fileno())  # the bytes are on disk before the name says they are there
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            part.to_parquet(handle, index=False)
+            handle.flush()
+            os.fsync(handle.fileno())  # the bytes are on disk before the name says they are there
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise LandingWriteError(folder, exc) from exc
     _fsync_dir(folder)
-    return path
+    return path, True
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """``folder`` or its closest existing parent: the one a failed ``mkdir`` could not write in."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -45,7 +45,7 @@ from tasks.models.evaluation import (
 from tasks.models.metrics import NO_BOOTSTRAP
 from tasks.models.scoring_frame import StaleFeatures, build_scoring_frame
 from tasks.models.spec import Baseline, ModelSpec
-from tasks.models.tracking import load_holdout, log_training_run
+from tasks.models.tracking import load_holdout, log_training_run, ready_tracking_store
 from tasks.models.training import TrainedModel, build_training_set, fit_candidate, frame_fingerprint
 from tasks.monitoring.events import emit_promoted
 from tasks.monitoring.reference import Reference, profile_pair
@@ -63,6 +63,7 @@ LINEAGE_TAGS = ("training_fingerprint", "holdout_fingerprint", "data_fingerprint
 
 def mlflow_client(settings: Settings) -> MlflowClient:
     """An MLflow client bound to the configured tracking store and registry."""
+    ready_tracking_store(settings.mlflow_tracking_uri)
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
@@ -295,6 +296,9 @@ def promote_if_passed(
         reason=reason,
     )
     if result.lost_race:
+        if result.current_champion == version:  # a concurrent run of the same training won (R7)
+            detail = "candidate is already the champion (promoted by a concurrent run)"
+            return {"promoted": False, "champion": version, "detail": detail}
         return {"promoted": False, "champion": result.current_champion, "detail": result.detail}
     emit_promoted(report.model, version, champion, actor=actor, reason=reason, flow_run_id=flow_run_id)
     return {"promoted": True, "champion": version, "detail": f"v{champion} → v{version}"}

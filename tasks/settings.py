@@ -8,6 +8,10 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 
 @dataclass(frozen=True)
@@ -179,14 +183,26 @@ def pseudonym_key_origin(settings: Settings, env: dict[str, str] | None = None) 
     return f"the key file {path.name}"
 
 
-def redact_url(url: str) -> str:
-    """A database URL with its password replaced, safe to print or log."""
+# Query parameters that carry a secret: libpq takes the password (and the client key's
+# passphrase) from the URL's query as well as from its user part.
+SECRET_URL_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def redact_url(url: str | URL) -> str:
+    """A database URL with its password replaced, safe to print or log.
+
+    Both places a password can be written are masked: ``user:password@`` and a
+    ``password=`` (or ``sslpassword=``) query parameter.
+    """
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception:  # an unparsable URL is shown only by its scheme
-        return url.split(":", 1)[0] + "://…"
+        return str(url).split(":", 1)[0] + "://…"
+    hidden = {name: "***" for name in parsed.query if name.lower() in SECRET_URL_PARAMETERS}
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("=%2A%2A%2A", "=***")
 
 
 def code_version() -> str:

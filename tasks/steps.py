@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tasks import ingest, quality
 from tasks.db import DatabaseUnavailable, check_connection, make_engine
-from tasks.settings import get_settings
+from tasks.settings import get_settings, redact_url
 from tasks.warehouse import upgrade_schema
 
 
@@ -45,7 +45,7 @@ def prepare_warehouse() -> str:
         upgrade_schema(engine)
     finally:
         engine.dispose()
-    return engine.url.render_as_string(hide_password=True)
+    return redact_url(engine.url)
 
 
 @task(

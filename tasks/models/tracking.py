@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import re
 import tempfile
@@ -18,6 +19,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import make_url
 
 from tasks.models.evaluation import (
     Evaluation,
@@ -35,6 +37,7 @@ MODEL_NAME = "model"
 # Pinned from the installed versions: skips MLflow's slow requirement inference (~3 s a model).
 REQUIREMENT_PACKAGES = ("mlflow", "scikit-learn", "xgboost", "pandas", "numpy", "scipy", "cloudpickle")
 _METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-./ ]")
+_READY: set[str] = set()  # tracking URIs whose store this process has seen created
 
 
 def pip_requirements() -> list[str]:
@@ -42,8 +45,32 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in REQUIREMENT_PACKAGES]
 
 
+def ready_tracking_store(tracking_uri: str) -> None:
+    """Make sure a SQLite tracking store's tables exist, creating them in one process at a time.
+
+    MLflow creates (migrates) a fresh store's tables when a client first opens it; two processes
+    doing so at once (two training runs on a new home) collide and one fails part-way through the
+    migrations. Under an exclusive lock on a file beside the database, the first creates the tables
+    and the others find them. Other stores are created by their server (`liveyield stack`).
+    """
+    if tracking_uri in _READY:
+        return
+    database = make_url(tracking_uri).database if tracking_uri.startswith("sqlite:") else None
+    if database and database != ":memory:":
+        path = Path(database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.with_name(f"{path.name}.init-lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                MlflowClient(tracking_uri=tracking_uri)  # opening the store creates its tables
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY.add(tracking_uri)
+
+
 def ensure_experiment(tracking_uri: str, artifact_root: Path, name: str) -> str:
     """The experiment's id, created with a file artifact location under artifact_root if missing."""
+    ready_tracking_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(name)
     if found is not None:
@@ -122,6 +149,7 @@ def log_training_run(
     ``frame`` is the stored evaluation frame (tasks.models.evaluation.evaluation_frame); it is
     built here when not given. ``reference`` is the monitoring reference (monitoring/reference.json).
     """
+    ready_tracking_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(tracking_uri, artifact_root, spec.name)
     run_tags = {

@@ -183,7 +183,11 @@ def test_planted_future_feature_never_reaches_a_training_row(engine: Engine) -> 
     assert plain(loose["leak_0__value"]) == [2, 2, 2]
 
 
-def test_training_and_scoring_vectors_are_identical(engine: Engine) -> None:
+def test_online_features_are_the_point_in_time_join_at_as_of(engine: Engine) -> None:
+    """get_online_features is the point-in-time join with every row's event_ts at as_of (it calls it),
+    so what is checked here is the TTL at serving time: a view past its TTL comes back missing, a
+    TTL-0 view keeps its last value, an unknown key gets nulls. Parity of whole training and scoring
+    frames (F4) is tested on the models' own builders (tests/models/families/test_user_outcome_flows.py)."""
     sums, lagged = gift_view(lookback=1), gift_view(name="test_gifts_3d", lookback=3, ttl_s=0)
     views = {sums.name: sums, lagged.name: lagged}
     _gift_days(engine, sums)

@@ -1,4 +1,4 @@
-"""No data loss on bad input, on SQLite and PostgreSQL (testplan D2, D5, D8, D9, D10).
+"""No data loss on bad input, on SQLite and PostgreSQL (testplan D2, D5, D8, D9, D10, R8).
 
 Every row read is loaded, quarantined with its rule, dropped as a duplicate of an equal
 non-null event id, or skipped as already recorded; nothing silently disappears, and what is
@@ -8,8 +8,12 @@ stored about a bad row or batch is bounded in size.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -276,3 +280,150 @@ def test_import_summary_adds_up_on_a_mixed_batch(
     engine = _engine(settings)
     assert _count(engine, RAW_TABLES["raw_gifts"]) == 97
     engine.dispose()
+
+
+def _files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@pytest.fixture
+def read_only_enforced(tmp_path: Path) -> None:
+    """Skip where folder permissions do not bind this process (root with CAP_DAC_OVERRIDE)."""
+    probe = tmp_path / "read-only-probe"
+    probe.mkdir(mode=0o555)
+    try:
+        (probe / "x").touch()
+    except PermissionError:
+        return
+    finally:
+        probe.chmod(0o755)
+    pytest.skip("folder permissions are not enforced for this user (root?)")
+
+
+def _disk_full_at(monkeypatch: pytest.MonkeyPatch, landing_dir: Path, *, after: int) -> list[str]:
+    """Make the disk 'full' under ``landing_dir``: ``os.fsync`` of its data files fails with ENOSPC.
+
+    The first ``after`` files are written; every later one fails where a full disk shows (the
+    fsync of a temporary file whose bytes are already partly written). Other files are untouched.
+    """
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to tell which file an fsync is for")
+    real_fsync: Callable[[int], None] = os.fsync
+    synced: list[str] = []
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if target.startswith(str(landing_dir)) and ".tmp" in Path(target).suffix:
+            synced.append(target)
+            if len(synced) > after:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def _nothing_landed_or_loaded(settings: Settings, table: str) -> None:
+    """No file (temporary or partial) in the landing zone, nothing pending, nothing in the warehouse."""
+    assert _files_under(settings.landing_dir) == []
+    assert landing.pending(settings.landing_dir) == {}
+    engine = _engine(settings)
+    try:
+        assert _count(engine, RAW_TABLES[table]) == 0
+        assert _count(engine, validation_runs) == 0
+        assert _count(engine, partition_status) == 0
+        assert _count(engine, quarantine) == 0
+    finally:
+        engine.dispose()
+
+
+def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert "Traceback" not in err, err
+    return errors[0]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_import_onto_a_full_landing_disk_fails_fast_and_lands_nothing(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D10, R8: a full disk (ENOSPC) while an import lands fails fast with one clear line.
+
+    The delivery spans two partitions and the disk fills on the second file: the first,
+    already landed, is taken back with the second's temporary file, so no half of the delivery
+    waits to be ingested and nothing reaches the warehouse.
+    """
+    frame = good_frame("raw_gifts", n=60, days=2)
+    path = _csv(frame, tmp_path / "gifts.csv")
+    synced = _disk_full_at(monkeypatch, settings.landing_dir, after=1)
+    started = time.monotonic()
+    code = main(["import", "raw_gifts", str(path)])
+    elapsed = time.monotonic() - started
+    line = _one_error(capsys)
+    print(f"import onto a full landing disk failed in {elapsed:.2f} s")
+    assert code == 1 and elapsed < 30, (code, elapsed)
+    assert len(synced) == 2  # the fault hit the second partition's file, after the first landed
+    assert "No space left on device" in line and str(settings.landing_dir) in line, line
+    assert "unexpected" not in line, line
+    _nothing_landed_or_loaded(settings, "raw_gifts")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_import_into_a_read_only_landing_folder_fails_fast_and_lands_nothing(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], read_only_enforced: None
+) -> None:
+    """D10, R8: a read-only landing folder fails the import at once with one line naming it."""
+    path = _csv(good_frame("raw_gifts", n=40, days=2), tmp_path / "gifts.csv")
+    settings.landing_dir.mkdir(parents=True)
+    settings.landing_dir.chmod(0o555)
+    try:
+        started = time.monotonic()
+        code = main(["import", "raw_gifts", str(path)])
+        elapsed = time.monotonic() - started
+    finally:
+        settings.landing_dir.chmod(0o755)
+    line = _one_error(capsys)
+    print(f"import into a read-only landing folder failed in {elapsed:.2f} s")
+    assert code == 1 and elapsed < 30, (code, elapsed)
+    assert f"cannot write to the landing zone {settings.landing_dir}: Permission denied" in line, line
+    _nothing_landed_or_loaded(settings, "raw_gifts")
+
+
+def test_a_read_only_partition_folder_leaves_no_temporary_file(
+    tmp_path: Path, read_only_enforced: None
+) -> None:
+    """D10: a partition folder that exists but is read-only: a clear error, no file left in it."""
+    frame = good_frame("raw_gifts", n=10).drop(columns=["event_date"])
+    folder = tmp_path / "raw_gifts" / f"event_date={DAY.isoformat()}"
+    folder.mkdir(parents=True)
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(landing.LandingWriteError, match="Permission denied") as caught:
+            landing.write_batch(tmp_path, "raw_gifts", frame)
+    finally:
+        folder.chmod(0o755)
+    assert caught.value.folder == folder and caught.value.errno == errno.EACCES
+    assert _files_under(tmp_path) == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_simulate_onto_a_full_landing_disk_fails_fast_with_one_line(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D10, R8: the simulator meeting a full landing disk stops at once: one line, no stray files."""
+    synced = _disk_full_at(monkeypatch, settings.landing_dir, after=3)
+    args = ["simulate", "--users", "50", "--streamers", "4", "--seed", "3", "--days", "2"]
+    started = time.monotonic()
+    code = main([*args, "--start", DAY.isoformat(), "--no-ingest"])
+    elapsed = time.monotonic() - started
+    line = _one_error(capsys)
+    print(f"simulate onto a full landing disk failed in {elapsed:.2f} s")
+    assert code == 1 and elapsed < 30, (code, elapsed)
+    assert len(synced) == 4
+    assert "No space left on device" in line and str(settings.landing_dir) in line, line
+    leftovers = [p for p in _files_under(settings.landing_dir) if p.suffix != ".parquet"]
+    assert leftovers == []  # no temporary file; the files landed before the fault are whole
+    for path in _files_under(settings.landing_dir):
+        landing.read_verified(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -16,11 +17,13 @@ from flows.build_features import last_day_before
 from flows.cli import main
 from flows.cli.options import parse_as_of
 from tasks.db import make_engine
+from tasks.pseudonym import pseudonymise_one
 from tasks.schema import RAW_TABLES, identity_users, partition_status, quarantine
-from tasks.settings import NO_TELEMETRY, Settings
+from tasks.settings import NO_TELEMETRY, Settings, pseudonym_key
 from tasks.warehouse import upgrade_schema
 from tests.conftest import SHARED_DATA
 from tests.data.quality_frames import good_frame
+from tests.scan import files_under, finder, found, partner_gifts, prefect_records, warehouse_tables
 
 SUBCOMMANDS = [
     [],
@@ -157,22 +160,40 @@ def test_corrupted_csv_is_rejected_with_one_readable_message(
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_import_pseudonymises_user_ids_and_emails(settings: Settings, tmp_path: Path) -> None:
-    """S4: a partner file with raw ids and emails lands with pseudonyms only."""
-    frame = good_frame("raw_gifts", n=20).drop(columns=["event_date", "user_key"])
-    frame["user_id"] = [f"partner-{i % 4}" for i in range(20)]
-    frame["email"] = [f"fan{i % 4}@mail.test" for i in range(20)]
-    path = tmp_path / "gifts.parquet"
-    frame.to_parquet(path)
-    assert main(["import", "raw_gifts", str(path)]) == 0
+    """S4: a partner file with raw ids and emails lands with pseudonyms only.
+
+    Nowhere but identity_users: no other table (quarantine payloads and validation reports
+    included), no file under the home (landing zone, Data Docs), no Prefect record of the
+    import. A quarantined row is kept as landed, after pseudonymisation: its payload holds
+    the user_key, never the raw id or the email (a row without a user id loses its email).
+    """
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    partner = partner_gifts(tmp_path / "gifts.parquet")
+    assert main(["import", "raw_gifts", str(partner.path)]) == 0
     engine = _engine(settings)
     with engine.connect() as conn:
         gifts = pd.read_sql(select(RAW_TABLES["raw_gifts"]), conn)
         ids = pd.read_sql(select(identity_users), conn)
+        held = pd.read_sql(select(quarantine.c.column_name, quarantine.c.payload), conn)
+    tables = warehouse_tables(engine, exclude=[identity_users.name])
     engine.dispose()
-    text = " ".join(gifts.astype(str).to_numpy().ravel())
-    assert "partner-" not in text and "@" not in text
-    assert set(gifts["user_key"]) == set(ids["user_key"]) and len(ids) == 4
-    assert set(ids["email"]) == {f"fan{i}@mail.test" for i in range(4)}
+    key = pseudonym_key(settings)
+    assert set(ids["user_id"]) == set(partner.user_ids) and len(gifts) == 58  # two rows quarantined
+    assert set(gifts["user_key"]) == set(ids["user_key"]) - {pseudonymise_one(partner.rejected_id, key)}
+    assert set(ids["email"]) == set(partner.emails) - {partner.orphan_email}  # an email without a user
+    payloads = {row.column_name: json.loads(str(row.payload)) for row in held.itertuples()}
+    assert set(payloads) == {"amount", "user_key"}
+    assert payloads["amount"]["user_key"] == pseudonymise_one(partner.rejected_id, key)
+    assert payloads["user_key"]["user_key"] is None
+    assert not {"user_id", "email"} & (set(payloads["amount"]) | set(payloads["user_key"]))
+
+    raw = finder([*partner.user_ids, *partner.emails])
+    assert found(raw, [("identity_users", ids.to_csv(index=False))])  # the search finds them
+    texts = tables + files_under(settings.home) + prefect_records(since)
+    names = {name for name, _ in texts}
+    assert {"table quarantine", "table validation_runs", "table raw_gifts"} <= names
+    assert any("data_docs" in name for name in names), "Data Docs were not searched"
+    assert found(raw, texts) == {}
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterator
+import multiprocessing as mp
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,3 +152,34 @@ def promote_passing(
         **extra,
     )
     assert result.promoted
+
+
+def race_processes(
+    target: Callable[..., None],
+    jobs: Sequence[tuple[Any, ...]],
+    folder: Path,
+    *,
+    preload: Sequence[str],
+    timeout: float = 300,
+) -> list[dict[str, Any]]:
+    """Run ``target(*job, start, out)`` in one process per job; their JSON results, in job order.
+
+    Separate processes (forkserver: the ``preload`` imports are paid once) wait at the ``start``
+    barrier and each writes its result as JSON to the path ``out``. Every one must exit cleanly.
+    """
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(list(preload))
+    start = ctx.Barrier(len(jobs))
+    folder.mkdir(parents=True, exist_ok=True)
+    outs = [folder / f"racer-{i}.json" for i in range(len(jobs))]
+    procs = [
+        ctx.Process(target=target, args=(*job, start, str(out))) for job, out in zip(jobs, outs, strict=True)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=timeout)
+        if proc.is_alive():
+            proc.kill()
+    assert [proc.exitcode for proc in procs] == [0] * len(procs)
+    return [json.loads(out.read_text()) for out in outs]

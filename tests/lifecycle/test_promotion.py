@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow import MlflowClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from tasks.gates import (
     NoChampion,
@@ -26,9 +29,11 @@ from tasks.gates import (
 )
 from tasks.models.spec import ChangeThreshold, PromotionPolicy, ValueThreshold
 from tasks.registry import UnapprovedModel, load_approved
-from tasks.registry.tags import SHA_TAG
+from tasks.registry.tags import CHAMPION, SHA_TAG
+from tasks.registry.writes import alias_version
+from tasks.schema import model_champions
 from tests.lifecycle.conftest import Store
-from tests.lifecycle.helpers import ev, passing_report, versions
+from tests.lifecycle.helpers import ev, passing_report, race_processes, versions
 
 POLICY = PromotionPolicy(
     value_thresholds=(ValueThreshold("auc", lower=0.6),),
@@ -282,3 +287,145 @@ def test_checksum_tag_rewritten_after_promotion_is_not_trusted(
     client.set_model_version_tag(model_name, str(v1), SHA_TAG, "0" * 64)  # the tag now disagrees
     # The artifact is checked against the warehouse's record, so a rewritten tag changes nothing.
     assert load_approved(mlflow_store.uri, model_name, warehouse=engine).sha256 == recorded != "0" * 64
+
+
+def _promote_racer(
+    warehouse_url: str, uri: str, name: str, report: dict[str, Any], start: Any, out: str
+) -> None:
+    """A promoting process: judge-and-promote one version like train-model's last steps, started
+    together with the others; writes what happened and every warning or error it logged."""
+    from tasks.db import make_engine
+    from tasks.gates import GateReport
+    from tasks.settings import apply_process_defaults
+
+    apply_process_defaults()
+    logged: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+            if record.exc_info and record.exc_info[1] is not None:
+                logged.append(repr(record.exc_info[1]))
+
+    logging.getLogger().addHandler(Keep(logging.WARNING))
+    gate = GateReport.from_dict(report)
+    version = gate.candidate_version
+    assert version is not None
+    engine = make_engine(warehouse_url)
+    client = MlflowClient(tracking_uri=uri)
+    current_champion(engine, name)  # connect to both stores before the start line
+    client.get_registered_model(name)
+    start.wait(timeout=300)
+    began = time.monotonic()
+    outcome: dict[str, Any]
+    try:
+        record_gate_verdict(client, gate)  # what the gate step records, passed or failed
+        result = promote(
+            engine,
+            client,
+            name,
+            candidate_version=version,
+            expected_champion=gate.champion_version,
+            report=gate,
+            actor="racer",
+            flow_run_id=f"racer-{version}",
+            reason=f"race v{version}",
+        )
+        outcome = {
+            "promoted": result.promoted,
+            "lost_race": result.lost_race,
+            "current": result.current_champion,
+            "alias_moved": result.alias_moved,
+        }
+    except PromotionError as exc:
+        outcome = {"refused": str(exc)}
+    except Exception as exc:  # e.g. "database is locked" or a unique violation: fails the test
+        outcome = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+    finally:
+        engine.dispose()
+    outcome |= {"version": version, "logged": logged, "span": [began, time.monotonic()]}
+    Path(out).write_text(json.dumps(outcome))
+
+
+@pytest.fixture
+def race_store(db_url: str, request: pytest.FixtureRequest) -> Store:
+    """The tracking store beside the warehouse: SQLite with SQLite, PostgreSQL with PostgreSQL."""
+    return request.getfixturevalue("mlflow_store" if db_url.startswith("sqlite") else "pg_store")
+
+
+def test_m3_racing_promotion_processes_with_a_failing_gate(
+    engine: Engine, db_url: str, race_store: Store, model_name: str, tmp_path: Path
+) -> None:
+    """M3 as separate processes: each round, racers promote different versions of one model at once,
+    one of them carrying a failed gate. The failed one is refused and never champion; exactly one
+    passing racer wins and the others lose the compare-and-set; the ledger holds one move per round,
+    chained, and the champion row and MLflow's @champion agree with it; nothing logs an error."""
+    racers, rounds = 4, 2  # round 1 inserts the champion row, round 2 updates it
+    client = MlflowClient(tracking_uri=race_store.uri)
+    pool = versions(client, race_store, model_name, racers * rounds)
+    champion: int | None = None
+    winners: list[int] = []
+    for round_ in range(rounds):
+        candidates = pool[round_ * racers : (round_ + 1) * racers]
+        failing, passing = candidates[0], candidates[1:]
+        failed_gate = evaluate_gate(
+            POLICY,
+            candidate=ev(auc=0.55),  # under the value threshold (0.6)
+            champion=None if champion is None else ev(auc=0.7),
+            baseline=ev(auc=0.5),
+            deltas={},
+            data_validated=True,
+            model=model_name,
+            candidate_version=failing,
+            champion_version=champion,
+        )
+        assert not failed_gate.passed
+        reports = [failed_gate.to_dict()] + [
+            passing_report(model_name, v, champion).to_dict() for v in passing
+        ]
+        jobs = [(db_url, race_store.uri, model_name, report) for report in reports]
+        results = race_processes(
+            _promote_racer, jobs, tmp_path / f"round-{round_}", preload=["mlflow", "tasks.gates"]
+        )
+        by_version = {r["version"]: r for r in results}
+        assert [r.get("error") for r in results] == [None] * racers, results
+        noise = [line for r in results for line in r["logged"]]
+        assert not [line for line in noise if line.startswith(("ERROR", "CRITICAL"))], noise
+        assert not [line for line in noise if "locked" in line or "unique" in line.lower()], noise
+        # They really raced: every racer was still in promote when the last one began.
+        assert max(r["span"][0] for r in results) < min(r["span"][1] for r in results)
+
+        refused = by_version[failing]
+        assert "gate failed" in refused.get("refused", ""), refused
+        won = [v for v in passing if by_version[v].get("promoted")]
+        assert len(won) == 1, results
+        winner = won[0]
+        assert by_version[winner]["alias_moved"]
+        for v in passing:
+            if v != winner:
+                assert by_version[v]["lost_race"] and by_version[v]["current"] == winner, by_version[v]
+        tags = client.get_model_version(model_name, str(failing)).tags
+        assert tags["gate_verdict"] == "failed" and "value_threshold" in tags["gate_reason"]
+        assert tags.get("gate") != "passed"
+        champion = winner
+        winners.append(winner)
+
+        rows = ledger(engine, model_name)
+        assert [r["to_version"] for r in rows] == winners  # one move per round, none lost
+        assert [r["from_version"] for r in rows] == [None, *winners[:-1]]
+        assert all(r["gate_verdict"] == "passed" and r["model_sha256"] for r in rows)
+        with engine.connect() as conn:
+            held = conn.execute(
+                select(model_champions.c.version, model_champions.c.ledger_id).where(
+                    model_champions.c.model_name == model_name
+                )
+            ).one()
+        assert (held.version, held.ledger_id) == (winner, rows[-1]["id"])
+        # Without a reconcile: the alias the winner moved already agrees with the database.
+        assert alias_version(client, model_name, CHAMPION) == winner == current_champion(engine, model_name)
+
+    failed_versions = {pool[r * racers] for r in range(rounds)}
+    assert not failed_versions & {r["to_version"] for r in ledger(engine, model_name)}
+    for version in failed_versions:
+        with pytest.raises(UnapprovedModel):  # never approved, so not loadable pinned either
+            load_approved(race_store.uri, model_name, version=version, warehouse=engine)

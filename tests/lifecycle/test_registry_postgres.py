@@ -1,6 +1,6 @@
 """MLflow's tracking store and registry on PostgreSQL, the production store.
 
-One PostgreSQL database per test module (created here, migrated by MLflow on first use, dropped
+One PostgreSQL database per test module (``pg_store``, migrated by MLflow on first use, dropped
 after) holds the runs and logged models of tiny real models. The project's own functions register
 versions in it, promote them by compare-and-set, roll back and load the approved model; processes
 registering versions of one model at the same moment end with every version there, numbered
@@ -10,14 +10,10 @@ distinctly, and no error; identical registrations racing leave one version.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from mlflow import MlflowClient
 from sqlalchemy import Engine, create_engine, make_url, text
 
@@ -28,37 +24,11 @@ from tasks.registry.consumer import show
 from tasks.registry.register import model_versions
 from tasks.registry.tags import CHALLENGER, CHAMPION, FINGERPRINT_TAG
 from tasks.settings import get_settings
-from tests.conftest import PG_URL
 from tests.lifecycle.conftest import Store
-from tests.lifecycle.helpers import log_tiny_model, passing_report, promote_passing, training_data
+from tests.lifecycle.helpers import passing_report, promote_passing, race_processes, training_data
 
 PROCESSES = 4
 EACH = 3
-
-
-@pytest.fixture(scope="module")
-def pg_store(tmp_path_factory: pytest.TempPathFactory, pg_available: bool) -> Iterator[Store]:
-    """A tracking store and registry in a PostgreSQL database of its own, with runs a and b logged."""
-    if not pg_available:
-        pytest.skip("PostgreSQL cases skipped (LIVEYIELD_SKIP_PG=1)")
-    database = f"mlflow_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{database}"'))
-    try:
-        uri = make_url(PG_URL).set(database=database).render_as_string(hide_password=False)
-        root = tmp_path_factory.mktemp("mlflow-pg")
-        client = MlflowClient(tracking_uri=uri)  # MLflow creates its tables on first use
-        experiment_id = client.create_experiment("lifecycle", artifact_location=str(root / "artifacts"))
-        runs = {
-            "a": log_tiny_model(uri, experiment_id, seed=1),
-            "b": log_tiny_model(uri, experiment_id, seed=2),
-        }
-        yield Store(uri, root, experiment_id, runs)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{database}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_the_store_is_postgresql(pg_store: Store) -> None:
@@ -146,22 +116,8 @@ def _register(uri: str, name: str, run_id: str, prefix: str, count: int, start: 
 
 def _race(store: Store, name: str, prefixes: list[str], count: int, folder: Path) -> list[dict[str, Any]]:
     """Run one registrant process per prefix, started together; their results."""
-    ctx = mp.get_context("forkserver")  # separate processes, the imports paid once
-    ctx.set_forkserver_preload(["mlflow", "tasks.registry"])
-    start = ctx.Barrier(len(prefixes))
-    outs = [folder / f"registrant-{i}.json" for i in range(len(prefixes))]
-    procs = [
-        ctx.Process(target=_register, args=(store.uri, name, store.runs["a"], prefix, count, start, str(out)))
-        for prefix, out in zip(prefixes, outs, strict=True)
-    ]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(timeout=300)
-        if proc.is_alive():
-            proc.kill()
-    assert [proc.exitcode for proc in procs] == [0] * len(procs)
-    return [json.loads(out.read_text()) for out in outs]
+    jobs = [(store.uri, name, store.runs["a"], prefix, count) for prefix in prefixes]
+    return race_processes(_register, jobs, folder, preload=["mlflow", "tasks.registry"])
 
 
 def test_concurrent_registrations_get_distinct_versions(

@@ -3,7 +3,10 @@
 Two secrets are read from the environment: the database password inside LIVEYIELD_DB_URL
 (PostgreSQL with trust authentication accepts any password, so a random one works) and the
 pseudonymisation key LIVEYIELD_PSEUDONYM_KEY. The whole path runs with them: simulate and
-ingest through the gate (Data Docs), build features, train, register, gate and promote.
+ingest through the gate (Data Docs), build features, train, register, gate and promote. Failed
+runs are part of the path too: the same URL, password included (in the user part, then as a
+``password`` query parameter), naming a database that does not exist, fails a real connection;
+their state messages, logs and tracebacks are searched.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import dataclasses
 import datetime as dt
 import json
 import secrets
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,62 +27,15 @@ from flows.models import train_model
 from tasks.models import catalog
 from tasks.models.families.ad_impressions import CVR_FEATURES
 from tasks.models.spec import PromotionPolicy, ValueThreshold
-from tasks.settings import Settings, get_settings
+from tasks.settings import Settings, get_settings, redact_url
 from tests.models.warehouse import START
+from tests.scan import files_under, leaks, prefect_records
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 DAYS = 10
 AS_OF = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
 LENIENT = PromotionPolicy(value_thresholds=(ValueThreshold("auc", lower=0.5),))
-
-
-def leaks(secret: str, texts: Iterable[tuple[str, str | bytes]]) -> list[str]:
-    """The names of the texts (or files) that contain the secret."""
-    needle = secret.encode()
-    return [name for name, text in texts if needle in (text if isinstance(text, bytes) else text.encode())]
-
-
-def files_under(*roots: Path) -> list[tuple[str, bytes]]:
-    """Every file below the roots (or the root itself, when a file), as (path, bytes)."""
-    paths = [p for root in roots for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()]
-    return [(str(p), p.read_bytes()) for p in paths]
-
-
-def prefect_records(since: dt.datetime) -> list[tuple[str, str]]:
-    """Parameters, logs and artifacts of every flow run that started after ``since``."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        FlowRunFilter,
-        FlowRunFilterStartTime,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-
-    out: list[tuple[str, str]] = []
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),  # type: ignore[arg-type]
-            limit=200,
-        )
-        ids = [run.id for run in runs]
-        assert ids, "no flow runs recorded"
-        for run in runs:
-            out.append((f"parameters of {run.name}", json.dumps(run.parameters, default=str)))
-            out.append((f"state of {run.name}", str(run.state)))
-        offset = 0
-        while batch := client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200, offset=offset
-        ):
-            out += [(f"log {log.name}", log.message) for log in batch]
-            offset += len(batch)
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
-        )
-        out += [(f"artifact {a.key}", f"{a.description} {a.data}") for a in artifacts]
-    return out
 
 
 def mlflow_records(settings: Settings) -> list[tuple[str, str]]:
@@ -99,6 +54,7 @@ def mlflow_records(settings: Settings) -> list[tuple[str, str]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # a password needs a server
 def test_s3_secrets_from_the_environment_appear_nowhere(
     db_url: str,
@@ -107,6 +63,7 @@ def test_s3_secrets_from_the_environment_appear_nowhere(
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
+    """S3: the password and the pseudonym key appear in no output of a successful or a failed run."""
     password, key = secrets.token_hex(16), secrets.token_hex(16)
     url = make_url(db_url).set(password=password).render_as_string(hide_password=False)
     monkeypatch.setenv("LIVEYIELD_DB_URL", url)
@@ -124,10 +81,27 @@ def test_s3_secrets_from_the_environment_appear_nowhere(
     build_features(start=START - dt.timedelta(days=2), end=AS_OF.date(), views=views, validate_first=False)
     result = train_model("ad_ctr", as_of=AS_OF, build=False)
     assert result.promoted
+    # Failed runs with the secret in their URL: a real connection to a database that does not
+    # exist, the password once in the user part and once as a libpq ``password`` query
+    # parameter. --debug puts the traceback on the console as well as in the run's logs.
+    missing = f"missing_{secrets.token_hex(4)}"
+    in_user_part = make_url(url).set(database=missing)
+    in_query = in_user_part.set(password=None).update_query_dict({"password": password})
+    for broken in (in_user_part, in_query):
+        monkeypatch.setenv("LIVEYIELD_DB_URL", broken.render_as_string(hide_password=False))
+        assert password in get_settings().db_url
+        assert main(["--debug", "validate"]) == 1
+    monkeypatch.setenv("LIVEYIELD_DB_URL", url)
     captured = capfd.readouterr()
+    assert captured.err.count("Traceback") >= 2 and "does not exist" in captured.err  # the failures are real
 
     texts: list[tuple[str, Any]] = [("stdout", captured.out), ("stderr", captured.err)]
     texts += prefect_records(since)
+    failed = [body for name, body in texts if name.startswith("state of") and "FAILED" in name]
+    assert any(missing in body for body in failed), "no failed run state was searched"
+    assert any(name.startswith("log ") and "Traceback" in body and missing in body for name, body in texts), (
+        "no failed run's traceback was searched"
+    )
     texts += mlflow_records(live)
     # The MLflow store itself, its artifacts (model, plots, holdout, gate report), Data Docs,
     # the landing zone: everything the run wrote to disk.
@@ -137,3 +111,20 @@ def test_s3_secrets_from_the_environment_appear_nowhere(
         assert any(kind in name for name, _ in texts), f"nothing searched: {kind}"
     for secret in (password, key):
         assert leaks(secret, texts) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://app:s3cret@db:5432/wh", "postgresql+psycopg://app:***@db:5432/wh"),
+        (
+            "postgresql+psycopg://app@db/wh?password=s3cret&sslmode=require",
+            "postgresql+psycopg://app@db/wh?password=***&sslmode=require",
+        ),
+        ("postgresql://app@db/wh?sslpassword=s3cret", "postgresql://app@db/wh?sslpassword=***"),
+        ("sqlite:///warehouse.db", "sqlite:///warehouse.db"),
+    ],
+)
+def test_s3_redacted_urls_hide_the_password_wherever_it_is_written(url: str, shown: str) -> None:
+    """S3: a URL shown in a message or a log hides a password given in its user part or its query."""
+    assert redact_url(url) == shown and redact_url(make_url(url)) == shown
