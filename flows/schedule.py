@@ -9,9 +9,10 @@ of tasks/dates.py with "now" read here, once.
 
 **Late runs do not pile up: the newest due run wins.** When the worker was down or busy, several
 runs of one deployment can be due at once (its schedule kept creating them). A run that starts
-while a newer run of the same deployment is already due (scheduled at or before now, and not
-cancelled, failed or crashed) completes at once with the message "superseded by …" and does
-nothing; the newest does the work. That is safe for every deployment of the platform because
+while a newer run of the same deployment with the same parameters is already due (scheduled at
+or before now, and not cancelled, failed or crashed) completes at once with the message
+"superseded by …" and does nothing; the newest does the work. A run with other parameters (a
+drift-triggered retraining for an as_of, a hand-made run) supersedes nothing. That is safe for every deployment of the platform because
 each one's work is cumulative: simulate-daily appends every missing day up to its own,
 ingest-validate loads every pending batch, build-features builds every missing partition,
 a retrain trains on everything up to its as_of, and a score set as of the newest time replaces the
@@ -110,9 +111,15 @@ def superseded_by() -> str | None:
                 ),
             ),
             sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-            limit=1,
+            limit=50,
         )
-    newer = [(r.name, r.expected_start_time) for r in due if r.expected_start_time is not None]
+    # Only a run of the same parameters stands in for this one: a triggered or hand-made run
+    # (another as_of, actor or reason) does other work and supersedes no scheduled run.
+    newer = [
+        (r.name, r.expected_start_time)
+        for r in due
+        if r.expected_start_time is not None and r.parameters == run.parameters
+    ]
     newer = [(name, when) for name, when in newer if when is not None and when > mine]
     if not newer:
         return None
