@@ -24,7 +24,7 @@ lint: venv ## ruff lint + format check, mypy
 	$(BIN)/mypy
 
 test: lint ## lint, then the default test suite (SQLite and PostgreSQL)
-	$(PYTEST) -m "not slow" -q
+	$(PYTEST) -m "not slow and not live" -q
 
 test-all: lint ## every test, the slow ones too
 	$(PYTEST) -q
@@ -32,8 +32,8 @@ test-all: lint ## every test, the slow ones too
 test-slow: venv ## the heavy cases `make test` leaves out, servers included (CI runs it)
 	$(PYTEST) -m slow -q
 
-test-servers: venv ## end to end on real Prefect and MLflow servers, worker and UIs (slow; in test-slow)
-	$(PYTEST) -m slow -q tests/ops/test_servers.py tests/ops/test_live_chain.py tests/ops/test_triggers.py
+test-servers: venv ## end to end on real Prefect and MLflow servers, worker and UIs, and the three-day live chain (test-slow runs all but the live chain)
+	$(PYTEST) -m "slow or live" -q tests/ops/test_servers.py tests/ops/test_live_chain.py tests/ops/test_triggers.py
 
 bench: venv ## benchmarks; figures go to tests/benchmarks/RESULTS.md
 	$(BIN)/python -m tests.benchmarks.run_all

@@ -9,12 +9,12 @@ of tasks/dates.py with "now" read here, once.
 
 **Late runs do not pile up: the newest due run wins.** When the worker was down or busy, several
 runs of one deployment can be due at once (its schedule kept creating them). A run that starts
-while a newer run of the same deployment with the same parameters is already due (scheduled at
-or before now, and not cancelled, failed or crashed) completes at once with the message
-"superseded by …" and does nothing; the newest does the work. A run with other parameters (a
-drift-triggered retraining for an as_of, a hand-made run) supersedes nothing. That is safe for every deployment of the platform because
-each one's work is cumulative: simulate-daily appends every missing day up to its own,
-ingest-validate loads every pending batch, build-features builds every missing partition,
+while a newer run of the same deployment with the same parameters is already due (scheduled at or
+before now, and not cancelled, failed or crashed) completes at once with the message "superseded
+by …" and does nothing; the newest does the work. A run with other parameters (a drift-triggered
+retraining for an as_of, a hand-made run) supersedes nothing. That is safe for every deployment of
+the platform because each one's work is cumulative: simulate-daily appends every missing day up to
+its own, ingest-validate loads every pending batch, build-features builds every missing partition,
 a retrain trains on everything up to its as_of, and a score set as of the newest time replaces the
 older ones (readers take the latest published set). Together with each deployment's concurrency
 limit of one (later runs wait, never run beside it), a worker that comes back after three days
