@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest
+# `make test` spreads test files over this many processes (each module's fixtures stay on one worker).
+TEST_WORKERS ?= 2
 
 .PHONY: venv demo test test-all test-slow test-servers lint format bench doctor serve stop clean
 
@@ -24,7 +26,7 @@ lint: venv ## ruff lint + format check, mypy
 	$(BIN)/mypy
 
 test: lint ## lint, then the default test suite (SQLite and PostgreSQL)
-	$(PYTEST) -m "not slow and not live" -q
+	$(PYTEST) -m "not slow and not live" -n $(TEST_WORKERS) --dist loadfile -q
 
 test-all: lint ## every test, the slow ones too
 	$(PYTEST) -q
