@@ -47,6 +47,7 @@ def _ship(engine: Engine, model: str, version: int, rows: int, as_of: int) -> st
 def test_readers_see_only_whole_sets_and_no_errors_while_sets_are_published(
     engine: Engine, db_url: str, client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
 ) -> None:
+    """L1: readers of current_scores and load_approved while score sets are written and published."""
     (v1,) = versions(client, mlflow_store, model_name, 1)
     promote_passing(engine, client, model_name, v1, None, created_ts=1)
     # Distinct sizes: a set cut short, or two sets mixed, is never the size of a published one.

@@ -154,6 +154,8 @@ def _sessions_per_day(stack: Stack) -> dict[dt.date, int]:
 
 
 def test_three_days_of_schedules_complete(stack: Stack) -> None:
+    """O1: the served demo platform for three consecutive simulated days: every run Completed,
+    each day's scores published once."""
     # Day zero: the pipeline as its deployment runs it at the end of the simulated month.
     end = dt.datetime.combine(START + dt.timedelta(days=DAYS), dt.time(), dt.UTC)
     state, message, _ = _run(stack, "pipeline/pipeline-on-demand", end, PIPELINE_TIMEOUT_S)

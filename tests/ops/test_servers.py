@@ -402,7 +402,7 @@ def test_uis_list_deployments_schedules_and_the_champion(stack: Stack) -> None:
 
 
 def test_apis_refuse_requests_without_credentials(stack: Stack) -> None:
-    """Both APIs answer 401 to no credentials and to wrong ones, and serve the right ones."""
+    """S5: both APIs answer 401 to no credentials and to wrong ones, and serve the right ones."""
     deployments = f"{stack.api}/deployments/filter"
     assert httpx.post(deployments, json={}).status_code == 401
     assert httpx.post(deployments, json={}, auth=(stack.prefect_auth[0], "wrong")).status_code == 401
@@ -420,7 +420,7 @@ def test_apis_refuse_requests_without_credentials(stack: Stack) -> None:
 
 
 def test_an_approval_needs_credentials(stack: Stack) -> None:
-    """A paused run (what an approval answers) cannot be resumed without the API's credentials."""
+    """S5: a paused run (what an approval answers) cannot be resumed without the API's credentials."""
     auth = stack.prefect_auth
     flow = httpx.post(f"{stack.api}/flows/", json={"name": "approval-probe"}, auth=auth)
     paused = {"type": "PAUSED", "name": "Paused", "state_details": {"pause_timeout": "2099-01-01T00:00:00Z"}}
