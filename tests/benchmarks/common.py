@@ -45,6 +45,8 @@ SECTION_ORDER = [
     "recs_scale",
     "segments_retail",
     "load",
+    "monitoring",
+    "live_chain",
 ]
 # Load average when this benchmark process started (imported at start): other users share the cores.
 START_LOADAVG = os.getloadavg()

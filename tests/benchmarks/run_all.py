@@ -31,6 +31,7 @@ BENCHMARKS = [
     "bench_segments_retail",
     "bench_monitoring",
     "bench_load",
+    "bench_live_chain",
 ]
 
 
