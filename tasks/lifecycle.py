@@ -208,7 +208,9 @@ def gate(settings: Settings, engine: Engine, model: str, version: int, run_id: s
     own_frame, own_y, own_pred = frame[own].reset_index(drop=True), y[own], pred[own].reset_index(drop=True)
     champion_eval: Evaluation | None = None
     champion_pred: pd.DataFrame | None = None
-    if champion_version is not None and champion_version != version:
+    # On an empty holdout there is nothing to re-score the champion on: the size check below
+    # fails the gate, and the verdict is recorded as any other.
+    if champion_version is not None and champion_version != version and not frame.empty:
         resolve_champion(engine, client, spec.name)  # re-point a drifted MLflow alias first
         champion = load_approved(
             settings.mlflow_tracking_uri, spec.name, version=champion_version, warehouse=engine

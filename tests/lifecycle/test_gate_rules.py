@@ -1,4 +1,7 @@
-"""Gate semantics (architecture §6), pure: no database, no MLflow."""
+"""Gate semantics (architecture §6), pure: no database, no MLflow.
+
+M1 and M2 through the real evaluation, lifecycle.gate, a warehouse and MLflow:
+tests/lifecycle/test_platform_gate.py."""
 
 from __future__ import annotations
 

@@ -58,6 +58,9 @@ def test_promotion_records_checksum_verdict_and_report_digest(
 def test_tampered_tags_are_not_trusted(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
+    """S6: someone with registry access rewrites the champion's checksum tag, and tags another
+    version's gate verdict "passed" and points @champion at it: the consumer loader goes by the
+    warehouse ledger's record, loads the recorded champion and refuses the tag-approved version."""
     v1, sha1, _ = fresh_version(client, mlflow_store, model_name, seed=22)
     v2, sha2, _ = fresh_version(client, mlflow_store, model_name, seed=23)
     promote_passing(engine, client, model_name, v1, None)
@@ -78,6 +81,8 @@ def test_tampered_tags_are_not_trusted(
 def test_tampered_artifact_is_refused_naming_both_digests(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str, tmp_path: Path
 ) -> None:
+    """S6: the champion's artifact is replaced and its checksum tag rewritten to match: the loader
+    checks the download against the warehouse ledger's record and refuses, naming both digests."""
     v1, sha1, location = fresh_version(client, mlflow_store, model_name, seed=24)
     promote_passing(engine, client, model_name, v1, None)
     # Overwrite the pickle under the artifact root with another valid model, and the tag to match.

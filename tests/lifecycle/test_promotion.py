@@ -251,6 +251,7 @@ def test_reconcile_repairs_the_alias_from_the_database(
 def test_m4_alias_moves_during_scoring_run(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
+    """M4 with scoring done by hand; through lifecycle.score: tests/lifecycle/test_platform_gate.py."""
     import numpy as np
     import pandas as pd
 
@@ -281,6 +282,7 @@ def test_m4_alias_moves_during_scoring_run(
 def test_checksum_tag_rewritten_after_promotion_is_not_trusted(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
+    """S6: a rewritten checksum tag changes nothing: loads check the warehouse ledger's record."""
     (v1,) = versions(client, mlflow_store, model_name, 1)
     do_promote(engine, client, model_name, v1, None, 1)
     recorded = ledger(engine, model_name)[0]["model_sha256"]

@@ -57,6 +57,7 @@ def _versions_read(engine: Engine, model: str) -> set[int]:
 def test_set_of_a_champion_that_moved_is_not_published(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
+    """M4: a set scored with v1 while v2 was promoted is kept but not published; v2's set is."""
     v1, v2 = versions(client, mlflow_store, model_name, 2)
     promote_passing(engine, client, model_name, v1, None, created_ts=1)
     first = _scored(engine, model_name, v1, 100)
@@ -106,6 +107,9 @@ def test_set_older_than_the_published_one_is_not_published(
 def test_rollback_republishes_the_restored_champions_latest_set(
     engine: Engine, client: MlflowClient, mlflow_store: Store, model_name: str
 ) -> None:
+    """M5: a v2 scoring run still under way when v2 is rolled back finishes after the rollback: its
+    set is not published over the restored champion's republished one, which consumers read.
+    (Through lifecycle.score on a trained platform: tests/lifecycle/test_platform_gate.py.)"""
     v1, v2 = versions(client, mlflow_store, model_name, 2)
     promote_passing(engine, client, model_name, v1, None, created_ts=1)
     assert publish(engine, model_name, _scored(engine, model_name, v1, 100), published_ts=101).published
