@@ -217,6 +217,9 @@ def _state(api: str, flow_run_id: uuid.UUID) -> Any:
 
 
 def test_a_run_whose_worker_is_killed_is_marked_crashed(stack: Stack) -> None:
+    """R9: the worker and its flow run's process SIGKILLed mid-run: the run is marked Crashed by the
+    zombie automation within its window, not left Running (the rerun's checksums equal a clean
+    run's: tests/integration/test_reruns.py)."""
     from tasks.ops import remote
 
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
