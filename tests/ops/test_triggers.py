@@ -128,6 +128,9 @@ def _wait(what: str, probe: Any, timeout_s: float, every_s: float = 2.0) -> Any:
 
 
 def test_drift_event_starts_one_retraining_that_goes_through_the_gate(stack: Stack) -> None:
+    """O2, the retraining half: a drift event (planted here by editing feature rows) starts one
+    retraining through the deployment's trigger, and it goes through the gate. The other half, the
+    simulator's planted shift of interests found by monitoring, is tests/monitoring/test_planted_shift.py."""
     from mlflow.tracking import MlflowClient
 
     from tasks.ops import remote
