@@ -269,7 +269,8 @@ def _quote(conn: Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
 
 
-def _normalise(value: Any) -> str:
+def normalise_value(value: Any) -> str:
+    """One column value as checksum text: floats to nine decimals, dates and times in ISO form."""
     if value is None:
         return "\\N"
     if isinstance(value, float):
@@ -286,6 +287,6 @@ def table_checksum(conn: Connection, table: Table, where: Any = None) -> str:
         query = query.where(where)
     digest = hashlib.sha256()
     for row in conn.execute(query):
-        digest.update("\x1f".join(_normalise(v) for v in row).encode())
+        digest.update("\x1f".join(normalise_value(v) for v in row).encode())
         digest.update(b"\n")
     return digest.hexdigest()

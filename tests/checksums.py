@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, Table, inspect, select
+
+from tasks.db import normalise_value
 
 VOLATILE_COLUMNS: dict[str, str] = {
     # Identities minted per run: another run that stores exactly the same rows has its own.
@@ -52,22 +53,11 @@ SAME_DATABASE = frozenset(VOLATILE_COLUMNS)
 CROSS_DATABASE = frozenset(VOLATILE_COLUMNS) | frozenset(ACROSS_DATABASES)
 
 
-def _normalise(value: Any) -> str:
-    """As ``tasks.db.table_checksum``: floats to nine decimals, dates and times in ISO form."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, float):
-        return repr(round(value, 9))
-    if hasattr(value, "isoformat"):
-        return str(value.isoformat())
-    return str(value)
-
-
 def _rows(conn: Connection, name: str, volatile: frozenset[str]) -> Counter[bytes]:
     table = Table(name, MetaData(), autoload_with=conn)
     columns = [c for c in table.columns if c.name not in volatile]
     return Counter(
-        hashlib.sha256("\x1f".join(_normalise(v) for v in row).encode()).digest()
+        hashlib.sha256("\x1f".join(normalise_value(v) for v in row).encode()).digest()
         for row in conn.execute(select(*columns))
     )
 

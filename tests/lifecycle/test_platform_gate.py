@@ -42,24 +42,19 @@ from sqlalchemy import Engine, event, select, update
 from flows.cli import main
 from tasks import lifecycle
 from tasks.db import make_engine
-from tasks.featurestore import materialize_views
 from tasks.gates import GateReport, current_champion, ledger, resolve_champion
-from tasks.ingest import ingest_table
 from tasks.models import catalog
 from tasks.models.spec import ChangeThreshold, ModelSpec, PromotionPolicy, ValueThreshold
 from tasks.models.tracking import HOLDOUT_ARTIFACT, load_holdout
-from tasks.monitoring.run import model_views
 from tasks.registry import UnapprovedModel, load_approved
 from tasks.registry.tags import CHAMPION, GATE_TAG
 from tasks.registry.writes import alias_version
 from tasks.schema import scores
 from tasks.scoring import publication, published_score_set, read_current_scores, score_set_status
 from tasks.settings import Settings
-from tasks.simulate import SimConfig
-from tasks.simulate.run import run_simulation
 from tasks.warehouse import raw_table
 from tests.conftest import BACKENDS
-from tests.models.warehouse import CREATED_TS, START, fresh_warehouse
+from tests.models.warehouse import START, build_model_warehouse, fresh_warehouse
 
 # The module's platform is built and its five runs trained once per backend: 20-70 s of setup.
 pytestmark = pytest.mark.slow
@@ -122,18 +117,6 @@ class Platform:
     runs: dict[str, str]
 
 
-def _build(settings: Settings, engine: Engine) -> None:
-    """1,500 users over ten days with what ad_ctr reads: its label tables, its views and their sources."""
-    config = dataclasses.replace(
-        SimConfig(users=1500, streamers=15, days=DAYS, seed=5, start=START), pseudonym_key=b"test-key"
-    )
-    run_simulation(settings, engine, config)
-    views = model_views(BASE)
-    for table in sorted({*BASE.label_sources, *(s for v in views for s in v.sources)}):
-        ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + 86_400)
-    materialize_views(engine, views, created_ts=CREATED_TS, start=START - 2 * DAY, end=AS_OF.date() - DAY)
-
-
 def _train(platform: Platform, env: pytest.MonkeyPatch, recipe: dict[str, Any]) -> str:
     env.setitem(catalog.MODELS, "ad_ctr", dataclasses.replace(BASE, **recipe))
     trained = lifecycle.train_candidate(
@@ -172,7 +155,7 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     with fresh_warehouse(request.param, home) as backend, pytest.MonkeyPatch.context() as env:
         for key, value in backend.env.items():
             env.setenv(key, value)
-        _build(backend.settings, backend.engine)
+        build_model_warehouse(backend.settings, backend.engine, BASE, users=1500, days=DAYS)
         built = Platform(backend.engine, backend.settings, {})
         for name, recipe in RECIPES.items():
             built.runs[name] = _train(built, env, recipe)

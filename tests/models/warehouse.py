@@ -19,6 +19,7 @@ from tasks.db import make_engine
 from tasks.featurestore import FEATURE_VIEWS, materialize_views
 from tasks.ingest import ingest_table
 from tasks.models.families.ad_impressions import CVR_FEATURES as MODEL_REFS
+from tasks.models.spec import ModelSpec
 from tasks.schema import RAW_TABLES
 from tasks.settings import Settings, get_settings
 from tasks.simulate import SimConfig
@@ -96,5 +97,31 @@ def build_warehouse(
     last = start + dt.timedelta(days=days - 1)
     first = start - dt.timedelta(days=2)  # covers the longest TTL (2 days) at the first event
     views = [FEATURE_VIEWS[name] for name in sorted({ref.split(":")[0] for ref in refs})]
+    materialize_views(engine, views, created_ts=CREATED_TS, start=first, end=last)
+    return config
+
+
+def build_model_warehouse(
+    settings: Settings,
+    engine: Engine,
+    spec: ModelSpec,
+    *,
+    users: int,
+    days: int,
+    streamers: int = 15,
+    seed: int = 5,
+) -> SimConfig:
+    """Simulate ``days`` from START, ingest only what ``spec`` reads (its label tables and its views'
+    sources) and materialise its views through the last simulated day; returns the config."""
+    from tasks.monitoring.run import model_views
+
+    config = SimConfig(users=users, streamers=streamers, days=days, seed=seed, start=START)
+    config = dataclasses.replace(config, pseudonym_key=b"test-key")
+    run_simulation(settings, engine, config)
+    views = model_views(spec)
+    for table in sorted({*spec.label_sources, *(s for v in views for s in v.sources)}):
+        ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + 86_400)
+    first = START - dt.timedelta(days=2)  # covers the longest TTL (2 days) at the first event
+    last = START + dt.timedelta(days=days - 1)
     materialize_views(engine, views, created_ts=CREATED_TS, start=first, end=last)
     return config

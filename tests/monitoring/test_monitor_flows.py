@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,22 +19,19 @@ from sqlalchemy import Connection, Engine, delete, func, select, update
 from flows.cli import main
 from tasks.dates import floor_to_day
 from tasks.db import write_tx
-from tasks.featurestore import FEATURE_VIEWS, feature_table, materialize_views
-from tasks.ingest import ingest_table
+from tasks.featurestore import FEATURE_VIEWS, feature_table
 from tasks.models import catalog
 from tasks.models.scoring_frame import StaleFeatures
 from tasks.models.spec import LabelWindow, ModelSpec, PromotionPolicy, ValueThreshold
 from tasks.monitoring import DriftPolicy, events, latest_checks
 from tasks.monitoring.reference import load_reference
-from tasks.monitoring.run import Finding, MonitorResult, findings, model_views, realised_rows
+from tasks.monitoring.run import Finding, MonitorResult, findings, realised_rows
 from tasks.monitoring.store import CheckRow
 from tasks.schema import monitoring_checks, published_scores
 from tasks.settings import Settings
-from tasks.simulate import SimConfig
-from tasks.simulate.run import run_simulation
 from tasks.warehouse import raw_table, validated_dates
 from tests.conftest import BACKENDS
-from tests.models.warehouse import CREATED_TS, START, fresh_warehouse
+from tests.models.warehouse import START, build_model_warehouse, fresh_warehouse
 from tests.monitoring.test_events import model_events
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -58,20 +54,6 @@ class Platform:
     started: dt.datetime  # before the platform's first promotion (events since then are its own)
 
 
-def _build(settings: Settings, engine: Engine) -> None:
-    """A 200-user week with only what ad_ctr reads: its label tables, its views and their sources."""
-    spec = catalog.get_spec("ad_ctr")
-    config = dataclasses.replace(
-        SimConfig(users=200, streamers=15, days=DAYS, seed=5, start=START), pseudonym_key=b"test-key"
-    )
-    run_simulation(settings, engine, config)
-    views = model_views(spec)
-    for table in sorted({*spec.label_sources, *(s for v in views for s in v.sources)}):
-        ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + 86_400)
-    first, last = START - 2 * DAY, START + (DAYS - 1) * DAY
-    materialize_views(engine, views, created_ts=CREATED_TS, start=first, end=last)
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """A small simulated warehouse with ad_ctr's features, settings of its own in the environment,
@@ -83,7 +65,9 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     with fresh_warehouse(request.param, home) as backend, pytest.MonkeyPatch.context() as env:
         for key, value in backend.env.items():
             env.setenv(key, value)
-        _build(backend.settings, backend.engine)
+        build_model_warehouse(
+            backend.settings, backend.engine, catalog.get_spec("ad_ctr"), users=200, days=DAYS
+        )
         spec = catalog.MODELS["ad_ctr"]
         env.setitem(catalog.MODELS, "ad_ctr", dataclasses.replace(spec, policy=LENIENT, params=SMALL))
         from flows.monitor import monitor_model

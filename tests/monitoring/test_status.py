@@ -14,16 +14,14 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from sqlalchemy import Connection, Engine, func, select, update
 
 from flows.cli import main
-from tasks.featurestore import FEATURE_VIEWS, feature_table, materialize_views
+from tasks.featurestore import FEATURE_VIEWS, feature_table
 from tasks.gates import current_champion, ledger
-from tasks.ingest import ingest_table
 from tasks.models import catalog
 from tasks.models.spec import LabelWindow, PromotionPolicy, ValueThreshold
 from tasks.monitoring import DriftPolicy, latest_checks
@@ -32,11 +30,9 @@ from tasks.ops.servers import free_port
 from tasks.ops.status import NONE, NOT_SERVED, StatusReport, cells, collect, next_runs
 from tasks.schema import score_sets
 from tasks.settings import Settings
-from tasks.simulate import SimConfig
-from tasks.simulate.run import run_simulation
 from tasks.warehouse import raw_table, validated_dates
 from tests.conftest import BACKENDS
-from tests.models.warehouse import CREATED_TS, START, fresh_warehouse
+from tests.models.warehouse import START, build_model_warehouse, fresh_warehouse
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -56,21 +52,6 @@ class Platform:
     settings: Settings
 
 
-def _build(settings: Settings, engine: Engine) -> None:
-    """A 200-user week with only what ad_ctr reads: its label tables, its views and their sources."""
-    spec = catalog.get_spec("ad_ctr")
-    config = dataclasses.replace(
-        SimConfig(users=200, streamers=15, days=DAYS, seed=5, start=START), pseudonym_key=b"test-key"
-    )
-    run_simulation(settings, engine, config)
-    views = model_views(spec)
-    for table in sorted({*spec.label_sources, *(s for v in views for s in v.sources)}):
-        ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + 86_400)
-    materialize_views(
-        engine, views, created_ts=CREATED_TS, start=START - 2 * DAY, end=START + (DAYS - 1) * DAY
-    )
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """ad_ctr's data of a small simulated week, nothing trained; ad_ctr with fewer trees and a
@@ -80,7 +61,9 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         for key, value in backend.env.items():
             env.setenv(key, value)
         env.delenv("PREFECT_API_URL", raising=False)
-        _build(backend.settings, backend.engine)
+        build_model_warehouse(
+            backend.settings, backend.engine, catalog.get_spec("ad_ctr"), users=200, days=DAYS
+        )
         spec = catalog.MODELS["ad_ctr"]
         env.setitem(catalog.MODELS, "ad_ctr", dataclasses.replace(spec, policy=LENIENT, params=SMALL))
         yield Platform(backend.engine, backend.settings)
