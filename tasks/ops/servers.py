@@ -503,13 +503,19 @@ def _tail(path: str | Path, lines: int = 15) -> str:
 
 def _write_mlflow_auth_config(plan: StackPlan) -> None:
     """The MLflow auth app's settings: users in a SQLite store under run/, no default access
-    for anyone but the admin (whose name and password come from the environment)."""
+    for anyone but the admin (whose name and password come from the environment).
+
+    A checked credential is cached for a minute: the app otherwise runs its PBKDF2 password hash
+    on every request, which made the served MLflow server one of the busiest processes of a
+    training run. The stack has one server worker and one user whose password only `liveyield
+    serve` sets, so the cache can never accept a credential that is no longer valid."""
     plan.mlflow_auth_config.write_text(
         "[mlflow]\n"
         "default_permission = NO_PERMISSIONS\n"
         f"database_uri = sqlite:///{plan.mlflow_auth_db}\n"
         f"admin_username = {STACK_USER}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"
     )
 
 
