@@ -82,8 +82,12 @@ def features_get(
         typer.Option(help="Comma-separated refs (see `features list`), e.g. user_watch:watch_minutes_7d."),
     ],
     out: Annotated[Path, typer.Option(help="Output file: .csv or .parquet.")],
-    no_backfill_leak: Annotated[
-        bool, typer.Option(help="Ignore feature rows created after each event (created_ts <= event_ts).")
+    latest_known: Annotated[
+        bool,
+        typer.Option(
+            help="Read what the store holds now, late rows included, rather than what was known "
+            "at each event (created_ts <= event_ts); not for training."
+        ),
     ] = False,
 ) -> None:
     """Export a point-in-time-correct training set for the given entity rows."""
@@ -93,6 +97,6 @@ def features_get(
         entities,
         [f.strip() for f in features.split(",") if f.strip()],
         out,
-        created_before_event=no_backfill_leak,
+        created_before_event=not latest_known,
     )
     render.console.print(f"wrote {rows:,} rows to {out}")

@@ -7,6 +7,11 @@ and one feature table per view version (``fs_<view>__<version8>``) — are creat
 on first use (``metadata.create_all`` of exactly those tables), so a changed definition lands in
 a new table and never overwrites an old version's rows.
 
+Every feature row carries ``created_ts``, the time from which it is known: its ``feature_ts``
+for a partition's first build (a backfill of history included), the rebuild's time for a
+version added because late rows arrived; retrieval reads only rows known at each event, so
+late rows never leak into a training row that precedes their arrival (materialize.py).
+
 Nothing here reads the clock: ``created_ts`` and ``as_of`` are parameters.
 """
 

@@ -30,6 +30,10 @@ from tasks.dates import DAY_S, day_start
 from tasks.warehouse import raw_table
 
 HOUR_S = 3_600
+# What the store writes for a view, part of every version hash: a change of meaning of the rows
+# (2: ``created_ts`` is when a row became known, see tasks/featurestore/materialize.py) gives
+# every view a new version and table, so rows written under the old meaning are never read.
+STORE_FORMAT = 2
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 FeatureType = Literal["int", "float", "str", "text"]  # str: a short label; text: unbounded (JSON lists)
@@ -183,6 +187,7 @@ class FeatureView:
             "lookback_days": self.lookback_days,
             "granularity": self.granularity,
             "source": self.source_text(),
+            "store_format": STORE_FORMAT,
         }
 
     @property

@@ -11,9 +11,13 @@ from tasks.settings import get_settings
 
 
 def export_training_set(
-    entities: Path, feature_refs: list[str], out: Path, *, created_before_event: bool = False
+    entities: Path, feature_refs: list[str], out: Path, *, created_before_event: bool = True
 ) -> int:
-    """Join features point-in-time onto an entity file and write CSV or Parquet; returns rows."""
+    """Join features point-in-time onto an entity file and write CSV or Parquet; returns rows.
+
+    Each row gets the features known at its event_ts; ``created_before_event=False`` gives the
+    latest version of every feature row instead (late rows included).
+    """
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ImportError_(f"output {out.name}: use a .csv or .parquet file name")
     if not feature_refs:

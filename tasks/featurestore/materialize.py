@@ -1,4 +1,25 @@
-"""Materialisation: build a view's feature rows per event-date partition, idempotently, in the database."""
+"""Materialisation: build a view's feature rows per event-date partition, idempotently, in the database.
+
+**When a row is known: ``created_ts``.** Every feature row carries the time from which it is
+known, and retrieval (training and scoring alike, tasks/featurestore/retrieval.py) gives an
+entity row at time t only rows with ``created_ts <= t``:
+
+* a partition's first build writes ``created_ts = feature_ts``: whatever had been loaded when a
+  partition is first built counts as on time, so a backfill of history is known when it
+  happened (a row's window ends at its ``feature_ts``, so it holds nothing from later);
+* source rows loaded after a partition was built are *late* (``liveyield import`` of an old
+  day, a second delivery of a partition): they give a new validation run, hence a new data
+  version, and the rebuild *adds* a version of the partition known from its ``created_ts``
+  (never before the partition's day is over, and after any earlier version). The rows built
+  before stay, as what was known until then. So late rows never reach a training row whose
+  time precedes the rebuild that read them (the rebuild comes after their arrival), and a
+  training row at time t holds what scoring at t read;
+* a rebuild over unchanged source data (a rerun, ``--full``, a retry after a crash) replaces
+  the partition's latest version in place with the same ``created_ts``: reruns are idempotent.
+
+``fs_materializations`` records each partition's latest build: its data version and the
+wall-clock ``created_ts`` of that build.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +29,7 @@ import re
 from collections.abc import Iterable
 
 import pandas as pd
-from sqlalchemy import Connection, Date, Engine, Table, and_, bindparam, delete, select, text, union
+from sqlalchemy import Connection, Date, Engine, Table, and_, bindparam, delete, func, select, text, union
 
 from tasks.db import advisory_xact_lock, insert_frame, write_tx
 from tasks.featurestore.definitions import BuildWindow, FeatureView
@@ -80,20 +101,27 @@ def _quote(conn: Connection, name: str) -> str:
 
 
 def _build_sql(
-    conn: Connection, view: FeatureView, table: Table, window: BuildWindow, created_ts: int
+    conn: Connection, view: FeatureView, table: Table, window: BuildWindow, known_from: int | None
 ) -> int:
+    """Insert the partition's rows known from ``known_from`` (None: each from its feature_ts)."""
     assert view.sql is not None
     names = [view.key, "feature_ts", *(f.name for f in view.features)]
     target = ", ".join(_quote(conn, n) for n in [*names, "created_ts", "partition_date"])
     picked = ", ".join(f"src.{_quote(conn, n)}" for n in names)
+    known = (
+        "CAST(:created_ts AS BIGINT)"
+        if known_from is not None
+        else f"CAST(src.{_quote(conn, 'feature_ts')} AS BIGINT)"
+    )
     statement = text(
         f"INSERT INTO {_quote(conn, table.name)} ({target}) "
-        f"SELECT {picked}, CAST(:created_ts AS BIGINT), :partition_date FROM ({view.sql}) src"
+        f"SELECT {picked}, {known}, :partition_date FROM ({view.sql}) src"
     )
     # Dates need their SQL type so SQLite gets the same ISO text the raw tables hold.
     dates = ["partition_date"] + (["first_date"] if re.search(r":first_date\b", view.sql) else [])
     statement = statement.bindparams(*(bindparam(name, type_=Date) for name in dates))
-    result = conn.execute(statement, {**window.params(), "created_ts": created_ts})
+    params = window.params() if known_from is None else {**window.params(), "created_ts": known_from}
+    result = conn.execute(statement, params)
     return max(result.rowcount, 0)
 
 
@@ -114,7 +142,12 @@ def _key_chunks(conn: Connection, view: FeatureView, window: BuildWindow, size: 
 
 
 def _build_pandas(
-    conn: Connection, view: FeatureView, table: Table, window: BuildWindow, created_ts: int, chunk: int
+    conn: Connection,
+    view: FeatureView,
+    table: Table,
+    window: BuildWindow,
+    known_from: int | None,
+    chunk: int,
 ) -> int:
     assert view.transform is not None
     columns = [view.key, *(f.name for f in view.features)]
@@ -138,7 +171,7 @@ def _build_pandas(
         out = out[[*columns, *(["feature_ts"] if "feature_ts" in out.columns else [])]].copy()
         if "feature_ts" not in out.columns:
             out["feature_ts"] = window.part_end
-        out["created_ts"] = created_ts
+        out["created_ts"] = out["feature_ts"] if known_from is None else known_from
         out["partition_date"] = window.partition
         written += insert_frame(conn, table, out, ignore_existing=False)
     return written
@@ -182,14 +215,46 @@ def materialize_partition(
         _lock(conn, view.table_name, partition.isoformat())
         statuses = _load_statuses(conn, view, window.first_date, partition)
         check_sources(statuses, view, partition)
+        data_version = data_version_of(statuses, view, partition)
         # Delete + insert in one transaction: a rerun or a crash never leaves duplicates or gaps.
-        conn.execute(delete(table).where(table.c.partition_date == partition))
+        known_from = _make_room(conn, view, table, window, data_version, created_ts)
         if view.sql is not None:
-            rows = _build_sql(conn, view, table, window, created_ts)
+            rows = _build_sql(conn, view, table, window, known_from)
         else:
-            rows = _build_pandas(conn, view, table, window, created_ts, chunk_entities)
-        _record_build(conn, view, partition, rows, data_version_of(statuses, view, partition), created_ts)
+            rows = _build_pandas(conn, view, table, window, known_from, chunk_entities)
+        _record_build(conn, view, partition, rows, data_version, created_ts)
     return rows
+
+
+def _make_room(
+    conn: Connection, view: FeatureView, table: Table, window: BuildWindow, data_version: str, created_ts: int
+) -> int | None:
+    """Delete the rows this build replaces; returns when its rows are known (None: at their feature_ts).
+
+    See the module docstring: a build over changed source data (late rows) keeps the earlier
+    versions and is known from ``created_ts``; any other build replaces the latest version.
+    """
+    m = fs_materializations
+    built = conn.execute(
+        select(m.c.data_version).where(
+            and_(m.c.view == view.name, m.c.version == view.version, m.c.partition_date == window.partition)
+        )
+    ).scalar_one_or_none()
+    in_partition = table.c.partition_date == window.partition
+    # Rows of a first build are known at their feature_ts; a later version's rows after it.
+    latest = conn.execute(
+        select(func.max(table.c.created_ts)).where(
+            and_(in_partition, table.c.created_ts > table.c.feature_ts)
+        )
+    ).scalar_one_or_none()
+    if built is not None and built != data_version:
+        floor = max(window.part_end, int(latest) if latest is not None else 0) + 1
+        return max(created_ts, floor)
+    if latest is not None:
+        conn.execute(delete(table).where(and_(in_partition, table.c.created_ts == latest)))
+        return int(latest)
+    conn.execute(delete(table).where(in_partition))
+    return None
 
 
 def _days(start: dt.date, end: dt.date) -> list[dt.date]:

@@ -1,4 +1,14 @@
-"""Point-in-time retrieval for training and scoring, as one set-based SQL join per feature view."""
+"""Point-in-time retrieval for training and scoring, as one set-based SQL join per feature view.
+
+For each entity row (key, event_ts) and view: the latest row with ``feature_ts <= event_ts``
+within the view's TTL, among the rows *known* at event_ts (``created_ts <= event_ts``), ties
+broken by the latest ``created_ts``. ``created_ts`` is when a row became known (see
+tasks/featurestore/materialize.py): a partition's first build, a backfill included, is known at
+its ``feature_ts``, and a rebuild for late rows from the time it ran. So a training row at t
+gets what scoring at t got, and late rows never reach a training row that precedes the rebuild
+that read them. ``created_before_event=False`` reads the latest version of every row instead
+(what the store holds now, late rows included), for exploration only.
+"""
 
 from __future__ import annotations
 
@@ -152,10 +162,14 @@ def get_historical_features(
     entity_df: pd.DataFrame,
     feature_refs: Sequence[str],
     *,
-    created_before_event: bool = False,
+    created_before_event: bool = True,
     views: Mapping[str, FeatureView] | None = None,
 ) -> pd.DataFrame:
-    """Point-in-time correct features for each (entity, event_ts) row, in input order, nulls if none."""
+    """Point-in-time correct features for each (entity, event_ts) row, in input order, nulls if none.
+
+    Only rows known at each event_ts are read (module docstring); ``created_before_event=False``
+    reads the latest version of every row instead.
+    """
     if views is None:
         from tasks.featurestore.views import FEATURE_VIEWS
 
@@ -200,7 +214,7 @@ def get_online_features(
     feature_refs: Sequence[str],
     as_of: int,
     *,
-    created_before_event: bool = False,
+    created_before_event: bool = True,
     views: Mapping[str, FeatureView] | None = None,
 ) -> pd.DataFrame:
     """The latest in-TTL features per entity at as_of, through the very same join as training."""

@@ -38,7 +38,7 @@ def check_fresh(engine: Engine, view: FeatureView, as_of: int) -> int:
         table = feature_table(view)
         latest = conn.execute(
             select(table.c.feature_ts, table.c.partition_date)
-            .where(table.c.feature_ts <= as_of)
+            .where(and_(table.c.feature_ts <= as_of, table.c.created_ts <= as_of))  # known at as_of
             .order_by(table.c.feature_ts.desc())
             .limit(1)
         ).first()
@@ -77,7 +77,7 @@ def _population(engine: Engine, view: FeatureView, as_of: int) -> pd.DataFrame:
     """Entities with a row of the population view inside its TTL at as_of, in key order."""
     table = feature_table(view)
     key = table.c[view.key]
-    query = select(key).where(table.c.feature_ts <= as_of)
+    query = select(key).where(and_(table.c.feature_ts <= as_of, table.c.created_ts <= as_of))
     if view.ttl_s > 0:
         query = query.where(table.c.feature_ts >= as_of - view.ttl_s)
     with engine.connect() as conn:

@@ -106,11 +106,11 @@ def build_training_set(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> T
             f"{spec.name}: no labelled examples in [{utc(window.start_ts)}, "
             f"{as_of}) from validated partitions of {', '.join(spec.label_sources)}"
         )
-    # The same retrieval scoring uses (get_online_features does not filter on created_ts), so
-    # training and scoring vectors agree. Feature rows are point-in-time correct by
-    # construction (a row's window ends at its feature_ts), so a backfill - every feature row
-    # built after the events it describes - is safe to train on; filtering on created_ts
-    # would null every feature of a backfilled history.
+    # The same retrieval scoring uses, so training and scoring vectors agree: each label row
+    # reads only feature rows known at its event_ts (created_ts <= event_ts). A backfill is
+    # known at each row's feature_ts (a row's window ends there), so a backfilled history
+    # trains; late rows are known only from the rebuild that read them, so they never reach a
+    # label that precedes their arrival (tasks/featurestore/materialize.py).
     frame = get_historical_features(engine, labels, spec.feature_refs) if spec.feature_refs else labels
     frame = frame.sort_values(["event_ts", "example_id"], kind="stable").reset_index(drop=True)
     views = {parse_ref(ref, VIEWS)[0] for ref in spec.feature_refs} | {VIEWS[n] for n in spec.history_views}

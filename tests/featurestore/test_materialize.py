@@ -9,23 +9,30 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import OperationalError
 
+from tasks import landing
 from tasks.db import table_checksum, write_tx
 from tasks.featurestore import (
     PartitionNotReady,
     backfill,
     feature_table,
     freshness,
+    get_historical_features,
+    get_online_features,
     materialize_incremental,
     materialize_partition,
     stale_partitions,
 )
 from tasks.featurestore import materialize as mat
 from tasks.featurestore.registry import fs_materializations, fs_registry
-from tasks.featurestore.views import user_category_mix
+from tasks.featurestore.views import user_category_mix, user_gifts
+from tasks.ingest import ingest_table
+from tasks.schema import RAW_TABLES
+from tests.data.quality_frames import MAX_TS, good_frame
 from tests.featurestore.helpers import DAY, days, epoch, gift, gift_view, load, set_status
 
 DAYS = days(DAY, 6)
@@ -101,13 +108,88 @@ def test_late_rows_rebuild_exactly_the_affected_partitions(engine: Engine) -> No
                 table.c.user_key == "u1"
             )
         ).all()
-    by_day = {r.partition_date: (r.gifts_sum, r.created_ts) for r in rows}
-    assert by_day[DAYS[2]] == (2.0 + 3.0 + 100.0, CREATED + 1)
-    assert by_day[DAYS[3]] == (3.0 + 4.0 + 100.0, CREATED + 1)
-    assert by_day[DAYS[4]] == (4.0 + 5.0, CREATED)  # untouched
+    versions: dict[dt.date, list[tuple[float, int]]] = {}
+    for r in rows:
+        versions.setdefault(r.partition_date, []).append((r.gifts_sum, r.created_ts))
+    # D6: the first build is known at its feature_ts (the day's end); the rebuild adds a version
+    # known from its created_ts and keeps the one known before.
+    assert sorted(versions[DAYS[2]]) == [(2.0 + 3.0, epoch(DAYS[3])), (2.0 + 3.0 + 100.0, CREATED + 1)]
+    assert sorted(versions[DAYS[3]]) == [(3.0 + 4.0, epoch(DAYS[4])), (3.0 + 4.0 + 100.0, CREATED + 1)]
+    assert versions[DAYS[4]] == [(4.0 + 5.0, epoch(DAYS[5]))]  # untouched
     # A new validated day is picked up on its own.
     _gifts(engine, [DAYS[-1] + dt.timedelta(days=1)], prefix="new-")
     assert materialize_incremental(engine, view, created_ts=CREATED + 3) == [DAYS[-1] + dt.timedelta(days=1)]
+
+
+def _land_and_ingest(engine: Engine, root: Path, frame: pd.DataFrame) -> None:
+    """A delivery of raw_gifts through the landing zone and the ingest-validate gate."""
+    landing.write_batch(root, "raw_gifts", frame.drop(columns=["event_date"], errors="ignore"))
+    results = ingest_table(engine, root, "raw_gifts", max_ts=MAX_TS)
+    assert results and all(r.accepted for r in results), [r.message for r in results]
+
+
+def _partition_checksum(engine: Engine, view, day: dt.date | None = None) -> str:  # type: ignore[no-untyped-def]
+    table = feature_table(view)
+    with engine.connect() as conn:
+        return table_checksum(conn, table, None if day is None else table.c.partition_date == day)
+
+
+def test_d6_late_rows_never_reach_a_training_row_before_their_arrival(engine: Engine, tmp_path: Path) -> None:
+    """D6: late, out-of-order rows landed after the features were built.
+
+    The affected partitions (the late rows' days and the days whose 28-day window holds them)
+    are rebuilt, and rebuilt again idempotently: the same checksums, the earlier day untouched.
+    A training row (the point-in-time join build_training_set runs) whose time precedes the
+    late rows' arrival gets exactly what scoring served at that time, without them; one after
+    their arrival includes them, and equals what scoring serves then.
+    """
+    view, four = user_gifts, days(DAY, 4)
+    on_time = good_frame("raw_gifts", n=80, day=four[0], days=4)
+    _land_and_ingest(engine, tmp_path, on_time)
+    built_at = epoch(four[-1], 25)  # the daily build, an hour after the last day ended
+    assert materialize_incremental(engine, view, created_ts=built_at) == four
+    first_day = _partition_checksum(engine, view, four[0])
+
+    keys = pd.DataFrame({"user_key": sorted({*on_time["user_key"], "late-only"})})
+    refs = [f"user_gifts:{f.name}" for f in view.features]
+    before = epoch(four[-1], 26)  # after the build, before the late rows arrive
+    served_before = get_online_features(engine, keys, refs, before)
+
+    # Late rows: a new user and an existing one, out of order (day 3 before day 2).
+    late = on_time.iloc[:3].copy()
+    late["event_id"] = ["late-1", "late-2", "late-3"]
+    late["event_ts"] = [epoch(four[2], 9), epoch(four[1], 22), epoch(four[1], 3)]
+    late["user_key"] = ["late-only", str(on_time.at[5, "user_key"]), "late-only"]
+    late["amount"] = [70.0, 50.0, 30.0]
+    _land_and_ingest(engine, tmp_path, late)
+    arrived = epoch(four[-1], 30)  # the rebuild that reads them
+    assert stale_partitions(engine, view) == four[1:]
+    assert materialize_incremental(engine, view, created_ts=arrived) == four[1:]
+    rebuilt = _partition_checksum(engine, view)
+    assert _partition_checksum(engine, view, four[0]) == first_day  # its window holds no late row
+
+    # Idempotent: nothing is stale any more, and a full rebuild over the same data changes nothing.
+    assert materialize_incremental(engine, view, created_ts=arrived + 3600) == []
+    backfill(engine, view, four[0], four[-1], created_ts=arrived + 7200)
+    assert _partition_checksum(engine, view) == rebuilt
+
+    # What each training row sees: expected values from the delivered rows, not from the store.
+    with engine.connect() as conn:
+        raw = pd.read_sql(select(RAW_TABLES["raw_gifts"]), conn)
+    assert len(raw) == len(on_time) + len(late)
+    after = arrived + 3600
+    for moment, delivered in ((before, on_time), (after, pd.concat([on_time, late]))):
+        training = get_historical_features(engine, keys.assign(event_ts=moment), refs)
+        sums = delivered.groupby("user_key")["amount"].sum()
+        counts = delivered.groupby("user_key").size()
+        expected_sum = [sums.get(k) for k in keys["user_key"]]
+        expected_count = [counts.get(k) for k in keys["user_key"]]
+        got_sum = [None if pd.isna(v) else v for v in training["user_gifts__gifts_sum_28d"]]
+        got_count = [None if pd.isna(v) else v for v in training["user_gifts__gifts_count_28d"]]
+        assert got_sum == pytest.approx(expected_sum) and got_count == expected_count, moment
+        served = served_before if moment == before else get_online_features(engine, keys, refs, after)
+        pd.testing.assert_frame_equal(training.drop(columns="event_ts"), served)
+    assert served_before.set_index("user_key").loc["late-only"].isna().all()
 
 
 def test_a_changed_definition_gets_a_new_version_and_table(engine: Engine) -> None:

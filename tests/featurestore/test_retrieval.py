@@ -136,13 +136,13 @@ def test_equal_timestamps_take_the_latest_created_and_ttl_edges_are_inclusive(en
     rows = [("a", 10, 10), ("a", 10, 12), ("a", 10, 11), ("b", 5, 5)]
     _write_rows(engine, view, rows)
     entity_df = pd.DataFrame({"user_key": ["a", "b", "b", "b", "a"], "event_ts": [10, 15, 16, 4, 11]})
-    got = get_historical_features(engine, entity_df, ["pit_10:value"], views=PIT_VIEWS)
-    # a@10 sees the created_ts=12 row (index 1); b@15 is exactly ttl away (kept); b@16 is one past it.
-    assert plain(got["pit_10__value"]) == [1, 3, None, None, 1]
-    strict = get_historical_features(
-        engine, entity_df, ["pit_10:value"], created_before_event=True, views=PIT_VIEWS
+    latest = get_historical_features(
+        engine, entity_df, ["pit_10:value"], created_before_event=False, views=PIT_VIEWS
     )
-    assert plain(strict["pit_10__value"]) == [0, 3, None, None, 2]
+    # a@10 sees the created_ts=12 row (index 1); b@15 is exactly ttl away (kept); b@16 is one past it.
+    assert plain(latest["pit_10__value"]) == [1, 3, None, None, 1]
+    known = get_historical_features(engine, entity_df, ["pit_10:value"], views=PIT_VIEWS)  # the default
+    assert plain(known["pit_10__value"]) == [0, 3, None, None, 2]  # only rows known at each event
 
 
 def _gift_days(engine: Engine, view: FeatureView, n: int = 4) -> None:
@@ -169,16 +169,16 @@ def test_planted_future_feature_never_reaches_a_training_row(engine: Engine) -> 
     got = get_historical_features(engine, labels, [f"{view.name}:gifts_sum"], views={view.name: view})
     assert got[f"{view.name}__gifts_sum"].tolist() == [2.0, 2.0]  # day 2's sum, not day 3's 3.0
 
-    # Planted rows: a value from the future, and a backfill created after the label.
+    # Planted rows: a value from the future, and a version rebuilt for late rows after the label.
     planted = pit_view(0, name="leak")
-    rows = [("u1", 90, 90), ("u1", 101, 101), ("u1", 95, 200)]  # legit, future, late backfill
+    rows = [("u1", 90, 90), ("u1", 101, 101), ("u1", 95, 200)]  # legit, future, late rows
     _write_rows(engine, planted, rows)
     labels = pd.DataFrame({"user_key": ["u1"] * 3, "event_ts": [100, 100, 96]})
     views = {planted.name: planted}
-    train = get_historical_features(engine, labels, ["leak_0:value"], created_before_event=True, views=views)
+    train = get_historical_features(engine, labels, ["leak_0:value"], views=views)  # as training reads
     assert 1 not in plain(train["leak_0__value"])  # the future row never appears
-    assert plain(train["leak_0__value"]) == [0, 0, 0]  # nor the backfill created after the label
-    loose = get_historical_features(engine, labels, ["leak_0:value"], views=views)
+    assert plain(train["leak_0__value"]) == [0, 0, 0]  # nor the version known after the label
+    loose = get_historical_features(engine, labels, ["leak_0:value"], created_before_event=False, views=views)
     assert 1 not in plain(loose["leak_0__value"])
     assert plain(loose["leak_0__value"]) == [2, 2, 2]
 

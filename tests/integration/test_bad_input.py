@@ -1,4 +1,4 @@
-"""No data loss on bad input, on SQLite and PostgreSQL (testplan D2, D5, D8, D9, D10, R8).
+"""No data loss on bad input, on SQLite and PostgreSQL (testplan D2, D3, D5, D8, D9, D10, R8).
 
 Every row read is loaded, quarantined with its rule, dropped as a duplicate of an equal
 non-null event id, or skipped as already recorded; nothing silently disappears, and what is
@@ -427,3 +427,190 @@ def test_simulate_onto_a_full_landing_disk_fails_fast_with_one_line(
     assert leftovers == []  # no temporary file; the files landed before the fault are whole
     for path in _files_under(settings.landing_dir):
         landing.read_verified(path)
+
+
+# --- D3 and D5 through the import command, the landing zone and the database ----------------------
+
+OF_TYPE = "expect_column_values_to_be_of_type"
+COLUMN_SET = "expect_table_columns_to_match_set"
+LENGTHS = "expect_column_value_lengths_to_be_between"
+PAIR = "expect_column_pair_values_a_to_be_greater_than_b"
+
+
+def _parquet(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def _import(table: str, path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, tuple[int, ...], str]:
+    """``liveyield import`` in-process: exit code, the summary's counts and the error text."""
+    code = main(["import", table, str(path)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err, err
+    return code, _summary(out), err
+
+
+def _warehouse(settings: Settings, table: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[dt.date, str]]:
+    """What the database holds after an import: raw rows, quarantine and partition statuses."""
+    engine = _engine(settings)
+    try:
+        with engine.connect() as conn:
+            raw = pd.read_sql(select(RAW_TABLES[table]), conn)
+            bad = pd.read_sql(select(quarantine), conn)
+            statuses = dict(
+                conn.execute(select(partition_status.c.partition_date, partition_status.c.status)).all()
+            )
+    finally:
+        engine.dispose()
+    return raw, bad, statuses
+
+
+def _rules(entries: pd.DataFrame) -> set[tuple[str, str]]:
+    """(column, rule) of quarantine entries."""
+    return set(zip(entries["column_name"], entries["rule"], strict=True))
+
+
+# Each case changes the delivered file's columns; the names the rejection must give, and its rule.
+D3_CASES = {
+    "renamed": (lambda f: f.rename(columns={"amount": "amount_usd"}), ("amount", "amount_usd"), COLUMN_SET),
+    "dropped": (lambda f: f.drop(columns=["platform_share"]), ("platform_share",), COLUMN_SET),
+    "retyped": (lambda f: f.assign(amount=[f"{v:.2f} USD" for v in f["amount"]]), ("amount",), OF_TYPE),
+    "extra": (lambda f: f.assign(coupon_code="SPRING"), ("coupon_code",), COLUMN_SET),
+}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("case", list(D3_CASES))
+def test_d3_changed_columns_are_rejected_through_import(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """D3: a renamed, dropped, retyped or extra column in an imported file rejects the batch.
+
+    The file goes through ``liveyield import`` (landing zone, ingest-validate flow, GX): the
+    error names the column and its rule, nothing of the batch reaches ``raw_gifts``, and every
+    delivered row is in quarantine.
+    """
+    change, named, rule = D3_CASES[case]
+    delivered = change(good_frame("raw_gifts", n=40).drop(columns=["event_date"]))
+    code, counts, err = _import("raw_gifts", _parquet(delivered, tmp_path / f"{case}.parquet"), capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1, err
+    assert f"raw_gifts {DAY.isoformat()}: rejected" in errors[0], err
+    for column in named:
+        assert re.search(rf"\b{column}\b", err), (column, err)
+    assert rule in err, err
+    assert counts == (40, 0, 40, 0, 0)  # read, loaded, quarantined, deduplicated, skipped
+    raw, bad, statuses = _warehouse(settings, "raw_gifts")
+    assert raw.empty and statuses == {DAY: "rejected"}
+    assert sorted(bad["event_id"].unique()) == sorted(delivered["event_id"])  # nothing lost
+    if rule == OF_TYPE:  # every row broke the cast: each is quarantined with it, naming the column
+        cast = bad[bad["rule"] == OF_TYPE]
+        assert set(bad["column_name"]) == {"amount"} and cast["event_id"].nunique() == 40
+        assert cast["reason"].str.contains("USD").all()
+    else:  # a batch-level failure: every row is kept as part of the rejected batch
+        assert set(bad["rule"]) == {BATCH_REJECTED}
+        assert bad["reason"].str.contains(named[0]).all()
+    assert landing.pending(settings.landing_dir) == {}
+
+
+HUGE = "x" * 1_000_000
+EMOJI = "🎮 gaming 🇰🇷 😀"
+# The D5 matrix per table: (case, values written into one row, the column named, the rule).
+D5_MATRIX: dict[str, list[tuple[str, dict[str, object], str, str]]] = {
+    "raw_watch_sessions": [
+        ("negative duration", {"duration_s": -5.0}, "duration_s", BETWEEN),
+        ("1970 timestamp", {"event_ts": TS_1970}, "event_ts", BETWEEN),
+        ("future timestamp", {"event_ts": TS_2500}, "event_ts", BETWEEN),
+        ("NaN", {"duration_s": float("nan")}, "duration_s", NOT_NULL),
+        ("inf", {"duration_s": float("inf")}, "duration_s", OF_TYPE),
+        ("huge string", {"category": HUGE}, "category", LENGTHS),
+    ],
+    "raw_ad_delivery": [
+        ("CTR > 1", {"ctr": 1.5}, "ctr", BETWEEN),
+        ("clicks > impressions", {"clicks": 5}, "impressions,clicks", PAIR),
+        ("1970 timestamp", {"event_ts": TS_1970}, "event_ts", BETWEEN),
+        ("future timestamp", {"event_ts": TS_2500}, "event_ts", BETWEEN),
+        ("NaN", {"ctr": float("nan")}, "ctr", NOT_NULL),
+        ("inf", {"spend": float("inf")}, "spend", BETWEEN),
+        ("huge string", {"ad_id": HUGE}, "ad_id", LENGTHS),
+    ],
+}
+# A text column per table where emoji are a valid value that must load intact.
+EMOJI_COLUMN = {"raw_watch_sessions": "category", "raw_ad_delivery": "ad_id"}
+
+
+def _d5_delivery(table: str, n: int) -> tuple[pd.DataFrame, dict[str, tuple[str, str, str]], str]:
+    """n rows of ``table`` with one row per D5 case and an emoji row; bad event ids → case."""
+    frame = good_frame(table, n=n).drop(columns=["event_date"])
+    frame = frame.astype({c: "float64" for c in ("duration_s",) if c in frame})  # room for NaN/inf
+    bad: dict[str, tuple[str, str, str]] = {}
+    for row, (case, values, column, rule) in enumerate(D5_MATRIX[table], start=1):
+        for name, value in values.items():
+            frame.loc[row * 7, name] = value  # type: ignore[call-overload]
+        bad[str(frame.at[row * 7, "event_id"])] = (case, column, rule)
+    frame.loc[3, EMOJI_COLUMN[table]] = EMOJI
+    return frame, bad, str(frame.at[3, "event_id"])
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("table", list(D5_MATRIX))
+def test_d5_matrix_is_quarantined_row_by_row_through_import(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str
+) -> None:
+    """D5: one delivery holding every bad-value case, under the bad-share threshold, loads the rest.
+
+    Negative duration / CTR > 1 / clicks > impressions, 1970 and year-2500 times, NaN, inf
+    and a megabyte string each land in quarantine with the rule they broke and a reason;
+    the good rows (one with emoji in a text column, a valid value) load intact, and the
+    import's counts add up to the rows read.
+    """
+    delivered, bad_ids, emoji_id = _d5_delivery(table, n=200)
+    code, counts, err = _import(table, _parquet(delivered, tmp_path / "delivery.parquet"), capsys)
+    assert code == 0, err
+    read, loaded, quarantined, deduplicated, skipped = counts
+    assert (read, quarantined, deduplicated, skipped) == (200, len(bad_ids), 0, 0)
+    assert loaded + quarantined == read
+    raw, bad, statuses = _warehouse(settings, table)
+    assert statuses == {DAY: "validated"}
+    assert len(raw) == loaded and set(raw["event_id"]) == set(delivered["event_id"]) - set(bad_ids)
+    assert BATCH_REJECTED not in set(bad["rule"])
+    assert set(bad["event_id"]) == set(bad_ids)
+    for event_id, (case, column, rule) in bad_ids.items():
+        entries = bad[bad["event_id"] == event_id]
+        assert (column, rule) in _rules(entries), (case, entries)
+        assert (entries["reason"].str.len() > 0).all(), case
+    assert bad["payload"].str.len().max() < 5_000 and bad["reason"].str.len().max() < 5_000  # huge: cut
+    column = EMOJI_COLUMN[table]
+    assert raw.loc[raw["event_id"] == emoji_id, column].tolist() == [EMOJI]  # stored intact
+    engine = _engine(settings)
+    with engine.connect() as conn:
+        share = conn.execute(select(validation_runs.c.bad_share)).scalar_one()
+    engine.dispose()
+    assert share == pytest.approx(len(bad_ids) / 200)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("table", list(D5_MATRIX))
+def test_d5_matrix_over_the_bad_share_threshold_loads_nothing(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str
+) -> None:
+    """D5: the same cases in a delivery whose bad share exceeds the suite's 5 % reject it whole.
+
+    The import fails naming the partition and the limit; nothing of the partition reaches the
+    raw table, the bad rows are quarantined with their own rules and the good ones as part of
+    the rejected batch, so every delivered row is accounted for.
+    """
+    delivered, bad_ids, _ = _d5_delivery(table, n=60)
+    assert len(bad_ids) / 60 > 0.05
+    code, counts, err = _import(table, _parquet(delivered, tmp_path / "delivery.parquet"), capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1, err
+    assert f"{table} {DAY.isoformat()}: rejected" in err and "> max 5.0%" in err, err
+    assert counts == (60, 0, 60, 0, 0)
+    raw, bad, statuses = _warehouse(settings, table)
+    assert raw.empty and statuses == {DAY: "rejected"}
+    assert set(bad["event_id"]) == set(delivered["event_id"])  # nothing lost
+    for event_id, (case, column, rule) in bad_ids.items():
+        assert (column, rule) in _rules(bad[bad["event_id"] == event_id]), case
+    good = bad[~bad["event_id"].isin(bad_ids)]
+    assert set(good["rule"]) == {BATCH_REJECTED} and good["event_id"].is_unique

@@ -98,10 +98,11 @@ def test_features_get_matches_a_reference_join_and_never_reads_oracle(
 
 
 def test_training_sees_features_of_a_backfilled_history(statements: tuple[Engine, list[str]]) -> None:
-    """Features built after the fact (a backfill: created_ts after every event) still train.
+    """Features built after the fact (a backfill, long after every event) still train.
 
-    Scoring reads features without a created_ts filter, so training must too, or the two
-    would see different vectors (and a backfilled history would train on nulls).
+    A partition's first build is known at its feature_ts (its window ends there), whenever it
+    ran, so the point-in-time join that training and scoring share reads a backfilled history
+    instead of nulls; a rebuild over the same data keeps that.
     """
     from tasks.featurestore import backfill
 

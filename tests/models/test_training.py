@@ -46,21 +46,19 @@ def test_training_set_is_point_in_time(warehouse: Warehouse) -> None:
     assert warehouse.training_set.data_validated
     assert warehouse.training_set.validation_run_ids
     assert frame["example_id"].is_unique
-    # Planted checks: a row from after the event (must never be seen), and a row backfilled
-    # (created) after the event but describing a moment before it (a backfill: used, as
-    # scoring would use it too).
+    # Planted checks: a row from after the event (must never be seen); a row describing a
+    # moment before it, as a backfill writes it (known at its feature_ts: used, as scoring
+    # would use it too); and a later version of that row, rebuilt for late rows an hour after
+    # the event (D6: not known at the event, never used for it).
     table = feature_table(get_view("user_ads"))
     with_history = frame[frame["user_ads__ad_clicks_28d"].notna()]
     example = with_history.iloc[len(with_history) // 2]
     base = {"user_key": example["user_key"], "partition_date": dt.date(2030, 1, 1)}
+    before = int(example["event_ts"]) - 1
     planted = [
         {**base, "feature_ts": int(example["event_ts"]) + 1, "created_ts": 0, "ad_clicks_28d": 999_999},
-        {
-            **base,
-            "feature_ts": int(example["event_ts"]) - 1,
-            "created_ts": int(example["event_ts"]) + 3600,
-            "ad_clicks_28d": 888_888,
-        },
+        {**base, "feature_ts": before, "created_ts": before, "ad_clicks_28d": 888_888},
+        {**base, "feature_ts": before, "created_ts": before + 3601, "ad_clicks_28d": 777_777},
     ]
     with warehouse.engine.begin() as conn:
         conn.execute(table.insert(), planted)
@@ -69,6 +67,7 @@ def test_training_set_is_point_in_time(warehouse: Warehouse) -> None:
         values = again.frame["user_ads__ad_clicks_28d"]
         row = again.frame.set_index("example_id").loc[example["example_id"]]
         assert row["user_ads__ad_clicks_28d"] == 888_888
+        assert (values == 777_777).sum() == 0  # later events of the day read the 999_999 row
         assert (values == 999_999).sum() == (
             (again.frame.user_key == example["user_key"])
             & (again.frame.event_ts > example["event_ts"])

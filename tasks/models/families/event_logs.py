@@ -5,7 +5,9 @@ entity and ``feature_ts``, the events known at that moment as a JSON list (a day
 sessions of a day so far). Reading a log back enumerates the rows the view holds in a time
 range and fetches each through ``get_historical_features`` at its own ``feature_ts``, so every
 row read passed the store's version, point-in-time and TTL rules; the events are then unpacked,
-and an event that several rows repeat is kept once.
+and an event that several rows repeat is kept once. A row is read as it was known at its own
+``feature_ts``: a version rebuilt later for late events (tasks/featurestore/materialize.py) is
+left out, so no example sees an event that arrived after it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tasks.featurestore.views import FEATURE_VIEWS
 
 
 def stored_rows(engine: Engine, view_name: str, start_ts: int, end_ts: int) -> pd.DataFrame:
-    """(entity key, event_ts) of every row of the view with start_ts < feature_ts <= end_ts."""
+    """(entity key, event_ts) of every row of the view with start_ts < feature_ts <= end_ts, known then."""
     view = FEATURE_VIEWS[view_name]
     with engine.connect() as conn:
         if not is_registered(conn, view):
@@ -35,7 +37,13 @@ def stored_rows(engine: Engine, view_name: str, start_ts: int, end_ts: int) -> p
         key = table.c[view.key]
         rows = conn.execute(
             select(key, table.c.feature_ts)
-            .where(and_(table.c.feature_ts > start_ts, table.c.feature_ts <= end_ts))
+            .where(
+                and_(
+                    table.c.feature_ts > start_ts,
+                    table.c.feature_ts <= end_ts,
+                    table.c.created_ts <= table.c.feature_ts,  # known at its own time
+                )
+            )
             .distinct()
         ).all()
     frame = pd.DataFrame([tuple(r) for r in rows], columns=[view.key, "event_ts"])

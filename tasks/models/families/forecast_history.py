@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, func, select
 
 from tasks.featurestore import feature_table, get_online_features
 from tasks.featurestore.definitions import FeatureView, parse_ref
@@ -294,7 +294,9 @@ def newest_history_end(engine: Engine, view: FeatureView, as_of_ts: int) -> int 
             raise StaleFeatures(f"feature view {view.name} version {view.version[:8]} was never materialised")
         table = feature_table(view)
         newest = conn.execute(
-            select(func.max(table.c.feature_ts)).where(table.c.feature_ts <= as_of_ts)
+            select(func.max(table.c.feature_ts)).where(
+                and_(table.c.feature_ts <= as_of_ts, table.c.created_ts <= as_of_ts)  # known at as_of
+            )
         ).scalar()
     return None if newest is None else int(newest)
 
@@ -311,7 +313,12 @@ def read_online_history(engine: Engine, refs: Sequence[str], as_of_ts: int, end_
     key = table.c[view.key]
     with engine.connect() as conn:
         keys = sorted(
-            str(r[0]) for r in conn.execute(select(key).where(table.c.feature_ts == end_ts).distinct())
+            str(r[0])
+            for r in conn.execute(
+                select(key)
+                .where(and_(table.c.feature_ts == end_ts, table.c.created_ts <= as_of_ts))
+                .distinct()
+            )
         )
     entity_keys = pd.DataFrame({view.key: pd.Series(keys, dtype=object)})
     features = get_online_features(engine, entity_keys, refs, as_of_ts)
