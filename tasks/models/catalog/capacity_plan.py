@@ -371,6 +371,12 @@ class CapacityPlanner(BaseEstimator):  # type: ignore[misc]
         """The forecaster's early-stopped size, as training reports it (None when it has none)."""
         return getattr(getattr(self, "forecaster_", None), "best_iteration", None)
 
+    def fitted_params(self) -> dict[str, Any]:
+        """What the forecaster's fit chose (e.g. the anchor and weight of its correction), when it
+        reports it, with the headroom this fit chose."""
+        report = getattr(self.forecaster_, "fitted_params", None)
+        return {**(dict(report()) if callable(report) else {}), "headroom": float(self.headroom_)}
+
     def forecast(self, X: pd.DataFrame) -> pd.DataFrame:
         """P10, P50 and P90 of each row's load (non-negative and ordered)."""
         return self._quantiles(self.forecaster_.predict_frame(X[list(self.forecast_columns)]))

@@ -12,7 +12,13 @@ label window, horizons 1..48, inputs from the hours before the origin only (same
 the last days, the value a week before the target hour, recent means, the target's hour and
 weekday), level inputs divided by the series' last-week mean. The booster learns the correction
 to the weekly seasonal naive (the value a week before the target hour), so a strongly weekly
-series starts from its best naive forecast and a noisy one learns to smooth it. The interval is
+series starts from its best naive forecast and a noisy one learns to smooth it. A second booster,
+fitted alike, learns the correction to the daily naive (the value a day before the target hour),
+the better start where weeks differ or the history holds few of them. For each, how much of its
+correction to keep is chosen on the validation split: all of it, or the daily or weekly naive plus
+0, 1/4, 1/2 or 3/4 of the way to the booster's forecast (0: the naive itself), whichever errs least
+there; then the booster whose choice errs less there is kept (the weekly one on a tie). The choice
+is logged with the run (correction_of, correction_anchor, correction_weight). The interval is
 conformal on out-of-sample residuals (the validation split plus two forward-chaining folds over
 the last third of the training origins) per series and horizon: "upper" is the P90 that capacity
 planning sizes to, "lower" the P10.
@@ -83,6 +89,7 @@ DIRECT = DirectSpec(
     step_s=HOUR_S, horizons=HORIZON_H, season=24, long_season=168, short=3, phases=7, level_window=168
 )
 ANCHOR = "weekly_anchor"  # the value a week before the target hour: the booster learns corrections to it
+DAILY_ANCHOR = "daily_anchor"  # the value a day before the target hour: the alternative booster's start
 LOOKBACK_H = DIRECT.history + 24  # hours of history loaded before the first origin
 HISTORY = "traffic_history"  # the feature view the inputs are derived from
 HISTORY_END = f"{HISTORY}__history_end_ts"
@@ -218,9 +225,16 @@ def format_traffic_scores(spec: ModelSpec, frame: pd.DataFrame, pred: pd.DataFra
 
 
 FEATURES = (*LEVEL_INPUTS, *CALENDAR_INPUTS)
-TRAFFIC_HISTORY_INPUTS = HistoryInputs(DIRECT, lags=HISTORY_LAGS, end=HISTORY_END, anchor=ANCHOR)
+TRAFFIC_HISTORY_INPUTS = HistoryInputs(
+    DIRECT, lags=HISTORY_LAGS, end=HISTORY_END, anchor=ANCHOR, short_anchor=DAILY_ANCHOR
+)
 make_traffic_estimator = make_history_forecaster(
-    TRAFFIC_HISTORY_INPUTS, FEATURES, categorical=CATEGORICAL, offset=ANCHOR
+    TRAFFIC_HISTORY_INPUTS,
+    FEATURES,
+    categorical=CATEGORICAL,
+    offset=ANCHOR,
+    anchors=baseline_columns(DIRECT),
+    alternatives=(DAILY_ANCHOR,),
 )
 
 traffic_forecast = ModelSpec(

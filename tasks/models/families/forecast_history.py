@@ -154,7 +154,8 @@ class HistoryInputs(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     lag 1 first), that row's end (``end``, epoch seconds), the forecast ``origin`` and the
     ``horizon``; ``level_lags`` (optional, same order) are what base_level averages. With an
     ``anchor`` name, the longest season's naive (else a shorter one's, else base_level) is added
-    under it. Stateless: ``fit`` learns nothing.
+    under it; with a ``short_anchor`` name, the shortest season's naive (else a longer one's, else
+    base_level). Stateless: ``fit`` learns nothing.
     """
 
     def __init__(
@@ -166,6 +167,7 @@ class HistoryInputs(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         origin: str = ORIGIN,
         horizon: str = HORIZON,
         anchor: str | None = None,
+        short_anchor: str | None = None,
     ) -> None:
         self.spec = spec
         self.lags = lags
@@ -174,6 +176,7 @@ class HistoryInputs(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         self.origin = origin
         self.horizon = horizon
         self.anchor = anchor
+        self.short_anchor = short_anchor
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> HistoryInputs:
         """Nothing to learn."""
@@ -206,12 +209,16 @@ class HistoryInputs(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         )
         added = pd.DataFrame(inputs, index=X.index)
         out = pd.concat([X.drop(columns=[c for c in added.columns if c in X.columns]), added], axis=1)
-        if self.anchor is not None:
-            anchor = out[BASE]
-            for season in self.spec.seasons:  # shortest first, so the longest ends up on top
-                naive = out[baseline_column(self.spec, season)]
-                anchor = naive.where(naive.notna(), anchor)
-            out[self.anchor] = anchor
+        for name, seasons in (
+            (self.anchor, self.spec.seasons),  # shortest first, so the longest ends up on top
+            (self.short_anchor, self.spec.seasons[::-1]),
+        ):
+            if name is not None:
+                anchor = out[BASE]
+                for season in seasons:
+                    naive = out[baseline_column(self.spec, season)]
+                    anchor = naive.where(naive.notna(), anchor)
+                out[name] = anchor
         return out
 
 
@@ -248,6 +255,11 @@ class HistoryForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         out: pd.DataFrame = self.forecaster_.predict_frame(self.inputs_.transform(X))
         return out
 
+    def fitted_params(self) -> dict[str, Any]:
+        """What the forecaster's fit chose (see IntervalForecaster.fitted_params), when it reports it."""
+        report = getattr(self.forecaster_, "fitted_params", None)
+        return dict(report()) if callable(report) else {}
+
     @property
     def fold_forecasts_(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The forecaster's out-of-sample fold forecasts of the fit's rows (positions, P50); [] if none."""
@@ -266,9 +278,19 @@ def make_history_forecaster(
     categorical: Sequence[str] = (SERIES,),
     monotone: Mapping[str, int] | None = None,
     offset: str | None = None,
+    anchors: Sequence[str] = (),
+    alternatives: Sequence[str] = (),
 ) -> Callable[[Mapping[str, Any]], HistoryForecaster]:
-    """A ModelSpec.make_estimator: the history inputs, then an IntervalForecaster of these params."""
-    interval = make_interval_forecaster(features, categorical=categorical, monotone=monotone, offset=offset)
+    """A ModelSpec.make_estimator: the history inputs, then an IntervalForecaster of these params
+    (a ChosenForecaster among one per offset with ``alternatives``)."""
+    interval = make_interval_forecaster(
+        features,
+        categorical=categorical,
+        monotone=monotone,
+        offset=offset,
+        anchors=anchors,
+        alternatives=alternatives,
+    )
 
     def make(params: Mapping[str, Any]) -> HistoryForecaster:
         return HistoryForecaster(inputs=clone(inputs), forecaster=interval(params))

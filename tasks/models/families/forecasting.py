@@ -24,6 +24,10 @@ which plans from traffic_forecast's P90) reuses:
   validation split alone is a few days and under-covers a later holdout). Residuals are scaled
   by sqrt(prediction x the series' training level) (count-like noise), so intervals widen at
   busy hours and narrow at quiet ones, and stay calibrated on a series whose level moves.
+  With ``anchors`` (seasonal-naive columns), the fit chooses on the validation split how much of
+  the booster's forecast to keep: anchor + weight x (booster - anchor), weight in ``shrink``
+  (weight 0 is the naive itself), and reports the choice (``fitted_params``). ``ChosenForecaster``
+  fits several (e.g. boosters correcting different naives) and keeps the best on validation.
   ``make_interval_forecaster(features, ...)`` returns the ModelSpec factory.
 
 * ``forecast_scores``: the published rows of any forecast (series × target step, P50 and interval).
@@ -43,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from xgboost import XGBRegressor
 
 HORIZON = "horizon"
@@ -86,7 +90,11 @@ _FORECASTER_KEYS = (
     "calibration_span",
     "monotone",
     "nonnegative",
+    "shrink",
 )
+# The weights the booster's correction may be shrunk by towards a seasonal naive (see
+# IntervalForecaster): 0 is the naive itself, 1 the booster's forecast as fitted.
+SHRINK_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -399,6 +407,14 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     calibration folds, never as model inputs). The booster learns y / base, early-stopped on the
     validation split; with an ``offset`` column (a known component, e.g. the expected signups of
     a running campaign) the booster learns (y - offset) / base and the offset is added back.
+    With ``anchors`` (seasonal-naive columns, raw units), the forecast is then chosen on the
+    validation split (on the folds when there is none) among the booster's own and
+    anchor + w x (booster - anchor) for every anchor and every weight w < 1 in ``shrink``: the
+    least level-scaled absolute error wins, the booster's own only losing when strictly beaten.
+    Weight 0 is the naive itself, so on that evidence the forecast is never worse than the best
+    anchor, and the booster's correction is kept only as far as it helps out of sample (on a short
+    or irregular series it often does not). The choice (``anchor_``, ``weight_``) is reported by
+    ``fitted_params`` and training logs it with the run's parameters.
     "lower"/"upper" add the ``lower_q`` / ``upper_q`` conformal quantiles of
     that horizon's calibration residuals (scaled) to the prediction, per ``group`` (series) when
     the series has enough residuals, else pooled over series. Calibration residuals are
@@ -410,6 +426,7 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     on a small share of the rows and over-states the final model's error. Residuals are divided by
     a count-like spread, sqrt(prediction x the series' training level): the level is fixed per
     series at fit, so residuals of a quieter past calibrate a busier holdout in the same units.
+    They are the chosen forecast's residuals (the choice is made first).
     """
 
     def __init__(
@@ -430,6 +447,8 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         nonnegative: bool = True,
         offset: str | None = None,
         group: str | None = SERIES,
+        anchors: Sequence[str] = (),
+        shrink: Sequence[float] = SHRINK_GRID,
     ) -> None:
         self.features = features
         self.categorical = categorical
@@ -447,6 +466,8 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         self.nonnegative = nonnegative
         self.offset = offset
         self.group = group
+        self.anchors = anchors
+        self.shrink = shrink
 
     # -- inputs
     def _columns(self) -> list[str]:
@@ -511,9 +532,54 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     def _unscaled(self, X: pd.DataFrame, raw: np.ndarray) -> np.ndarray:
         return self._clip(self._offset(X) + raw * self._base(X))
 
-    def _residuals(self, X: pd.DataFrame, y: np.ndarray, booster: XGBRegressor) -> np.ndarray:
-        point = self._unscaled(X, booster.predict(self._matrix(X)))
+    def _residuals(self, X: pd.DataFrame, y: np.ndarray, point: np.ndarray) -> np.ndarray:
         return (y - point) / self._spread(point, self._unit(X))
+
+    def _blend(self, X: pd.DataFrame, point: np.ndarray, anchor: str | None, weight: float) -> np.ndarray:
+        """anchor + weight x (point - anchor) where the anchor column is known, else point."""
+        if anchor is None or weight >= 1.0:
+            return np.asarray(point, dtype="float64")
+        naive = pd.to_numeric(X[anchor], errors="coerce").to_numpy("float64", na_value=np.nan)
+        known = np.isfinite(naive)
+        blended = np.where(known, np.where(known, naive, 0.0) + weight * (point - naive), point)
+        return self._clip(np.asarray(blended, dtype="float64"))
+
+    def _choose(
+        self, blocks: Sequence[tuple[pd.DataFrame, np.ndarray, np.ndarray]]
+    ) -> tuple[str | None, float]:
+        """The (anchor, weight) with the least level-scaled absolute error on the out-of-sample blocks.
+
+        The booster's own forecast (weight 1) is the default; an anchor and weight replace it only
+        when strictly better on that evidence. Weight 0 is the seasonal naive itself, so on the
+        evidence the choice is never worse than the best of the anchors.
+        """
+        self.selection_: dict[str, float] = {}
+        self.selection_score_ = float("inf")
+        if not blocks:
+            return None, 1.0
+        units = [self._unit(x) for x, _, _ in blocks]
+        n = sum(len(x) for x, _, _ in blocks)
+
+        def score(anchor: str | None, weight: float) -> float:
+            total = 0.0
+            for (x, y, point), unit in zip(blocks, units, strict=True):
+                err = np.abs(y - self._blend(x, point, anchor, weight)) / unit
+                total += float(np.nansum(err))
+            return total / max(n, 1)
+
+        best: tuple[str | None, float] = (None, 1.0)
+        best_score = score(None, 1.0)
+        self.selection_["booster"] = best_score
+        for anchor in self.anchors:
+            if any(anchor not in x.columns for x, _, _ in blocks):
+                continue
+            for weight in sorted({float(w) for w in self.shrink if 0.0 <= float(w) < 1.0}):
+                value = score(anchor, weight)
+                self.selection_[f"{anchor}@{weight:g}"] = value
+                if value < best_score:
+                    best, best_score = (anchor, weight), value
+        self.selection_score_ = best_score
+        return best
 
     # -- fit / predict
     def fit(self, X: pd.DataFrame, y: Any, eval_set: Sequence[tuple[pd.DataFrame, Any]] | None = None) -> Any:
@@ -538,19 +604,32 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         self.best_iteration_ = None if best is None else int(best)
         n_trees = int(params["n_estimators"]) if best is None else int(best) + 1
 
-        parts: list[tuple[pd.DataFrame, np.ndarray]] = []
+        # Out-of-sample evidence, (rows, labels, booster P50) per block: the validation split's and
+        # the forward-chaining folds'. It chooses the anchor and weight (``_choose``), then the
+        # interval is calibrated on the chosen forecast's residuals over every block.
+        blocks: list[tuple[pd.DataFrame, np.ndarray, np.ndarray]] = []
         if valid is not None:
-            parts.append(
-                (valid[0], self._residuals(valid[0], np.asarray(valid[1], dtype="float64"), self.booster_))
-            )
+            blocks.append((valid[0], np.asarray(valid[1], dtype="float64"), self._booster_point(valid[0])))
         folds = self._fold_forecasts(X, y_arr, {**params, "n_estimators": n_trees})
+        blocks.extend((X.iloc[rows], y_arr[rows], point) for rows, point in folds)
+        # The choice is made on the validation split (the evidence early stopping reads too); without
+        # one, on the folds.
+        evidence = blocks[:1] if valid is not None else blocks
+        self.anchor_, self.weight_ = self._choose(evidence)
+        self.selection_rows_ = int(sum(len(x) for x, _, _ in evidence))
+        chosen = [
+            (x, y_part, self._blend(x, point, self.anchor_, self.weight_)) for x, y_part, point in blocks
+        ]
         # Kept for a consumer that calibrates on the same out-of-sample evidence (capacity_plan's
-        # headroom): each fold's row positions in X and its booster's P50 for them.
-        self.fold_forecasts_ = [(rows, point) for rows, point, _ in folds]
-        parts.extend((X.iloc[rows], resid) for rows, _, resid in folds)
+        # headroom): each fold's row positions in X and its (chosen) P50 for them.
+        self.fold_forecasts_ = [
+            (rows, point)
+            for (rows, _), (_, _, point) in zip(folds, chosen[len(chosen) - len(folds) :], strict=True)
+        ]
+        parts = [(x, self._residuals(x, y_part, point)) for x, y_part, point in chosen]
         self.calibrated_on_ = f"{len(parts)} out-of-sample blocks"
         if not parts:  # nothing held out at all: in-sample residuals (too narrow, but defined)
-            parts.append((X, self._residuals(X, y_arr, self.booster_)))
+            parts.append((X, self._residuals(X, y_arr, self._point(X))))
             self.calibrated_on_ = "training rows (in-sample)"
         self.n_calibration_ = int(sum(len(r) for _, r in parts))
         h = np.concatenate([self._h(x) for x, _ in parts])
@@ -573,10 +652,10 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
 
     def _fold_forecasts(
         self, X: pd.DataFrame, y: np.ndarray, params: Mapping[str, Any]
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Forward-chaining folds over the last ``calibration_span`` of the training origins, each
         fold's booster fitted on the rows whose targets end before it (purged), then scored on the
-        fold: (row positions in X, P50, residuals) per fold."""
+        fold: (row positions in X, the fold booster's P50) per fold."""
         if self.calibration_folds <= 0 or self.origin not in X or self.target not in X:
             return []
         origin = pd.to_numeric(X[self.origin]).to_numpy("int64")
@@ -597,8 +676,7 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             rows = np.flatnonzero(fold)
             part = X.iloc[rows]
             point = self._unscaled(part, booster.predict(self._matrix(part)))
-            resid = (y[rows] - point) / self._spread(point, self._unit(part))
-            out.append((rows, np.asarray(point, dtype="float64"), resid))
+            out.append((rows, np.asarray(point, dtype="float64")))
         return out
 
     def _calibrate(self, h: np.ndarray, g: np.ndarray, resid: np.ndarray) -> None:
@@ -648,8 +726,21 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     def _clip(self, pred: np.ndarray) -> np.ndarray:
         return np.maximum(pred, 0.0) if self.nonnegative else pred
 
-    def _point(self, X: pd.DataFrame) -> np.ndarray:
+    def _booster_point(self, X: pd.DataFrame) -> np.ndarray:
         return np.asarray(self._unscaled(X, self.booster_.predict(self._matrix(X))), dtype="float64")
+
+    def _point(self, X: pd.DataFrame) -> np.ndarray:
+        anchor = getattr(self, "anchor_", None)
+        return self._blend(X, self._booster_point(X), anchor, float(getattr(self, "weight_", 1.0)))
+
+    def fitted_params(self) -> dict[str, Any]:
+        """What the fit chose: the anchor the booster's correction is shrunk towards ("none": the
+        booster as fitted), the weight kept of the correction, and the rows that chose them."""
+        return {
+            "correction_anchor": self.anchor_ or "none",
+            "correction_weight": float(self.weight_),
+            "selection_rows": int(self.selection_rows_),
+        }
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """The median forecast per row."""
@@ -676,10 +767,16 @@ def make_interval_forecaster(
     categorical: Sequence[str] = (SERIES,),
     monotone: Mapping[str, int] | None = None,
     offset: str | None = None,
-) -> Callable[[Mapping[str, Any]], IntervalForecaster]:
-    """A ModelSpec.make_estimator: forecaster options are taken out of params, the rest go to the booster."""
+    anchors: Sequence[str] = (),
+    alternatives: Sequence[str] = (),
+) -> Callable[[Mapping[str, Any]], IntervalForecaster | ChosenForecaster]:
+    """A ModelSpec.make_estimator: forecaster options are taken out of params, the rest go to the booster.
 
-    def make(params: Mapping[str, Any]) -> IntervalForecaster:
+    With ``alternatives`` (further offset columns), a ChosenForecaster of one IntervalForecaster per
+    offset (``offset`` first), the one that errs least on the validation split kept.
+    """
+
+    def one(params: Mapping[str, Any], correction_of: str | None) -> IntervalForecaster:
         options = {k: params[k] for k in _FORECASTER_KEYS if k in params}
         booster = {k: v for k, v in params.items() if k not in _FORECASTER_KEYS}
         return IntervalForecaster(
@@ -687,8 +784,62 @@ def make_interval_forecaster(
             categorical=tuple(categorical),
             params=booster,
             monotone=options.pop("monotone", monotone),
-            offset=offset,
+            offset=correction_of,
+            anchors=tuple(anchors),
             **options,
         )
 
+    def make(params: Mapping[str, Any]) -> IntervalForecaster | ChosenForecaster:
+        if not alternatives:
+            return one(params, offset)
+        return ChosenForecaster(tuple(one(params, o) for o in (offset, *alternatives)))
+
     return make
+
+
+class ChosenForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+    """Several IntervalForecasters (e.g. boosters correcting different seasonal naives), fitted
+    alike; the one whose chosen forecast errs least on the validation split (its
+    ``selection_score_``: level-scaled absolute error) is kept as ``forecaster_``, the first on a
+    tie. Predictions, intervals and fold forecasts are the kept one's; ``fitted_params`` adds
+    which it is (``correction_of``: its offset column). Parameters are kept as given."""
+
+    def __init__(self, candidates: Sequence[IntervalForecaster] = ()) -> None:
+        self.candidates = candidates
+
+    def fit(self, X: pd.DataFrame, y: Any, eval_set: Sequence[tuple[pd.DataFrame, Any]] | None = None) -> Any:
+        """Fit a clone of every candidate, keep the best on the validation split."""
+        if not self.candidates:
+            raise ValueError("ChosenForecaster needs at least one candidate")
+        fitted = [clone(candidate).fit(X, y, eval_set=eval_set) for candidate in self.candidates]
+        scores = [float(getattr(f, "selection_score_", float("inf"))) for f in fitted]
+        self.scores_ = {str(f.offset): score for f, score in zip(fitted, scores, strict=True)}
+        # The first of the least (min keeps the first on a tie): the first candidate wins ties.
+        self.forecaster_: IntervalForecaster = fitted[min(range(len(fitted)), key=scores.__getitem__)]
+        return self
+
+    @property
+    def best_iteration(self) -> int | None:
+        """The kept forecaster's early-stopped size."""
+        return self.forecaster_.best_iteration
+
+    @property
+    def fold_forecasts_(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The kept forecaster's fold forecasts (see IntervalForecaster)."""
+        return list(getattr(self.forecaster_, "fold_forecasts_", None) or [])
+
+    def fitted_params(self) -> dict[str, Any]:
+        """Which candidate was kept (its offset column) and what its own fit chose."""
+        return {"correction_of": str(self.forecaster_.offset), **self.forecaster_.fitted_params()}
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """The kept forecaster's median forecast."""
+        return np.asarray(self.forecaster_.predict(X), dtype="float64")
+
+    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The kept forecaster's P50 and interval."""
+        return self.forecaster_.predict_frame(X)
+
+    def interval(self, X: pd.DataFrame, point: np.ndarray) -> pd.DataFrame:
+        """The kept forecaster's calibrated interval around a given P50."""
+        return self.forecaster_.interval(X, point)

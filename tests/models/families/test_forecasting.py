@@ -24,12 +24,14 @@ from tasks.models import catalog
 from tasks.models.catalog.traffic_forecast import TRAFFIC_INPUTS, traffic_forecast, traffic_labels
 from tasks.models.catalog.user_growth import EXPECTED, growth_rows, user_growth
 from tasks.models.evaluation import evaluate
+from tasks.models.families.forecast_history import HistoryInputs
 from tasks.models.families.forecasting import (
     BASE,
     CALENDAR_INPUTS,
     HORIZON,
     LEVEL_INPUTS,
     SERIES,
+    ChosenForecaster,
     DirectSpec,
     IntervalForecaster,
     Panel,
@@ -164,6 +166,146 @@ def test_interval_forecaster_beats_seasonal_naive_covers_and_pickles() -> None:
     assert np.mean(np.abs(y_fold - oos)) > np.mean(np.abs(y_fold - in_sample))
     # ``interval`` around the final booster's P50 is ``predict_frame``.
     pd.testing.assert_frame_equal(model.interval(holdout[columns], out["prediction"].to_numpy()), out)
+
+
+def _weekly_shifts(days: int = 28, series: int = 2, seed: int = 2) -> pd.DataFrame:
+    """Hourly Poisson series with a daily shape whose level jumps at random every week: the value a
+    week before is the wrong start, the value a day before the right one."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * 24)
+    shape = 1.0 + 0.6 * np.sin(2 * np.pi * (t[:, None] % 24) / 24)
+    week_level = rng.uniform(0.5, 2.0, size=(days // 7 + 1, series))[t // 168]
+    values = rng.poisson(40.0 * shape * week_level).astype("float64")
+    panel = Panel(1_767_571_200, HOUR, tuple(f"s{i}" for i in range(series)), values)
+    spec = DirectSpec(step_s=HOUR, horizons=24, season=24, long_season=168)
+    origins = panel.start_ts + np.arange(168, (days - 1) * 24, 3) * HOUR
+    return attach_scale(direct_rows(panel, origins, spec), panel, 24)
+
+
+@pytest.mark.parametrize("weekly_shifts", [True, False], ids=["weekly-shifts", "learnable"])
+def test_the_correction_is_kept_only_as_far_as_validation_says_it_helps(weekly_shifts: bool) -> None:
+    """The booster corrects the weekly naive; the fit shrinks that correction towards the daily or
+    weekly naive by the weight the validation split prefers and reports the choice."""
+    frame = (
+        _weekly_shifts()
+        if weekly_shifts
+        else attach_scale(
+            direct_rows(
+                _hourly_panel(days=24),
+                1_767_571_200 + np.arange(168, 23 * 24, 4) * HOUR,
+                DirectSpec(step_s=HOUR, horizons=24, season=24, long_season=168),
+            ),
+            _hourly_panel(days=24),
+            24,
+        )
+    )
+    train, valid, holdout = time_split(frame, (0.6, 0.2, 0.2))
+    columns = [
+        *LEVEL_INPUTS,
+        *CALENDAR_INPUTS,
+        SERIES,
+        HORIZON,
+        BASE,
+        "origin_ts",
+        "target_ts",
+        "snaive_24h",
+        "snaive_168h",
+    ]
+    params = {"n_estimators": 120, "max_depth": 4, "seed": 1, "min_calibration": 40}
+    features = ("last_value", "same_phase_1", "same_phase_mean", "target_hour")
+
+    def fitted(anchors: tuple[str, ...]) -> IntervalForecaster:
+        model = make_interval_forecaster(features, offset="snaive_168h", anchors=anchors)(params)
+        return model.fit(train[columns], train["label"], eval_set=[(valid[columns], valid["label"])])
+
+    booster, chosen = fitted(()), fitted(("snaive_24h", "snaive_168h"))
+    report = chosen.fitted_params()
+    assert booster.fitted_params()["correction_anchor"] == "none" and report["selection_rows"] == len(valid)
+
+    # On the validation split the choice is no worse than the booster or either naive.
+    def mae(model: IntervalForecaster, part: pd.DataFrame) -> float:
+        return float(np.mean(np.abs(part["label"] - model.predict(part[columns])) / part[BASE]))
+
+    naive = [
+        float(np.mean(np.abs(valid["label"] - valid[c]) / valid[BASE])) for c in ("snaive_24h", "snaive_168h")
+    ]
+    assert mae(chosen, valid) <= min([mae(booster, valid), *naive]) + 1e-12
+    out = chosen.predict_frame(holdout[columns])
+    mase, mase_booster = (
+        _mase(holdout, out["prediction"].to_numpy()),
+        _mase(holdout, booster.predict(holdout[columns])),
+    )
+    daily = _mase(holdout, holdout["snaive_24h"].to_numpy())
+    if weekly_shifts:
+        # The weekly anchor misleads the booster (MASE several times the daily naive's): the daily
+        # naive is chosen and the holdout error falls to it.
+        assert report["correction_anchor"] == "snaive_24h" and report["correction_weight"] < 1.0
+        assert mase_booster > 2 * daily and mase <= 1.02 * daily
+    else:
+        # A learnable correction is kept (in part) and beats both naives.
+        assert report["correction_weight"] > 0.0
+        assert mase < min(daily, _mase(holdout, holdout["snaive_168h"].to_numpy()))
+    # The interval is calibrated on the chosen forecast's residuals.
+    coverage = float(np.mean(holdout["label"] <= out["upper"]))
+    assert 0.85 <= coverage <= 0.97, coverage
+    assert (out["lower"] <= out["prediction"]).all() and (out["prediction"] <= out["upper"]).all()
+
+
+def test_the_booster_whose_anchor_fits_the_series_is_kept() -> None:
+    """Two boosters, one correcting the weekly naive and one the daily naive, fitted alike: on series
+    whose level jumps every week the validation split keeps the daily one, and it beats the daily
+    naive and the weekly booster on the holdout; the choice is reported."""
+    frame = _weekly_shifts()
+    train, valid, holdout = time_split(frame, (0.6, 0.2, 0.2))
+    columns = [*LEVEL_INPUTS, *CALENDAR_INPUTS, SERIES, HORIZON, BASE, "origin_ts", "target_ts"]
+    columns += ["snaive_24h", "snaive_168h"]
+    params = {"n_estimators": 120, "max_depth": 4, "seed": 1, "min_calibration": 40}
+    make = make_interval_forecaster(
+        ("last_value", "same_phase_1", "same_phase_mean", "target_hour"),
+        offset="snaive_168h",
+        anchors=("snaive_24h", "snaive_168h"),
+        alternatives=("snaive_24h",),
+    )
+    model = make(params)
+    assert isinstance(model, ChosenForecaster) and [c.offset for c in model.candidates] == [
+        "snaive_168h",
+        "snaive_24h",
+    ]
+    model.fit(train[columns], train["label"], eval_set=[(valid[columns], valid["label"])])
+    report = model.fitted_params()
+    assert (
+        report["correction_of"] == "snaive_24h" and model.scores_["snaive_24h"] < model.scores_["snaive_168h"]
+    )
+    weekly = model.candidates[0].fit(
+        train[columns], train["label"], eval_set=[(valid[columns], valid["label"])]
+    )
+    out = model.predict_frame(holdout[columns])
+    mase = _mase(holdout, out["prediction"].to_numpy())
+    assert mase < _mase(holdout, holdout["snaive_24h"].to_numpy())
+    assert mase < _mase(holdout, weekly.predict(holdout[columns]))
+    # Intervals and fold forecasts are the kept booster's.
+    assert 0.85 <= float(np.mean(holdout["label"] <= out["upper"])) <= 0.97
+    assert model.fold_forecasts_ == model.forecaster_.fold_forecasts_
+    loaded = cloudpickle.loads(cloudpickle.dumps(model))
+    pd.testing.assert_frame_equal(loaded.predict_frame(holdout[columns]), out)
+
+
+def test_history_inputs_add_the_weekly_and_the_daily_anchor() -> None:
+    """The weekly anchor is the weekly naive, else the daily one, else the level; the daily anchor
+    the daily naive, else the weekly one, else the level."""
+    spec = DirectSpec(step_s=HOUR, horizons=2, season=24, long_season=168)
+    lags = [f"lag_{k}h" for k in range(1, 169)]
+    values = np.tile(np.arange(1.0, 169.0), (4, 1))  # lag k holds k
+    values[1, 23] = np.nan  # row 1: no daily naive for horizon 1 (lag 24)
+    values[2, 167] = np.nan  # row 2: no weekly naive for horizon 1 (lag 168)
+    values[3, [23, 167]] = np.nan  # row 3: neither
+    X = pd.DataFrame(values, columns=lags).assign(end=0, origin_ts=0, horizon=1)
+    inputs = HistoryInputs(spec, lags=lags, end="end", anchor="weekly", short_anchor="daily")
+    out = inputs.transform(X)
+    level = out[BASE].to_numpy()
+    assert list(out["snaive_24h"].fillna(-1)) == [24.0, -1, 24.0, -1]
+    assert list(out["weekly"]) == [168.0, 168.0, 24.0, level[3]]
+    assert list(out["daily"]) == [24.0, 168.0, 24.0, level[3]]
 
 
 def test_the_conformal_quantile_is_the_exact_rank() -> None:
@@ -484,6 +626,13 @@ def test_train_gate_promote_and_score_through_the_flows(
         metrics = client.get_run(trained.run_id).data.metrics
         assert {"mase", "baseline__mase", "smape", "pinball_p90"} <= set(metrics)
         assert any(k.startswith("mase__horizon") for k in metrics)
+        # What the fit chose is recorded with the run: the anchor its correction is shrunk towards
+        # and the weight kept (traffic_forecast chooses between its two naives; user_growth has none).
+        params = client.get_run(trained.run_id).data.params
+        anchors = {"none", "snaive_24h", "snaive_168h"} if spec.name == "traffic_forecast" else {"none"}
+        assert params["correction_anchor"] in anchors and 0.0 <= float(params["correction_weight"]) <= 1.0
+        if spec.name == "traffic_forecast":  # which booster was kept: the weekly or the daily naive's
+            assert params["correction_of"] in {"weekly_anchor", "daily_anchor"}
         plots = {Path(f.path).name for f in client.list_artifacts(trained.run_id, "plots")}
         assert plots == {"forecast_backtest.png", "error_by_horizon.png"}
 
