@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from tasks.db import make_engine
-from tasks.featurestore import FEATURE_VIEWS, materialize_views
+from tasks.featurestore import FEATURE_VIEWS, FeatureView, materialize_incremental
 from tasks.ingest import ingest_table
 from tasks.models.families.ad_impressions import CVR_FEATURES as MODEL_REFS
 from tasks.models.spec import ModelSpec
@@ -94,10 +94,8 @@ def build_warehouse(
     run_simulation(settings, engine, config)
     for table in RAW_TABLES:
         ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + 86_400)
-    last = start + dt.timedelta(days=days - 1)
-    first = start - dt.timedelta(days=2)  # covers the longest TTL (2 days) at the first event
     views = [FEATURE_VIEWS[name] for name in sorted({ref.split(":")[0] for ref in refs})]
-    materialize_views(engine, views, created_ts=CREATED_TS, start=first, end=last)
+    materialize_all(engine, views, end=start + dt.timedelta(days=days - 1))
     return config
 
 
@@ -121,7 +119,16 @@ def build_model_warehouse(
     views = model_views(spec)
     for table in sorted({*spec.label_sources, *(s for v in views for s in v.sources)}):
         ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + 86_400)
-    first = START - dt.timedelta(days=2)  # covers the longest TTL (2 days) at the first event
-    last = START + dt.timedelta(days=days - 1)
-    materialize_views(engine, views, created_ts=CREATED_TS, start=first, end=last)
+    materialize_all(engine, views, end=START + dt.timedelta(days=days - 1))
     return config
+
+
+def materialize_all(engine: Engine, views: Iterable[FeatureView], *, end: dt.date) -> None:
+    """Build every validated partition of the views through ``end``, as the build-features flow does.
+
+    Not from the first simulated day only: the simulator backfills signups (raw_users partitions
+    weeks before it), and a model whose labels reach back there (user_growth's signups) must find
+    the history rows the pipeline would serve it, not a training row without inputs.
+    """
+    for view in views:
+        materialize_incremental(engine, view, created_ts=CREATED_TS, end=end)

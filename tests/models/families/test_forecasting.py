@@ -52,7 +52,7 @@ from tasks.simulate.population import make_users, users_frame
 from tasks.simulate.traffic import TrafficAccumulator
 from tasks.vocabulary import REGION_UTC_OFFSET, REGIONS
 from tests.conftest import BACKENDS
-from tests.models.warehouse import START, fresh_warehouse
+from tests.models.warehouse import START, build_model_warehouse, fresh_warehouse
 
 SPECS = (user_growth, traffic_forecast)
 DAYS = 14
@@ -645,6 +645,41 @@ def test_train_gate_promote_and_score_through_the_flows(
         assert (current["score"] >= 0).all() and current["item"].str.len().gt(0).all()
     first_hour = read_current_scores(platform, "traffic_forecast").query("rank == 1")["item"].unique()
     assert list(first_hour) == [AS_OF.strftime("%Y-%m-%dT%H:%M:%SZ")]
+
+
+def test_user_growth_trains_on_the_history_the_pipeline_serves_on_the_simulator(tmp_path: Path) -> None:
+    """F4: the simulator backfills signups (raw_users partitions weeks before its first day) and
+    user_growth's labels reach back there; the model warehouse must hold the growth_history rows the
+    build-features flow would serve those origins. Without them every training row has no inputs
+    (level 1, so the booster learns raw signup counts as ratios) and the holdout forecast is
+    that ratio times a real level: several times the seasonal naive's error."""
+    from tasks.featurestore.materialize import stale_partitions
+    from tasks.models.catalog.user_growth import HISTORY_END
+    from tasks.models.evaluation import predict_frame
+    from tasks.models.training import build_training_set, fit_candidate
+
+    days = 21
+    with fresh_warehouse("sqlite", tmp_path) as backend:
+        build_model_warehouse(backend.settings, backend.engine, user_growth, users=300, days=days)
+        last = START + dt.timedelta(days=days - 1)
+        ps = partition_status
+        with backend.engine.connect() as conn:
+            backfilled = conn.execute(
+                ps.select().where((ps.c.table_name == "raw_users") & (ps.c.partition_date < START))
+            ).all()
+        assert backfilled, "the simulator's signup backfill is what this test is about"
+        # Nothing left for the flow to build: every validated partition has its history row.
+        assert stale_partitions(backend.engine, FEATURE_VIEWS["growth_history"], end=last) == []
+        as_of = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC)
+        trained = fit_candidate(user_growth, build_training_set(backend.engine, user_growth, as_of))
+    for part in (trained.train, trained.valid, trained.holdout):
+        assert len(part) and part[HISTORY_END].notna().all()
+    holdout = trained.holdout
+    y = holdout["label"].to_numpy("float64")
+    pred = predict_frame(user_growth, trained.pipeline, holdout)["prediction"].to_numpy("float64")
+    model_mae = float(np.mean(np.abs(pred - y)))
+    naive_mae = float(np.nanmean(np.abs(holdout["snaive_7d"].to_numpy("float64") - y)))
+    assert model_mae < 1.5 * naive_mae, (model_mae, naive_mae)
 
 
 def test_traffic_labels_on_the_warehouse(platform: Engine) -> None:
