@@ -541,7 +541,7 @@ class IntervalForecaster(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             return np.asarray(point, dtype="float64")
         naive = pd.to_numeric(X[anchor], errors="coerce").to_numpy("float64", na_value=np.nan)
         known = np.isfinite(naive)
-        blended = np.where(known, np.where(known, naive, 0.0) + weight * (point - naive), point)
+        blended = np.where(known, naive + weight * (point - naive), point)
         return self._clip(np.asarray(blended, dtype="float64"))
 
     def _choose(
