@@ -4,6 +4,13 @@ Each raw table's pending batches are validated per event-date partition; good ro
 the raw tables, bad rows in quarantine, and every batch leaves a validation run. The flow
 fails, with a report naming table, partition, column and rule, when any batch is rejected;
 the other partitions are loaded all the same.
+
+One task per raw table. In-process (the default) they run one after another; with a Dask
+cluster configured (``LIVEYIELD_DASK_WORKERS`` / ``LIVEYIELD_DASK_ADDRESS``, tasks/ops/cluster.py)
+every table's task is submitted at once and runs on the workers, each with its own database
+connection; the summary's ``workers`` says where they ran. A table's batches are idempotent (a
+batch already recorded is skipped), so a task Dask reruns after a worker died loads nothing
+twice.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from flows.results import ImportResult, IngestSummary
 from flows.schedule import latest_wins, name_day, run_as_of
 from tasks import landing, steps
 from tasks.dates import resolve_as_of
+from tasks.ops import cluster
 from tasks.quality.report import DataQualityError, summarise, summary_markdown
 from tasks.settings import get_settings
 
@@ -32,7 +40,12 @@ def _run_name() -> str:
     return f"ingest-validate-{params.get('table') or 'all'}-{day}"
 
 
-@flow(name="ingest-validate", flow_run_name=_run_name, log_prints=True)
+@flow(
+    name="ingest-validate",
+    flow_run_name=_run_name,
+    log_prints=True,
+    task_runner=cluster.SettingsTaskRunner(),
+)
 @latest_wins
 def ingest_validate(
     as_of: dt.datetime | None = None,
@@ -51,11 +64,19 @@ def ingest_validate(
     steps.prepare_warehouse()
     tables = sorted(landing.pending(get_settings().landing_dir, table, partition))
     logger.info("pending batches in %d tables: %s", len(tables), ", ".join(tables) or "none")
-    results: list[dict[str, Any]] = []
-    for name in tables:
-        results += steps.ingest_table(name, int(as_of.timestamp()), partition, max_bad_share)
-    docs = steps.build_data_docs() if results else None
+    common: dict[str, Any] = {
+        "max_ts": int(as_of.timestamp()),
+        "partition": partition,
+        "max_bad_share": max_bad_share,
+    }
+    if cluster.on_cluster():
+        common["warehouse"] = cluster.warehouse_id()
+    outcomes = cluster.run_each(steps.ingest_table, [{"table": name, **common} for name in tables])
+    results: list[dict[str, Any]] = [r for outcome in outcomes for r in outcome["partitions"]]
+    shipped = [item for outcome in outcomes for item in outcome["gx_results"]]
+    docs = steps.build_data_docs(shipped) if results else None
     summary = summarise(results, data_docs=docs)
+    summary["workers"] = cluster.tally(outcome["worker"] for outcome in outcomes)
     create_markdown_artifact(
         key="data-quality-summary", markdown=summary_markdown(summary), description="Data-quality gate"
     )

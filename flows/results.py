@@ -35,6 +35,8 @@ class IngestSummary:
     rows_quarantined: int
     report: str
     data_docs: str | None = None
+    # Dask worker ("<address> pid <pid>") -> task runs it ran; empty when every task ran in-process.
+    workers: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, summary: dict[str, Any]) -> IngestSummary:
@@ -47,6 +49,7 @@ class IngestSummary:
             rows_quarantined=int(summary["rows_quarantined"]),
             report=str(summary["report"]),
             data_docs=summary.get("data_docs"),
+            workers=dict(summary.get("workers") or {}),
         )
 
 
@@ -66,6 +69,8 @@ class FeatureBuild:
     """A build-features run: the partition dates (ISO) built per feature view."""
 
     built: dict[str, list[str]]
+    # Dask worker ("<address> pid <pid>") -> task runs it ran; empty when every task ran in-process.
+    workers: dict[str, int] = field(default_factory=dict)
 
     @property
     def partitions(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,64 @@ def pg_timeouts(env: dict[str, str] | None = None) -> PgTimeouts:
         if values[field] < 0:
             raise ValueError(f"{var}: expected 0 (no bound) or more, got {text!r}")
     return PgTimeouts(**values)
+
+
+DASK_ADDRESS_VAR = "LIVEYIELD_DASK_ADDRESS"
+DASK_WORKERS_VAR = "LIVEYIELD_DASK_WORKERS"
+# A scheduler address: tcp:// or tls://, a host name, IPv4 address or [IPv6] address, and a port.
+_DASK_ADDRESS = re.compile(
+    r"^(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$"
+)
+
+
+@dataclass(frozen=True)
+class DaskSettings:
+    """Where the flows' fanned-out tasks run (tasks/ops/cluster.py); neither set: in this process.
+
+    ``address``: an existing Dask scheduler (``LIVEYIELD_DASK_ADDRESS=tcp://host:port``);
+    ``workers``: a local cluster of that many single-threaded worker processes started for each
+    flow run and closed after it (``LIVEYIELD_DASK_WORKERS=N``). At most one of them is set.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the flows fan out over Dask."""
+        return self.address is not None or self.workers is not None
+
+
+def dask_settings(env: dict[str, str] | None = None) -> DaskSettings:
+    """The Dask settings from the environment (or the mapping given); a bad value is a ValueError
+    naming the variable, the value and what is expected."""
+    env = dict(os.environ) if env is None else env
+    address = env.get(DASK_ADDRESS_VAR, "").strip() or None
+    workers_text = env.get(DASK_WORKERS_VAR, "").strip()
+    if address is not None and workers_text:
+        raise ValueError(
+            f"{DASK_ADDRESS_VAR} and {DASK_WORKERS_VAR} are both set: set the address of an existing "
+            "scheduler or a number of local workers, not both"
+        )
+    if address is not None:
+        match = _DASK_ADDRESS.match(address)
+        if match is None or not 1 <= int(match.group(4)) <= 65535:
+            raise ValueError(
+                f"{DASK_ADDRESS_VAR}: expected a scheduler address tcp://HOST:PORT (or tls://), "
+                f"got {address!r}"
+            )
+        return DaskSettings(address=address)
+    if not workers_text:
+        return DaskSettings()
+    try:
+        workers = int(workers_text)
+    except ValueError:
+        raise ValueError(
+            f"{DASK_WORKERS_VAR}: expected a whole number of workers, got {workers_text!r}"
+        ) from None
+    if workers < 1:
+        raise ValueError(f"{DASK_WORKERS_VAR}: expected 1 or more workers, got {workers_text!r}")
+    return DaskSettings(workers=workers)
 
 
 # This platform runs on machines without outbound network: the libraries' telemetry must not try

@@ -56,11 +56,27 @@ def prepare_warehouse() -> str:
     retry_condition_fn=retry_on_io,
 )
 def ingest_table(
-    table: str, max_ts: int, partition: dt.date | None = None, max_bad_share: float | None = None
-) -> list[dict[str, Any]]:
-    """Validate and load one raw table's pending landed batches."""
+    table: str,
+    max_ts: int,
+    partition: dt.date | None = None,
+    max_bad_share: float | None = None,
+    warehouse: str | None = None,
+) -> dict[str, Any]:
+    """Validate and load one raw table's pending landed batches.
+
+    Returns ``partitions`` (one summary per batch), ``worker`` (the Dask worker it ran on, None
+    in the flow's process) and, from a worker, ``gx_results``: its GX validation results for the
+    flow's Data Docs. ``warehouse`` is the flow's (tasks/ops/cluster.py): a worker set up for
+    another database refuses.
+    """
     from prefect.runtime import flow_run
 
+    from tasks.ops.cluster import check_warehouse, worker_label
+    from tasks.quality import docs
+
+    check_warehouse(warehouse)
+    worker = worker_label()
+    kept = set(docs.kept_runs()) if worker else set()
     settings = get_settings()
     engine = make_engine(settings.db_url)
     try:
@@ -75,7 +91,8 @@ def ingest_table(
         )
     finally:
         engine.dispose()
-    return [r.as_dict() for r in results]
+    shipped = docs.export_results(r for r in docs.kept_runs() if r not in kept) if worker else []
+    return {"partitions": [r.as_dict() for r in results], "worker": worker, "gx_results": shipped}
 
 
 @task(name="land-file", task_run_name="land-{table}")
@@ -108,8 +125,13 @@ def land_file(
 
 
 @task(name="build-data-docs")
-def build_data_docs() -> str:
-    """Build the Great Expectations Data Docs of this process's validations."""
+def build_data_docs(gx_results: list[Any] | None = None) -> str:
+    """Build the Great Expectations Data Docs of this process's validations and of the results
+    shipped from Dask workers (``gx_results``, see ingest_table)."""
+    from tasks.quality import docs
+
+    if gx_results:
+        docs.adopt_results(gx_results)
     return str(quality.build_data_docs(get_settings().data_docs_dir))
 
 
@@ -143,6 +165,54 @@ def materialize_view(
     finally:
         engine.dispose()
     return [d.isoformat() for d in built]
+
+
+@task(name="plan-feature-builds")
+def plan_feature_builds(
+    view_names: list[str], start: dt.date | None = None, end: dt.date | None = None, full: bool = False
+) -> dict[str, list[dt.date]]:
+    """The partitions each view's build takes, as materialize_view would: every day in range with
+    ``full`` (and both ends), else the stale ones. For fanning a build out per (view, partition)."""
+    from tasks import featurestore
+    from tasks.featurestore.materialize import days_between
+    from tasks.featurestore.views import get_view
+
+    if full and start is not None and end is not None:
+        return {name: days_between(start, end) for name in view_names}
+    engine = make_engine(get_settings().db_url)
+    try:
+        return {
+            name: featurestore.stale_partitions(engine, get_view(name), start, end) for name in view_names
+        }
+    finally:
+        engine.dispose()
+
+
+@task(
+    name="materialize-partition",
+    task_run_name="materialize-{view_name}-{partition}",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_on_io,
+)
+def materialize_partition(
+    view_name: str, partition: dt.date, created_ts: int, warehouse: str | None = None
+) -> dict[str, Any]:
+    """Build one partition of a feature view (one transaction: idempotent, so a rerun on another
+    worker is harmless); returns the view, the partition (ISO), the rows and the Dask worker."""
+    from tasks import featurestore
+    from tasks.featurestore.views import get_view
+    from tasks.ops.cluster import check_warehouse, worker_label
+
+    check_warehouse(warehouse)
+    engine = make_engine(get_settings().db_url)
+    try:
+        rows = featurestore.materialize_partition(
+            engine, get_view(view_name), partition, created_ts=created_ts
+        )
+    finally:
+        engine.dispose()
+    return {"view": view_name, "partition": partition.isoformat(), "rows": rows, "worker": worker_label()}
 
 
 def _engine() -> Any:

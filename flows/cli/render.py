@@ -27,11 +27,19 @@ def quality(summary: IngestSummary) -> None:
     console.print(table)
     if summary.data_docs:
         console.print(f"Data Docs: {summary.data_docs}")
+    _workers(summary.workers)
 
 
 def feature_build(result: FeatureBuild) -> None:
     """How many partitions a feature build made."""
     console.print(f"built {result.partitions} partitions over {len(result.built)} views")
+    _workers(result.workers)
+
+
+def _workers(workers: dict[str, int]) -> None:
+    """Where fanned-out tasks ran, when a Dask cluster ran them (nothing in-process)."""
+    if workers:
+        console.print(f"ran {sum(workers.values())} tasks on {len(workers)} Dask workers")
 
 
 def training(result: TrainingSummary) -> None:

@@ -257,7 +257,8 @@ def _make_room(
     return None
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Every day from start to end, both included."""
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
@@ -272,7 +273,7 @@ def backfill(
 ) -> list[dt.date]:
     """Rebuild every partition in [start, end], one transaction each; returns the partitions built."""
     built = []
-    for day in _days(start, end):
+    for day in days_between(start, end):
         materialize_partition(engine, view, day, created_ts=created_ts, chunk_entities=chunk_entities)
         built.append(day)
     return built

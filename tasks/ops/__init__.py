@@ -1,1 +1,2 @@
-"""Operations: local servers, deployments, remote runs and the doctor; no domain logic."""
+"""Operations: local servers, deployments, remote runs, the doctor and the flows' Dask task runner;
+no domain logic."""

@@ -1,4 +1,8 @@
-"""Keep this process's GX validation results and build local GX Data Docs from them."""
+"""Keep this process's GX validation results and build local GX Data Docs from them.
+
+Validations that ran in another process (a Dask worker of a fanned-out flow) reach the docs of
+the flow's process through :func:`export_results` there and :func:`adopt_results` here.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,21 @@ def remember(table: str, result: ExpectationSuiteValidationResult) -> str:
     while len(_RESULTS) > MAX_KEPT:
         _RESULTS.pop(next(iter(_RESULTS)))
     return run_name
+
+
+def kept_runs() -> list[str]:
+    """The run names of the results this process keeps, oldest first."""
+    return list(_RESULTS)
+
+
+def export_results(run_names: Iterable[str]) -> list[tuple[str, ExpectationSuiteValidationResult]]:
+    """(table, result) of the kept runs named, to ship to another process (they pickle)."""
+    return [_RESULTS[name] for name in run_names if name in _RESULTS]
+
+
+def adopt_results(results: Iterable[tuple[str, ExpectationSuiteValidationResult]]) -> list[str]:
+    """Keep results another process exported, under run names of this process; returns them."""
+    return [remember(table, result) for table, result in results]
 
 
 def build_data_docs(site_dir: Path, verdicts: Iterable[Verdict] | None = None) -> Path:
