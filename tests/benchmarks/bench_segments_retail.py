@@ -7,11 +7,12 @@ mapping (cancellations and guest lines go to quarantine) into a fresh home, or r
 when its warehouse already holds the orders. Customers' RFM features come from the validated
 raw_orders partitions: recency (days since the last order), frequency (distinct invoices) and
 monetary (spend), both over the 365 days before a snapshot. The same SegmentModel class as the
-catalog model (log1p + standardise, k by silhouette in [3, 8], bootstrap stability) is fitted on
-every customer active in the year before the last month starts, and judged on the customers
-active in the last month, with their RFM at the end of the data: silhouette and Davies–Bouldin in
-that holdout's own standardised space (as the lifecycle evaluates), against a spend-quartile
-segmentation scored the same way. Skips, with the reason, when the shared data folder is absent.
+catalog model (log1p + standardise, k in [3, 8] by silhouette among the ks whose bootstrap
+stability reaches 0.9) is fitted on every customer active in the year before the last month
+starts, and judged on the customers active in the last month, with their RFM at the end of the
+data: silhouette and Davies–Bouldin in that holdout's own standardised space (as the lifecycle
+evaluates), against a spend-quartile segmentation scored the same way. Skips, with the reason,
+when the shared data folder is absent.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pandas as pd
 from sqlalchemy import Engine, and_, func, select
 
 from tasks.featurestore.definitions import DAY_S
-from tasks.models.catalog.user_segments import Dimension, SegmentModel, space_matrix, standardise
+from tasks.models.catalog.user_segments import STABLE_MIN, Dimension, SegmentModel, space_matrix, standardise
 from tasks.models.metrics.clustering import METRICS as CLUSTERING
 from tasks.schema import partition_status, quarantine
 from tasks.warehouse import raw_table
@@ -212,7 +213,9 @@ def run(home: Path) -> str:
         for r in holdout_profiles.to_dict(orient="records")
     ]
     beats = ours["silhouette"] > base["silhouette"] and ours["davies_bouldin"] < base["davies_bouldin"]
-    silhouettes = ", ".join(f"k={k}: {v:.3f}" for k, v in model.silhouette_by_k_.items())
+    silhouettes = ", ".join(
+        f"k={k}: {v:.3f} / {model.stability_by_k_[k]:.3f}" for k, v in model.silhouette_by_k_.items()
+    )
     statuses = ", ".join(f"{v:,} {k}" for k, v in stats.items() if k not in ("loaded", "quarantined"))
     done = f"{how} in {seconds / 60:.1f} min" if seconds is not None else how
     import_line = (
@@ -229,7 +232,8 @@ def run(home: Path) -> str:
             f"active in the year before {day(cut)} (RFM as of then); judged on the {len(holdout):,} "
             f"customers active in the last {HOLDOUT_DAYS} days ({day(cut)} to {day(end - 1)}), RFM as of "
             f"{day(end)}. Same SegmentModel class as the catalog's user_segments (log1p, standardise, "
-            f"k-means with k by silhouette in [{PARAMS['k_min']}, {PARAMS['k_max']}], ids by size, "
+            f"k-means with k in [{PARAMS['k_min']}, {PARAMS['k_max']}] by silhouette among the ks whose "
+            f"bootstrap stability reaches {STABLE_MIN}, ids by size, "
             f"seed {PARAMS['seed']}); fit {fit_seconds:.1f} s. Silhouette and Davies–Bouldin are "
             "measured in the holdout's own standardised space, as the lifecycle evaluates; stability "
             f"is the mean pairwise adjusted Rand index of {PARAMS['n_boot']} refits on bootstrap "
@@ -247,7 +251,7 @@ def run(home: Path) -> str:
                 metrics_rows,
             ),
             "",
-            f"Silhouette by k at fit time: {silhouettes}. The segments "
+            f"Silhouette / bootstrap stability by k at fit time: {silhouettes}. The segments "
             f"{'beat' if beats else 'do NOT beat'} the spend-quartile baseline on both measures.",
             "",
             "Segment profiles (training customers; centroid z-scores of log recency / frequency / monetary):",

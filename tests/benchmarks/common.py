@@ -44,6 +44,7 @@ SECTION_ORDER = [
     "recs_retail",
     "recs_scale",
     "segments_retail",
+    "segments_scale",
     "load",
     "monitoring",
     "live_chain",

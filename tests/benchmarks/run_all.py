@@ -29,6 +29,7 @@ BENCHMARKS = [
     "bench_recs_retail",
     "bench_recs_scale",
     "bench_segments_retail",
+    "bench_segments_scale",
     "bench_monitoring",
     "bench_load",
     "bench_live_chain",

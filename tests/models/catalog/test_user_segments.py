@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import davies_bouldin_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouette_score
 from sqlalchemy import Engine, select
 
 from tasks.featurestore import materialize_views
@@ -140,24 +140,30 @@ def test_metrics_without_embedding_use_the_behaviour_space_of_the_feature_column
 # --- the estimator -------------------------------------------------------------------------
 
 
-def _users(n: int, seed: int = 0) -> pd.DataFrame:
-    """Synthetic model inputs: four behaviour types, nullable counts, missing rows as NaN."""
+def _users_and_types(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Synthetic model inputs of four behaviour types (and each row's type): nullable counts,
+    missing rows as NaN, interests drawn apart from the type."""
     rng = np.random.default_rng(seed)
     kind = rng.choice(4, n, p=[0.45, 0.25, 0.18, 0.12])
-    watch = np.exp(np.array([3.0, 5.5, 5.0, 5.5])[kind] + rng.normal(0, 0.4, n))
+    sessions = np.round(np.exp(np.array([1.0, 4.0, 3.5, 4.0])[kind] + rng.normal(0, 0.3, n)))
     gifts = np.where(kind == 2, np.exp(rng.normal(4.0, 0.4, n)), 0.0)
     spend = np.where(kind == 3, np.exp(rng.normal(4.5, 0.4, n)), 0.0)
     shares = rng.dirichlet(np.full(len(SHARES), 0.3), n)
     frame = pd.DataFrame(
         {
-            "user_watch__watch_minutes_28d": watch,
+            "user_watch__sessions_28d": pd.array(sessions.astype("int64"), dtype="Int64"),
             "user_gifts__gifts_sum_28d": pd.Series(gifts).where(gifts > 0),  # no row: NaN
             "user_commerce__spend_28d": pd.Series(spend).where(spend > 0),
             **{c: shares[:, i] for i, c in enumerate(SHARES)},
-            "user_profile__days_since_signup": pd.array(rng.integers(1, 400, n), dtype="Int64"),
+            "user_profile__days_since_signup": pd.array(rng.integers(30, 400, n), dtype="Int64"),
         }
     )
-    return frame[SPEC.input_columns]
+    return frame[SPEC.input_columns], kind
+
+
+def _users(n: int, seed: int = 0) -> pd.DataFrame:
+    """Synthetic model inputs: four behaviour types (see _users_and_types)."""
+    return _users_and_types(n, seed)[0]
 
 
 def _fit(frame: pd.DataFrame, **overrides: int) -> segments.SegmentModel:
@@ -188,9 +194,14 @@ def test_k_lies_in_the_spec_range_and_separated_types_are_found(
     fitted: tuple[pd.DataFrame, segments.SegmentModel],
 ) -> None:
     frame, model = fitted
+    ks = set(range(SPEC.params["k_min"], SPEC.params["k_max"] + 1))
     assert SPEC.params["k_min"] <= model.k_ <= SPEC.params["k_max"]
-    assert set(model.silhouette_by_k_) == set(range(SPEC.params["k_min"], SPEC.params["k_max"] + 1))
+    assert set(model.silhouette_by_k_) == ks and set(model.stability_by_k_) == ks
     assert model.k_ == 4 and model.stability_ > 0.9  # four well-separated behaviour types
+    assert model.stability_ == model.stability_by_k_[4]
+    # The types are recovered on users the fit never saw, interests (not an axis) notwithstanding.
+    unseen, types = _users_and_types(600, seed=11)
+    assert adjusted_rand_score(types, model.predict(unseen)) > 0.95
     narrow = _fit(frame.iloc[:200], k_min=2, k_max=3, n_boot=0)
     assert narrow.k_ in (2, 3)
 
@@ -205,6 +216,36 @@ def test_predict_frame_gives_segment_affinity_and_stability(
     assert out["affinity"].between(0, 1).all() and (out["stability"] == model.stability_).all()
     names = model.profiles_["name"]
     assert names.is_unique and model.profiles_["size"].sum() == len(frame)
+
+
+@pytest.mark.parametrize(
+    ("silhouette", "stability", "chosen"),
+    [
+        ({3: 0.40, 4: 0.50, 5: 0.52}, {3: 0.97, 4: 0.95, 5: 0.79}, 4),  # the best is unstable
+        ({3: 0.40, 4: 0.50, 5: 0.52}, {3: 0.97, 4: 0.95, 5: 0.93}, 5),  # all stable: silhouette
+        ({3: 0.40, 4: 0.50, 5: 0.50}, {3: 0.97, 4: 0.95, 5: 0.95}, 4),  # a tie: the smaller k
+        ({3: 0.40, 4: 0.50, 5: 0.52}, {3: 0.70, 4: 0.85, 5: 0.60}, 4),  # none stable: the most stable
+        ({3: 0.40, 4: 0.50}, {3: float("nan"), 4: float("nan")}, 4),  # unmeasured: silhouette alone
+    ],
+)
+def test_k_is_the_best_silhouette_among_the_stable_ks(
+    silhouette: dict[int, float], stability: dict[int, float], chosen: int
+) -> None:
+    assert segments.choose_k(silhouette, stability, stable_min=0.9) == chosen
+
+
+def test_activity_is_a_daily_rate_over_the_days_on_the_platform() -> None:
+    frame = pd.DataFrame(
+        {
+            "user_watch__sessions_28d": pd.array([7, 28, 14, None], dtype="Int64"),
+            "user_gifts__gifts_sum_28d": [0.0, 0.0, 0.0, 0.0],
+            "user_commerce__spend_28d": [0.0, 0.0, 0.0, 0.0],
+            # joined 6 days ago (7 days on the platform); long ago; unknown signup; no sessions row
+            "user_profile__days_since_signup": pd.array([6, 300, None, 2], dtype="Int64"),
+        }
+    )
+    activity = segments.space_matrix(frame, segments.USER_DIMENSIONS)[:, 0]
+    np.testing.assert_allclose(activity, np.log1p([1.0, 1.0, 0.5, 0.0]))
 
 
 @pytest.mark.parametrize(
