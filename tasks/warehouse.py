@@ -80,6 +80,15 @@ def partition_row_count(conn: Connection, table: str, partition: dt.date) -> int
     )
 
 
+def partition_row_counts(conn: Connection, table: str, partitions: list[dt.date]) -> dict[dt.date, int]:
+    """Rows stored in each of several partitions of a raw table (absent: none)."""
+    t = raw_table(table)
+    query = (
+        select(t.c.event_date, func.count()).where(t.c.event_date.in_(partitions)).group_by(t.c.event_date)
+    )
+    return {day: int(count) for day, count in conn.execute(query)}
+
+
 def partition_is_validated(conn: Connection, table: str, partition: dt.date) -> bool:
     """True when the partition's latest validation accepted it."""
     row = conn.execute(
