@@ -47,7 +47,7 @@ format: venv
 doctor: venv
 	$(BIN)/liveyield doctor
 
-serve: venv ## start a Prefect server, work pool, worker, deployments and an MLflow server here
+serve: venv ## start a Prefect server, work pool, worker, deployments and an MLflow server here (LIVEYIELD_SERVE_DASK_WORKERS=N: a Dask cluster too)
 	$(BIN)/liveyield serve $(if $(wildcard $(or $(LIVEYIELD_HOME),.liveyield)/simulator/platform.json),--simulate)
 
 stop: venv ## stop what `make serve` started

@@ -36,26 +36,50 @@ def serve(
             "data each night (make serve sets it when the home holds one).",
         ),
     ] = False,
+    dask_workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Also start a Dask scheduler and this many single-threaded workers on 127.0.0.1; "
+            "deployment runs fan out on them. [default: LIVEYIELD_SERVE_DASK_WORKERS or 0: none]",
+        ),
+    ] = None,
 ) -> None:
-    """Start a Prefect server, its work pool, worker and deployments, and an MLflow server, here."""
+    """Start a Prefect server, its work pool, worker and deployments, and an MLflow server, here
+    (and a Dask cluster with --dask-workers)."""
     from tasks.ops.servers import StackError, bind_warning, plan_stack, start_stack
     from tasks.settings import get_settings
 
     for option, port in (("--prefect-port", prefect_port), ("--mlflow-port", mlflow_port)):
         if port is not None and not 0 <= port <= 65535:
             raise typer.BadParameter(f"{option} {port} is not a port (0-65535)")
+    if dask_workers is not None and dask_workers < 0:
+        raise typer.BadParameter(f"--dask-workers {dask_workers}: expected 0 or more")
     try:
         warning = bind_warning(host, allow_remote=allow_remote)
     except StackError as exc:
         raise typer.BadParameter(str(exc)) from None
     if warning:
         err.print(warning, style="yellow", highlight=False)
-    plan = plan_stack(get_settings(), host=host, prefect_port=prefect_port, mlflow_port=mlflow_port)
+    try:
+        plan = plan_stack(
+            get_settings(),
+            host=host,
+            prefect_port=prefect_port,
+            mlflow_port=mlflow_port,
+            dask_workers=dask_workers,
+        )
+    except ValueError as exc:  # a bad LIVEYIELD_SERVE_DASK_WORKERS
+        raise typer.BadParameter(str(exc)) from None
     state = start_stack(plan, deploy=deploy, simulate=simulate, say=lambda line: err.print(line))
     table = Table("what", "address", "store", title="liveyield serve")
     table.add_row("Prefect UI", state["prefect_ui_url"], state["prefect_database"])
     table.add_row("MLflow UI", state["mlflow_url"], state["mlflow_backend_store"])
     table.add_row("worker", f"work pool {state['work_pool']}", f"logs in {plan.log_dir}")
+    if "dask_scheduler_address" in state:
+        table.add_row(
+            "Dask scheduler", state["dask_scheduler_address"], f"{state['dask_workers']} workers × 1 thread"
+        )
+        table.add_row("Dask dashboard", state["dask_dashboard_url"], "needs bokeh; /health, /json/ always")
     render.console.print(table)
     credentials = state["credentials_file"]
     render.console.print(

@@ -19,7 +19,8 @@ task must be idempotent: ingest is (a batch already recorded is skipped), and so
 partition's build (one transaction replaces its rows).
 
 The workers of an existing cluster must see the same ``LIVEYIELD_DB_URL`` and ``LIVEYIELD_HOME``
-(the landing zone) as the flow, have this package installed, and reach the flow's Prefect API:
+(the landing zone) as the flow, have this package installed (with the flows' folder on their
+path for deployment runs, tasks/ops/dask_serve.py says why), and reach the flow's Prefect API:
 with ``LIVEYIELD_DASK_ADDRESS`` set, the flow needs a Prefect server (``PREFECT_API_URL``), since
 the ephemeral API lives in the flow's process. A fanned-out task checks that it writes to the
 flow's warehouse (:func:`check_warehouse`) before it touches anything.

@@ -7,7 +7,10 @@
 - an MLflow tracking server (backend store ``<warehouse db>_mlflow`` on PostgreSQL, else the
   embedded default ``.liveyield/mlflow.db``; artifacts under ``.liveyield/mlartifacts``);
 - the process work pool, every deployment of ``infra/prefect.yaml``, and a worker whose flow
-  runs see ``PREFECT_API_URL`` and ``MLFLOW_TRACKING_URI`` of those servers.
+  runs see ``PREFECT_API_URL`` and ``MLFLOW_TRACKING_URI`` of those servers;
+- with ``dask_workers`` N > 0, a Dask scheduler and N single-threaded workers on the loopback
+  interface (tasks/ops/dask_serve.py), and the worker's flow runs fan out on them
+  (``LIVEYIELD_DASK_ADDRESS``).
 
 What it started is written to ``.liveyield/run/stack.json`` (pids, addresses, log files; no
 credentials) and ``stop_stack`` stops exactly those processes and their children. Database
@@ -39,8 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.ops import dask_serve
 from tasks.ops.automations import ensure_automations, heartbeat_s
-from tasks.settings import NO_TELEMETRY, Settings, get_settings, redact_url
+from tasks.settings import (
+    DASK_ADDRESS_VAR,
+    DASK_WORKERS_VAR,
+    NO_TELEMETRY,
+    Settings,
+    get_settings,
+    redact_url,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = ROOT / "infra" / "prefect.yaml"
@@ -159,6 +170,9 @@ class StackPlan:
     mlflow_backend_uri: str  # likewise
     work_pool: str
     base_env: Mapping[str, str] = field(repr=False, default_factory=dict)
+    dask_workers: int = 0  # 0: no cluster of the stack's own
+    dask_port: int = 0
+    dask_dashboard_port: int = 0
     create_databases: tuple[str, ...] = field(repr=False, default=())  # derived ones, made if missing
 
     @property
@@ -175,6 +189,16 @@ class StackPlan:
     def mlflow_url(self) -> str:
         """The MLflow UI and tracking API (what MLFLOW_TRACKING_URI is set to)."""
         return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def dask_address(self) -> str | None:
+        """The stack's Dask scheduler (what LIVEYIELD_DASK_ADDRESS is set to), None without one."""
+        return dask_serve.scheduler_address(self.dask_port) if self.dask_workers else None
+
+    @property
+    def dask_http_url(self) -> str | None:
+        """The scheduler's HTTP endpoints and dashboard, None without a cluster."""
+        return dask_serve.http_url(self.dask_dashboard_port) if self.dask_workers else None
 
     @property
     def run_dir(self) -> Path:
@@ -237,13 +261,15 @@ def plan_stack(
     host: str = "127.0.0.1",
     prefect_port: int | None = None,
     mlflow_port: int | None = None,
+    dask_workers: int | None = None,
     root: Path = ROOT,
 ) -> StackPlan:
     """The stack for these settings; a port of 0 means any free port.
 
     Overrides: LIVEYIELD_PREFECT_PORT, LIVEYIELD_MLFLOW_PORT, LIVEYIELD_PREFECT_DB_URL (an async
     SQLAlchemy URL: ``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``), LIVEYIELD_MLFLOW_DB_URL,
-    LIVEYIELD_WORK_POOL.
+    LIVEYIELD_WORK_POOL, LIVEYIELD_SERVE_DASK_WORKERS (the scheduler and its HTTP endpoints take
+    free loopback ports).
     """
     from tasks.ops.deployments import WORK_POOL
 
@@ -267,6 +293,7 @@ def plan_stack(
         or (tracking if tracking.startswith(("sqlite:", "postgresql")) else "")
         or f"sqlite:///{settings.home / 'mlflow.db'}"
     )
+    workers = dask_serve.serve_workers(dask_workers, env)
     return StackPlan(
         home=settings.home,
         root=root,
@@ -277,6 +304,9 @@ def plan_stack(
         mlflow_backend_uri=mlflow_db,
         work_pool=env.get("LIVEYIELD_WORK_POOL") or WORK_POOL,
         base_env={**env, "LIVEYIELD_HOME": str(settings.home), "LIVEYIELD_DB_URL": settings.db_url},
+        dask_workers=workers,
+        dask_port=free_port(dask_serve.DASK_HOST) if workers else 0,
+        dask_dashboard_port=free_port(dask_serve.DASK_HOST) if workers else 0,
         create_databases=tuple(u for u in (prefect_db, mlflow_db) if u in (derived_prefect, derived_mlflow)),
     )
 
@@ -615,6 +645,9 @@ def start_stack(
             raise StackError(
                 f"port {port} on {plan.host} is in use: pass another {option} (0: any free port)"
             )
+    for port in (plan.dask_port, plan.dask_dashboard_port) if plan.dask_workers else ():
+        if not port_is_free(dask_serve.DASK_HOST, port):
+            raise StackError(f"port {port} on {dask_serve.DASK_HOST} (for Dask) was taken meanwhile: retry")
     for directory in (plan.run_dir, plan.log_dir, plan.home / "prefect", plan.artifact_root):
         directory.mkdir(parents=True, exist_ok=True)
     credentials, made = ensure_credentials(plan.home)
@@ -637,6 +670,12 @@ def start_stack(
         "credentials_file": str(credentials_path(plan.home)),
         "processes": {},
     }
+    if plan.dask_workers:
+        state |= {
+            "dask_scheduler_address": plan.dask_address,
+            "dask_dashboard_url": f"{plan.dask_http_url}/status",
+            "dask_workers": plan.dask_workers,
+        }
     processes: dict[str, Any] = state["processes"]
     python = sys.executable
     try:
@@ -703,10 +742,19 @@ def start_stack(
             plan,
         )
         _write_state(plan.home, state)
+        env = flow_env(plan, credentials)
+        if plan.dask_workers:
+            for name in (DASK_ADDRESS_VAR, DASK_WORKERS_VAR):
+                if plan.base_env.get(name):
+                    say(f"{name} is set: the worker's flow runs use the stack's Dask cluster instead")
+            _spawn_cluster(plan, env, processes)
+            _write_state(plan.home, state)
         say(f"starting Prefect server on {plan.prefect_ui_url} and MLflow server on {plan.mlflow_url}")
         _wait_http(f"{plan.prefect_api_url}/health", processes["prefect-server"], "Prefect server", timeout_s)
         _wait_http(f"{plan.mlflow_url}/health", processes["mlflow-server"], "MLflow server", timeout_s)
-        env = flow_env(plan, credentials)
+        if plan.dask_workers:
+            say(f"waiting for the Dask scheduler at {plan.dask_address} and {plan.dask_workers} workers")
+            _wait_cluster(plan, processes, timeout_s)
         _run(
             [
                 python,
@@ -763,7 +811,7 @@ def start_stack(
                 "--name",
                 f"liveyield-{socket.gethostname()}",
             ],
-            env,
+            dask_serve.prefect_worker_env(env, plan.dask_address) if plan.dask_address else env,
             plan,
         )
         _write_state(plan.home, state)
@@ -779,6 +827,43 @@ def start_stack(
         stop_stack(plan.home)
         raise
     return state
+
+
+def _spawn_cluster(plan: StackPlan, env: Mapping[str, str], processes: dict[str, Any]) -> None:
+    """Start the Dask scheduler and workers (recorded in ``processes``); the workers retry
+    until the scheduler listens, so both start at once, beside the servers."""
+    python = sys.executable
+    scheduler_env = server_env(
+        plan, "DASK_", {"PYTHONPATH": dask_serve.code_path(plan.root, plan.base_env.get("PYTHONPATH"))}
+    )
+    processes["dask-scheduler"] = _spawn(
+        "dask-scheduler",
+        dask_serve.scheduler_argv(python, plan.dask_port, plan.dask_dashboard_port),
+        scheduler_env,
+        plan,
+    )
+    scratch = plan.home / "dask"
+    scratch.mkdir(parents=True, exist_ok=True)
+    processes["dask-workers"] = _spawn(
+        "dask-workers",
+        dask_serve.worker_argv(python, plan.dask_port, plan.dask_workers, scratch),
+        dask_serve.worker_env(env, plan.root),
+        plan,
+    )
+
+
+def _wait_cluster(plan: StackPlan, processes: Mapping[str, Any], timeout_s: float) -> None:
+    """Wait for the scheduler to answer with every worker registered (else a StackError naming which)."""
+    assert plan.dask_http_url is not None
+    dask_serve.wait_for_cluster(
+        plan.dask_http_url,
+        plan.dask_workers,
+        {name: processes[name] for name in ("dask-scheduler", "dask-workers")},
+        running=_is_ours,
+        tail=_tail,
+        timeout_s=timeout_s,
+        error=StackError,
+    )
 
 
 def _terminate(record: Mapping[str, Any], grace_s: float) -> bool:
@@ -810,7 +895,7 @@ def stop_stack(home: Path, grace_s: float = 20.0) -> list[str]:
         return []
     stopped = []
     processes = state.get("processes", {})
-    for name in ("worker", "mlflow-server", "prefect-server"):
+    for name in ("worker", "dask-workers", "dask-scheduler", "mlflow-server", "prefect-server"):
         record = processes.get(name)
         if record and _terminate(record, grace_s):
             stopped.append(name)

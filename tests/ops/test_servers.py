@@ -137,13 +137,15 @@ def served_stack(
     prefix: str,
     extra_env: Mapping[str, str] | None = None,
     simulate: Sequence[str] | None = None,
+    serve_args: Sequence[str] = (),
 ) -> Iterator[Stack]:
     """`liveyield serve` on a simulated platform in ``home`` (warehouse on PostgreSQL when it is
     usable, in a database named after ``prefix``; else SQLite), with this process's clients given
     the stack's credentials as a shell sets them; stopped and its databases dropped afterwards.
 
     With ``simulate`` (`liveyield simulate` arguments) the platform is made by that command, which
-    records it for continuing, and served with `--simulate` (simulate-daily deployed too)."""
+    records it for continuing, and served with `--simulate` (simulate-daily deployed too).
+    ``serve_args`` go to `liveyield serve` as well."""
     password, key = secrets.token_hex(16), secrets.token_hex(16)
     databases: list[str] = []
     if _pg_usable():
@@ -172,7 +174,14 @@ def served_stack(
             assert simulated.returncode == 0, simulated.stdout + simulated.stderr
         engine.dispose()
         served = _cli(
-            env, "serve", "--prefect-port", "0", "--mlflow-port", "0", *(["--simulate"] if simulate else [])
+            env,
+            "serve",
+            "--prefect-port",
+            "0",
+            "--mlflow-port",
+            "0",
+            *(["--simulate"] if simulate else []),
+            *serve_args,
         )
         assert served.returncode == 0, served.stdout + served.stderr
         state = read_state(home)
