@@ -62,6 +62,7 @@ def train_model(
     if build:
         build_features(as_of=as_of)
     trained = steps.train_candidate(model, as_of, code_version())
+    logger.info("%s: %s", model, trained.get("sampling") or "sampling not reported")
     registered = steps.register_candidate(model, trained["run_id"])
     report = steps.gate_candidate(model, registered["version"], trained["run_id"])
     gate_markdown = GateReport.from_dict(report).to_markdown()
@@ -115,6 +116,7 @@ def train_model(
         champion=outcome["champion"],
         detail=outcome["detail"],
         approval=approval,
+        sampling=trained.get("sampling", ""),
     )
     create_table_artifact(  # what `liveyield retrain` prints from a server run
         key=f"train-{model.replace('_', '-')}", table=[result.as_row()], description=f"Training of {model}"

@@ -127,6 +127,7 @@ class TrainingResult:
     champion: int | None
     detail: str
     approval: ApprovalRecord = field(default_factory=lambda: ApprovalRecord(required=False))
+    sampling: str = ""  # what the spec's sampling rule did to the training split (one line)
 
     def summary(self) -> TrainingSummary:
         """The one-row summary (what a server run leaves behind for `liveyield retrain`)."""

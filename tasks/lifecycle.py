@@ -131,6 +131,7 @@ def train_candidate(
         "model": spec.name,
         "run_id": run_id,
         "examples": len(training_set.frame),
+        "sampling": trained.sampling.summary if trained.sampling is not None else "",
         "fit_seconds": round(trained.fit_seconds, 2),
         "metrics": {k: round(v, 5) for k, v in evaluation.metrics.items()},
         "headline": _headline(spec, evaluation, baselines),

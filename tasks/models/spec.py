@@ -2,6 +2,14 @@
 
 Adding a model means adding a spec (and perhaps a feature view), never a new flow. Every
 threshold a model is judged by lives in its spec's PromotionPolicy and nowhere else.
+
+Training-set size is declared here too: a training split longer than the row cap
+(``LIVEYIELD_MAX_TRAIN_ROWS``, tasks/settings.py, default 5,000,000; a spec's ``Sampling.max_rows``
+may lower it) is cut by the spec's ``Sampling`` rule before fitting, and never otherwise. The rule
+runs on the training split only (validation and holdout, and so the gate, see every row),
+deterministically for the spec's seed and the training's as_of, and what it did is recorded with
+the run (tasks/models/sampling.py). A spec without a rule (``sampling=None``) is never sampled:
+its training split is fitted whole, whatever its size.
 """
 
 from __future__ import annotations
@@ -18,6 +26,41 @@ from sqlalchemy import Connection, Engine
 from tasks.monitoring.drift import DriftPolicy
 
 TaskKind = Literal["binary", "regression", "forecast", "ranking", "clustering", "plan"]
+SamplingKind = Literal["negatives", "uniform", "entity"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a training split beyond the row cap is cut to fit it (tasks/models/sampling.py does it).
+
+    ``negatives`` (binary models with rare positives: clicks, conversions): every positive is kept
+    and a seeded share w of the negatives, w chosen so positives + kept negatives = the cap. The
+    model then over-predicts by the odds factor 1/w, so its probabilities are corrected back,
+    p = p_s / (p_s + (1 − p_s) / w) (the prior correction of down-sampled negatives), inside the
+    model that is logged, scored and gated.
+    ``uniform``: a seeded share of rows (no correction: the label mix is kept in expectation).
+    ``entity``: whole entities of ``column`` (a user's snapshots, a ranking query's candidates),
+    in a seeded order until the next would pass the cap, for models whose examples are grouped:
+    an entity is fitted on all its rows or none of them.
+    ``max_rows``: a cap for this model below the platform's (None: the platform's alone).
+    """
+
+    kind: SamplingKind
+    column: str | None = None
+    max_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse an entity rule without its column, a column on another rule, and a cap below 1."""
+        if self.kind not in ("negatives", "uniform", "entity"):
+            raise ValueError(f"unknown sampling kind {self.kind!r}: negatives, uniform or entity")
+        if (self.kind == "entity") != (self.column is not None):
+            raise ValueError(f"sampling {self.kind!r}: a column is named by (and only by) the entity rule")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError(f"sampling max_rows must be 1 or more, got {self.max_rows}")
+
+    def __str__(self) -> str:
+        """The rule as runs record it, e.g. "negatives" or "entity:user_key"."""
+        return f"entity:{self.column}" if self.kind == "entity" else self.kind
 
 
 @dataclass(frozen=True)
@@ -211,9 +254,15 @@ class ModelSpec:
     # judged, by the same recipe fitted one validation period earlier, which doubles the judged
     # examples where the holdout is too small for the gate's intervals (ad_cvr's clicks).
     forward_cross_fit: bool = False
+    # How a training split beyond the row cap is sampled (see Sampling and the module notes); None:
+    # never sampled, the cap does not apply (say why beside the spec).
+    sampling: Sampling | None = None
 
     def __post_init__(self) -> None:
-        """Refuse a policy rule that names a baseline the spec does not declare."""
+        """Refuse a policy rule that names a baseline the spec does not declare, and a negatives rule
+        on a model that is not binary (there are no negatives to down-sample)."""
+        if self.sampling is not None and self.sampling.kind == "negatives" and self.kind != "binary":
+            raise ValueError(f"{self.name}: negative down-sampling needs a binary model, not {self.kind}")
         known = {"baseline", *(str(b) for b in (self.baseline, *self.extra_baselines))}
         named = [("significance rule", r.metric, r.against) for r in self.policy.significance]
         named += [("relative threshold", t.metric, t.against) for t in self.policy.relative_thresholds]

@@ -28,6 +28,7 @@ from tasks.models.evaluation import (
     stored_predictions,
 )
 from tasks.models.plots import write_plots
+from tasks.models.sampling import fitted_model
 from tasks.models.spec import Baseline, ModelSpec
 from tasks.models.training import TrainedModel
 from tasks.monitoring.reference import Reference, log_reference
@@ -159,6 +160,7 @@ def log_training_run(
         "as_of": str(trained.lineage.get("as_of", "")),
         "data_validated": str(bool(trained.lineage.get("data_validated", False))).lower(),
         "feature_versions": json.dumps(trained.lineage.get("feature_versions", {}), sort_keys=True),
+        **({"sampling": trained.sampling.summary} if trained.sampling is not None else {}),
         **dict(tags or {}),
     }
     run = client.create_run(experiment_id, tags=run_tags, run_name=f"{spec.name}-train")
@@ -237,7 +239,8 @@ def _plots(spec: ModelSpec, trained: TrainedModel, frame: pd.DataFrame, folder: 
         return []
     y = frame["label"].to_numpy("float64")
     base = stored_predictions(frame, "baseline")["prediction"].to_numpy()
-    return write_plots(trained.pipeline, y, frame["prediction"].to_numpy("float64"), base, folder)
+    pred = frame["prediction"].to_numpy("float64")
+    return write_plots(fitted_model(trained.pipeline), y, pred, base, folder)  # importance: the booster's
 
 
 def load_holdout(tracking_uri: str, run_id: str) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,13 +19,16 @@ from tasks.featurestore import get_historical_features
 from tasks.featurestore.definitions import DAY_S, parse_ref
 from tasks.featurestore.views import FEATURE_VIEWS as VIEWS
 from tasks.models.estimator import as_estimator, fit_summary
+from tasks.models.sampling import SampleRecord, corrected, sample_training, sampling_seed
 from tasks.models.spec import LabelWindow, ModelSpec
 from tasks.schema import partition_status
+from tasks.settings import max_train_rows
 
 SPLIT_COLUMN = "split"  # a label builder's own split of its rows: train, valid, holdout or cross
 SPLIT_ROLES = ("train", "valid", "holdout")
 CROSS_ROLE = "cross"  # rows judged by the mirror model of a cross-fitted split (see fit_candidate)
 CROSS_FITTED = "cross_fitted"  # holdout column: True where the mirror model predicts the row
+log = logging.getLogger(__name__)
 
 
 class NoTrainingData(ValueError):
@@ -50,11 +54,11 @@ class TrainedModel:
     """A fitted pipeline, the frames it was fitted, early-stopped and held out on, and its lineage."""
 
     spec_name: str
-    pipeline: Any  # what spec.make_estimator made, fitted: an Estimator or a plain scikit-learn model
-    train: pd.DataFrame
+    pipeline: Any  # what spec.make_estimator made, fitted (wrapped in the correction of sampled negatives)
+    train: pd.DataFrame  # the whole training split (the rows fitted on may be a sample of it)
     valid: pd.DataFrame
     holdout: pd.DataFrame
-    params: dict[str, Any]  # spec params + seed, then best_iteration and split sizes
+    params: dict[str, Any]  # spec params + seed, then best_iteration, split sizes and sampling_* (the record)
     training_fingerprint: str
     data_fingerprint: str
     fit_seconds: float
@@ -62,6 +66,8 @@ class TrainedModel:
     # Cross-fitting: the model fitted apart (the other way round, or one validation period earlier;
     # see _mirror_parts) that predicts the holdout rows marked CROSS_FITTED; None without it.
     mirror: Any = None
+    # What the spec's sampling rule did to the training split (tasks/models/sampling.py).
+    sampling: SampleRecord | None = None
 
 
 def epoch_seconds(moment: dt.datetime) -> int:
@@ -233,29 +239,40 @@ def training_fingerprint(data_fingerprint: str, params: dict[str, Any], spec_nam
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
-    """Split (split_examples) and fit the spec's pipeline, deterministically for the spec's seed."""
+def fit_candidate(spec: ModelSpec, training_set: TrainingSet, *, max_rows: int | None = None) -> TrainedModel:
+    """Split (split_examples), sample the rows to fit on (the spec's rule, beyond ``max_rows``,
+    default the LIVEYIELD_MAX_TRAIN_ROWS setting) and fit the spec's pipeline, deterministically
+    for the spec's seed and the training's as_of."""
     if training_set.spec_name != spec.name:
         raise ValueError(f"training set was built for {training_set.spec_name}, not {spec.name}")
     train, valid, holdout = split_examples(training_set.frame, spec.split)
     mirror_parts = _mirror_parts(spec, training_set.frame, train, valid)
-    for name, part in (("train", train), ("validation", valid)):
+    cap = max_train_rows() if max_rows is None else max_rows
+    as_of_ts = epoch_seconds(training_set.as_of)
+    fit_rows, sampled = sample_training(spec, train, cap, sampling_seed(spec.seed, as_of_ts))
+    for name, part in (("train", fit_rows), ("validation", valid)):
         if spec.kind == "binary" and part["label"].nunique() < 2:
             raise NoTrainingData(f"{spec.name}: the {name} split has a single class; cannot fit")
     params: dict[str, Any] = {**spec.params, "seed": spec.seed}
-    fingerprint = training_fingerprint(training_set.fingerprint, params, spec.name)
+    # A sample is other data than the whole split: it is part of the fingerprint, only when taken.
+    keyed = {**params, **sampled.params()} if sampled.applied else params
+    fingerprint = training_fingerprint(training_set.fingerprint, keyed, spec.name)
     columns = spec.input_columns
     started = time.perf_counter()
     pipeline = spec.make_estimator(params)
     estimator = as_estimator(pipeline, spec.kind)  # fits ``pipeline`` in place
-    estimator.fit(train[columns], train["label"], eval_set=[(valid[columns], valid["label"])])
-    mirror, n_cross = None, 0
+    estimator.fit(fit_rows[columns], fit_rows["label"], eval_set=[(valid[columns], valid["label"])])
+    mirror, n_cross, mirror_sampled = None, 0, None
     if mirror_parts is not None:  # cross-fitting: the same recipe, fitted apart, judges more rows
-        fit_rows, stop_rows, judged = mirror_parts
+        mirror_rows, stop_rows, judged = mirror_parts
+        mirror_rows, mirror_sampled = sample_training(
+            spec, mirror_rows, cap, sampling_seed(spec.seed, as_of_ts, 1)
+        )
         mirror = spec.make_estimator(params)
         as_estimator(mirror, spec.kind).fit(
-            fit_rows[columns], fit_rows["label"], eval_set=[(stop_rows[columns], stop_rows["label"])]
+            mirror_rows[columns], mirror_rows["label"], eval_set=[(stop_rows[columns], stop_rows["label"])]
         )
+        mirror = corrected(mirror, mirror_sampled)
         holdout = pd.concat(
             [holdout.assign(**{CROSS_FITTED: False}), judged.assign(**{CROSS_FITTED: True})],
             ignore_index=True,
@@ -271,7 +288,12 @@ def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
         "n_holdout": len(holdout),
         "n_cross_fitted": n_cross,
         **summary,  # what the fit itself chose (e.g. the number of segments), when reported
+        **sampled.params(),
     }
+    if mirror_sampled is not None and mirror_sampled.applied:
+        fitted.update(mirror_sampled.params("sampling_mirror"))
+    if sampled.applied:
+        log.warning("%s: %s", spec.name, sampled.summary)
     lineage = {
         "as_of": training_set.as_of.isoformat(),
         "feature_versions": training_set.feature_versions,
@@ -280,7 +302,7 @@ def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
     }
     return TrainedModel(
         spec_name=spec.name,
-        pipeline=pipeline,
+        pipeline=corrected(pipeline, sampled),
         train=train,
         valid=valid,
         holdout=holdout,
@@ -290,4 +312,5 @@ def fit_candidate(spec: ModelSpec, training_set: TrainingSet) -> TrainedModel:
         fit_seconds=fit_seconds,
         lineage=lineage,
         mirror=mirror,
+        sampling=sampled,
     )

@@ -23,7 +23,7 @@ from tasks.models.families.ad_impressions import (
     impression_labels,
     impression_policy,
 )
-from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, ScoringTarget
+from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, Sampling, ScoringTarget
 
 
 def ctr_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
@@ -50,4 +50,7 @@ ad_ctr = ModelSpec(
     label_sources=LABEL_SOURCES,
     training_days=21,
     oracle=binary_oracle("oracle_ad_impressions", "p_click"),
+    # Clicks are a few percent of impressions: beyond the cap every click is kept and a share of
+    # the unclicked impressions, the probabilities corrected back to the population's.
+    sampling=Sampling("negatives"),
 )

@@ -23,7 +23,7 @@ from tasks.models.families.ad_impressions import (
     impression_labels,
     impression_policy,
 )
-from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, ScoringTarget
+from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, Sampling, ScoringTarget
 
 
 def cvr_labels(conn: Connection, window: LabelWindow) -> pd.DataFrame:
@@ -56,4 +56,7 @@ ad_cvr = ModelSpec(
     # same recipe fitted a week earlier (see training._mirror_parts).
     forward_cross_fit=True,
     oracle=binary_oracle("oracle_ad_impressions", "p_convert"),
+    # Conversions are a minority of clicks: beyond the cap every conversion is kept and a share of
+    # the other clicks, the probabilities corrected back (the forward mirror is sampled alike).
+    sampling=Sampling("negatives"),
 )

@@ -631,4 +631,7 @@ capacity_plan = ModelSpec(
     plots=capacity_plots,
     evaluation_columns=capacity_references,
     oracle=oracle_plan_report,
+    # Never sampled: the traffic forecaster's rows (series × origins × horizons, bounded by the
+    # regions and the window, not the platform's size), whose intervals need every origin.
+    sampling=None,
 )

@@ -33,7 +33,7 @@ from tasks.models.families.user_outcomes import (
 )
 from tasks.models.families.user_truth import churned_at, p_inactive, user_oracle
 from tasks.models.plots import outcome_classifier_plots
-from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, ScoringTarget
+from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, Sampling, ScoringTarget
 
 HORIZON_DAYS = 14
 LABEL_SOURCES = ("raw_watch_sessions", "raw_users")
@@ -102,4 +102,7 @@ churn = ModelSpec(
     resample_by="user_key",  # a user has several snapshots in the holdout
     build_scoring_frame=user_scoring_frame,
     plots=outcome_classifier_plots,
+    # About one user-day in ten churns, too many for dropping negatives to buy much: beyond the cap
+    # whole users are kept (every snapshot of a kept user), the unit the holdout's bootstrap counts.
+    sampling=Sampling("entity", column="user_key"),
 )

@@ -30,7 +30,7 @@ from tasks.models.families.user_outcomes import (
 )
 from tasks.models.families.user_truth import user_oracle
 from tasks.models.plots import outcome_classifier_plots
-from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, ScoringTarget
+from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, Sampling, ScoringTarget
 
 PAID_CONTENT = EventCount("raw_paid_content", "user_key")
 
@@ -74,4 +74,7 @@ paid_content_propensity = ModelSpec(
     resample_by="user_key",  # a user has several snapshots in the holdout
     build_scoring_frame=user_scoring_frame,
     plots=outcome_classifier_plots,
+    # Purchases are rare among user-days: beyond the cap every purchase snapshot is kept and a share
+    # of the others, the probabilities corrected back to the population's.
+    sampling=Sampling("negatives"),
 )

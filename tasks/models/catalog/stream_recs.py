@@ -52,6 +52,7 @@ from tasks.models.spec import (
     ModelSpec,
     PromotionPolicy,
     RelativeThreshold,
+    Sampling,
     ScoringTarget,
     SignificanceRule,
 )
@@ -611,4 +612,6 @@ stream_recs = ModelSpec(
     build_scoring_frame=scoring_frame,
     format_scores=format_scores,
     plots=ranking_plots,
+    # A ranker learns within a query: beyond the cap whole queries are kept, never part of one.
+    sampling=Sampling("entity", column="query_id"),
 )

@@ -31,7 +31,7 @@ from tasks.models.families.user_outcomes import (
 )
 from tasks.models.families.user_truth import user_oracle
 from tasks.models.plots import outcome_classifier_plots
-from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, ScoringTarget
+from tasks.models.spec import BaseRate, LabelWindow, ModelSpec, Sampling, ScoringTarget
 
 SUBSCRIBE = EventCount("raw_memberships", "user_key", where=("action", "subscribe"))
 
@@ -80,4 +80,7 @@ subscription_propensity = ModelSpec(
     resample_by="user_key",  # a user has several snapshots in the holdout
     build_scoring_frame=user_scoring_frame,
     plots=outcome_classifier_plots,
+    # Subscriptions are rare among user-days: beyond the cap every subscriber snapshot is kept and a
+    # share of the others, the probabilities corrected back to the population's.
+    sampling=Sampling("negatives"),
 )

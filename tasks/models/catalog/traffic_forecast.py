@@ -290,4 +290,8 @@ traffic_forecast = ModelSpec(
     build_scoring_frame=traffic_scoring_frame,
     format_scores=format_traffic_scores,
     plots=forecast_plots,
+    # Never sampled: its rows are series × origins × 48 horizons (57,312 at 21 days, whatever the
+    # number of users), bounded by the regions and the window; the per-series, per-horizon conformal
+    # intervals and the forward-chaining folds need every origin and horizon.
+    sampling=None,
 )

@@ -424,4 +424,7 @@ user_growth = ModelSpec(
     build_scoring_frame=growth_scoring_frame,
     format_scores=format_growth_scores,
     plots=forecast_plots,
+    # Never sampled: a few hundred daily rows (origins × horizons of a few series), bounded by the
+    # window, not the platform's size; the backtest and intervals need every origin.
+    sampling=None,
 )

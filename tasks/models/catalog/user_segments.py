@@ -42,6 +42,7 @@ from tasks.models.spec import (
     LabelWindow,
     ModelSpec,
     PromotionPolicy,
+    Sampling,
     ScoringTarget,
     ValueThreshold,
 )
@@ -746,4 +747,7 @@ user_segments = ModelSpec(
     oracle=segment_oracle,
     format_scores=format_segment_scores,
     plots=segment_plots,
+    # Clustering of one snapshot per user: beyond the cap a seeded share of users is clustered
+    # (whole users, so a user's row is never split across samples).
+    sampling=Sampling("entity", column="user_key"),
 )

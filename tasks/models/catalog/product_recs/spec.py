@@ -49,6 +49,7 @@ from tasks.models.spec import (
     ModelSpec,
     PromotionPolicy,
     RelativeThreshold,
+    Sampling,
     ScoringTarget,
     SignificanceRule,
 )
@@ -289,4 +290,6 @@ product_recs = ModelSpec(
     build_scoring_frame=make_scoring_frame_builder(CONFIG),
     format_scores=format_scores,
     plots=ranking_plots,
+    # A ranker learns within a query: beyond the cap whole queries are kept, never part of one.
+    sampling=Sampling("entity", column="query_id"),
 )
