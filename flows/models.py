@@ -1,11 +1,14 @@
 """The model flows: train-model (validate → features → train → register → gate → approve →
 promote), score-model (champion → scores, published atomically) and pipeline (every catalog model).
 
-One flow serves every model: what differs between models lives in its ModelSpec. A model whose
-policy says ``requires_approval`` asks for an approval after a passing gate (flows/approval.py).
-Each flow resolves ``as_of`` by the rule in tasks/dates.py (a deployment run's "now" is its
-scheduled time, flows/schedule.py) and returns a typed result; a scheduled run that a newer due
-run of its deployment supersedes does nothing (the late-run policy, flows/schedule.py).
+One flow serves every model: what differs between models lives in its ModelSpec. On a Dask
+cluster (tasks/ops/cluster.py) score-model scores a per-entity model in entity-key partitions on
+the workers (see ``_score_on_cluster``); elsewhere, and for a model with its own score format, it
+scores in one task in the flow's process. A model whose policy says ``requires_approval`` asks
+for an approval after a passing gate (flows/approval.py). Each flow resolves ``as_of`` by the rule
+in tasks/dates.py (a deployment run's "now" is its scheduled time, flows/schedule.py) and returns
+a typed result; a scheduled run that a newer due run of its deployment supersedes does nothing
+(the late-run policy, flows/schedule.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from flows.schedule import latest_wins, name_day, run_as_of
 from tasks import steps
 from tasks.gates import GateReport
 from tasks.models.catalog import MODELS, get_spec
+from tasks.ops import cluster
+from tasks.scoring.partitions import partitionable
 from tasks.settings import code_version
 
 # A catalog model name; the deployment form in the UI shows the catalog as a drop-down list.
@@ -124,7 +129,16 @@ def train_model(
     return result
 
 
-@flow(name="score-model", flow_run_name=_name("score"), log_prints=True)
+class ScoringError(RuntimeError):
+    """A fanned-out scoring run lost partitions: its staged set is left unpublished."""
+
+
+@flow(
+    name="score-model",
+    flow_run_name=_name("score"),
+    log_prints=True,
+    task_runner=cluster.SettingsTaskRunner(),
+)
 @latest_wins
 def score_model(model: ModelName, as_of: dt.datetime | None = None) -> ScoringResult:
     """Score every entity of a model's target with its champion and publish the score set; the same
@@ -133,7 +147,10 @@ def score_model(model: ModelName, as_of: dt.datetime | None = None) -> ScoringRe
 
     as_of = run_as_of(as_of)
     now = int(dt.datetime.now(dt.UTC).timestamp())
-    scored = steps.score_model(model, as_of, now)
+    if cluster.on_cluster() and partitionable(get_spec(model)):
+        scored = _score_on_cluster(model, as_of, now)
+    else:
+        scored = steps.score_model(model, as_of, now)
     publish_artifact(scored["monitor"])
     result = ScoringResult(**{k: v for k, v in scored.items() if k != "monitor"})
     create_markdown_artifact(
@@ -147,6 +164,57 @@ def score_model(model: ModelName, as_of: dt.datetime | None = None) -> ScoringRe
     )
     publish_status(as_of)  # the platform's status table, this model's new scores in it
     return result
+
+
+def _score_on_cluster(model: str, as_of: dt.datetime, now: int) -> dict[str, Any]:
+    """Score in entity-key partitions on the workers (tasks/scoring/partitions.py).
+
+    In the flow: freshness and drift on the whole frame, and the staged empty set (plan_scoring);
+    on the workers, all at once: each partition's frame, predictions by the champion version the
+    plan resolved (each worker loads it from the registry) and rows written into the staged set;
+    in the flow again: the stored set validated and published by the single flip. A lost
+    partition fails the run naming the model, the set unpublished (the published one stays).
+    """
+    import time
+
+    started = time.perf_counter()
+    plan = steps.plan_scoring(model, as_of, now, cluster.worker_count())
+    warehouse = cluster.warehouse_id()
+    futures = cluster.submit_each(
+        steps.score_partition,
+        [
+            {
+                "model": model,
+                "version": plan["version"],
+                "as_of": as_of,
+                "score_set_id": plan["score_set_id"],
+                "part": part,
+                "parts": plan["parts"],
+                "warehouse": warehouse,
+            }
+            for part in range(plan["parts"])
+        ],
+    )
+    states = [cluster.settle(future) for future in futures]
+    failed = [state for state in states if not state.is_completed()]
+    if failed:
+        raise ScoringError(
+            f"{model}: {len(failed)} of {len(states)} scoring partitions failed, score set "
+            f"{plan['score_set_id']} not published: {failed[0].message or 'failed'}"
+        )
+    parts = [state.result() for state in states]
+    rows = sum(int(p["rows"]) for p in parts)
+    published = steps.publish_scores(model, plan["score_set_id"], rows, now)
+    return {
+        "model": plan["model"],
+        "version": plan["version"],
+        "rows": rows,
+        "score_set_id": plan["score_set_id"],
+        **published,
+        "seconds": round(time.perf_counter() - started, 2),
+        "monitor": plan["monitor"],
+        "workers": cluster.tally(p["worker"] for p in parts),
+    }
 
 
 @flow(name="pipeline", flow_run_name=_name("pipeline"), log_prints=True)

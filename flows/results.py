@@ -160,6 +160,8 @@ class ScoringResult:
     seconds: float
     published: bool = True  # False: publishing's compare-and-set refused the set (kept validated)
     publish_detail: str = ""  # why it was not published
+    # Dask worker ("<address> pid <pid>") -> scoring partitions it scored; empty when scored in-process.
+    workers: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from tasks.monitoring.run import MonitorResult, announced, check_inputs, compare
 from tasks.monitoring.store import record_checks
 from tasks.registry import load_approved, register_candidate
 from tasks.scoring import publish, validate_score_set, write_score_set
+from tasks.scoring.partitions import finish_staged, in_partition, partition_count, write_partition
 from tasks.settings import Settings
 
 CI_BOOT = 200
@@ -177,6 +178,17 @@ def scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.Dat
     """The rows a scoring run scores at as_of (the spec's builder, else the default one)."""
     build = spec.build_scoring_frame or build_scoring_frame
     return build(engine, spec, as_of)
+
+
+def partition_frame(
+    engine: Engine, spec: ModelSpec, as_of: dt.datetime, part: int, parts: int
+) -> pd.DataFrame:
+    """The rows of one entity-key partition of the scoring frame (tasks/scoring/partitions.py): the
+    default builder fetches only those entities' features; a spec's own builder builds the whole
+    frame, which is then cut."""
+    if spec.build_scoring_frame is None:
+        return build_scoring_frame(engine, spec, as_of, partition=(part, parts))
+    return in_partition(spec.build_scoring_frame(engine, spec, as_of), spec.scoring.key, part, parts)
 
 
 def predict_chunks(spec: ModelSpec, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
@@ -338,19 +350,9 @@ def score(
     """
     spec = get_spec(model)
     started = time.perf_counter()
-    version = resolve_champion(engine, mlflow_client(settings), spec.name)  # once per run
-    approved = load_approved(settings.mlflow_tracking_uri, spec.name, version=version, warehouse=engine)
-    checked, frame = check_inputs(engine, spec, version, as_of, recorded_at=now, run_id=run_id)
-    if frame is None:
-        record_checks(engine, checked)
-        stale = refusal(spec, checked)
-        ts = int(as_of.timestamp())
-        announced(MonitorResult(spec.name, version, ts, "error", str(stale), tuple(checked)))
-        raise stale
-    # Predict in chunks (bounded memory), format once: a format may rank across rows of one entity.
-    predictions = predict_chunks(spec, approved.model, frame)
-    monitored = compare(settings, engine, spec, version, as_of, (checked, frame, predictions["prediction"]),
-                        now=now, run_id=run_id, plots=plots)  # fmt: skip
+    version, frame, predictions, monitored = _checked_and_monitored(
+        settings, engine, spec, as_of, run_id=run_id, now=now, plots=plots
+    )
     scored = _score_rows(spec, frame.reset_index(drop=True), predictions)
     set_id = write_score_set(
         engine,
@@ -373,6 +375,104 @@ def score(
         "seconds": round(time.perf_counter() - started, 2),
         "monitor": monitored.as_dict(),
     }
+
+
+def _checked_and_monitored(
+    settings: Settings,
+    engine: Engine,
+    spec: ModelSpec,
+    as_of: dt.datetime,
+    *,
+    run_id: str,
+    now: int,
+    plots: Path | None,
+) -> tuple[int, pd.DataFrame, pd.DataFrame, MonitorResult]:
+    """The champion (resolved once), the scoring frame, its predictions and the monitoring of
+    both; stale inputs are recorded, then refused with StaleFeatures."""
+    version = resolve_champion(engine, mlflow_client(settings), spec.name)  # once per run
+    approved = load_approved(settings.mlflow_tracking_uri, spec.name, version=version, warehouse=engine)
+    checked, frame = check_inputs(engine, spec, version, as_of, recorded_at=now, run_id=run_id)
+    if frame is None:
+        record_checks(engine, checked)
+        stale = refusal(spec, checked)
+        ts = int(as_of.timestamp())
+        announced(MonitorResult(spec.name, version, ts, "error", str(stale), tuple(checked)))
+        raise stale
+    # Predict in chunks (bounded memory), format once: a format may rank across rows of one entity.
+    predictions = predict_chunks(spec, approved.model, frame)
+    monitored = compare(settings, engine, spec, version, as_of, (checked, frame, predictions["prediction"]),
+                        now=now, run_id=run_id, plots=plots)  # fmt: skip
+    return version, frame, predictions, monitored
+
+
+def plan_scoring(
+    settings: Settings,
+    engine: Engine,
+    model: str,
+    as_of: dt.datetime,
+    *,
+    run_id: str,
+    now: int,
+    workers: int,
+    plots: Path | None = None,
+) -> dict[str, Any]:
+    """The flow's first half of a scoring run fanned out over a cluster (tasks/scoring/partitions.py).
+
+    Freshness and drift are checked here as score() checks them, on the whole frame and the
+    champion's predictions on it (drift statistics over partitions would not add up), then the
+    run's score set is staged empty and cut into entity-key partitions for the workers. Returns
+    the champion version, the staged set, the partition count and the monitoring summary.
+    """
+    spec = get_spec(model)
+    version, frame, _, monitored = _checked_and_monitored(
+        settings, engine, spec, as_of, run_id=run_id, now=now, plots=plots
+    )
+    set_id = write_score_set(
+        engine,
+        model=spec.name,
+        version=version,
+        as_of=int(as_of.timestamp()),
+        run_id=run_id,
+        frame=pd.DataFrame({"entity_key": pd.Series([], dtype=object), "score": pd.Series([], dtype=float)}),
+        created_ts=now,
+    )
+    return {
+        "model": spec.name,
+        "version": version,
+        "score_set_id": set_id,
+        "parts": partition_count(workers, frame[spec.scoring.key].nunique()),
+        "monitor": monitored.as_dict(),
+    }
+
+
+def score_partition(
+    settings: Settings,
+    engine: Engine,
+    model: str,
+    version: int,
+    as_of: dt.datetime,
+    *,
+    score_set_id: str,
+    part: int,
+    parts: int,
+) -> int:
+    """Score one entity-key partition with the given champion version, loaded here from the
+    registry, into the staged set (replacing what an earlier attempt wrote); returns its rows."""
+    spec = get_spec(model)
+    approved = load_approved(settings.mlflow_tracking_uri, spec.name, version=version, warehouse=engine)
+    frame = partition_frame(engine, spec, as_of, part, parts)
+    predictions = predict_chunks(spec, approved.model, frame)
+    return write_partition(engine, score_set_id, _score_rows(spec, frame, predictions))
+
+
+def publish_staged(engine: Engine, model: str, score_set_id: str, *, rows: int, now: int) -> dict[str, Any]:
+    """The flow's last half of a fanned-out scoring run: record the partitions' total, validate the
+    stored set (read back: it must hold exactly those rows) and publish it with the single flip."""
+    spec = get_spec(model)
+    finish_staged(engine, score_set_id, rows)
+    validate_score_set(engine, score_set_id, spec.scoring.score_range)
+    published = publish(engine, spec.name, score_set_id, published_ts=now, keep_days=retention_days(spec))
+    return {"published": published.published, "publish_detail": published.reason}
 
 
 def _headline(spec: ModelSpec, evaluation: Evaluation, baselines: dict[Baseline, Evaluation]) -> str:

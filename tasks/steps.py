@@ -303,6 +303,77 @@ def score_model(model: str, as_of: dt.datetime, now: int) -> dict[str, Any]:
         engine.dispose()
 
 
+@task(name="plan-scoring", task_run_name="plan-scoring-{model}", retries=1, retry_condition_fn=retry_on_io)
+def plan_scoring(model: str, as_of: dt.datetime, now: int, workers: int) -> dict[str, Any]:
+    """A fanned-out scoring run's start, in the flow: check freshness, monitor the whole frame,
+    stage the score set empty, choose the partitions (tasks/scoring/partitions.py)."""
+    import tempfile
+
+    from prefect.runtime import flow_run
+
+    from tasks import lifecycle
+
+    engine = _engine()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ly-score-") as tmp:
+            return lifecycle.plan_scoring(
+                get_settings(),
+                engine,
+                model,
+                as_of,
+                run_id=flow_run.get_id() or "local",
+                now=now,
+                workers=workers,
+                plots=Path(tmp),
+            )
+    finally:
+        engine.dispose()
+
+
+@task(
+    name="score-partition",
+    task_run_name="score-{model}-{part}-of-{parts}",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_on_io,
+)
+def score_partition(
+    model: str,
+    version: int,
+    as_of: dt.datetime,
+    score_set_id: str,
+    part: int,
+    parts: int,
+    warehouse: str | None = None,
+) -> dict[str, Any]:
+    """Score one entity-key partition into the staged set (one transaction replacing the
+    partition's rows: a rerun on another worker is harmless); returns its rows and the worker."""
+    from tasks import lifecycle
+    from tasks.ops.cluster import check_warehouse, worker_label
+
+    check_warehouse(warehouse)
+    engine = _engine()
+    try:
+        rows = lifecycle.score_partition(
+            get_settings(), engine, model, version, as_of, score_set_id=score_set_id, part=part, parts=parts
+        )
+    finally:
+        engine.dispose()
+    return {"part": part, "rows": rows, "worker": worker_label()}
+
+
+@task(name="publish-scores", task_run_name="publish-{model}", retries=1, retry_condition_fn=retry_on_io)
+def publish_scores(model: str, score_set_id: str, rows: int, now: int) -> dict[str, Any]:
+    """Validate the staged set the partitions wrote and publish it with the single atomic flip."""
+    from tasks import lifecycle
+
+    engine = _engine()
+    try:
+        return lifecycle.publish_staged(engine, model, score_set_id, rows=rows, now=now)
+    finally:
+        engine.dispose()
+
+
 @task(name="monitor-model", task_run_name="monitor-{model}", retries=1, retry_condition_fn=retry_on_io)
 def monitor_model(model: str, as_of: dt.datetime, now: int) -> dict[str, Any]:
     """Drift, freshness and realised performance of the champion at as_of, recorded; the summary."""

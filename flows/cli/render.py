@@ -60,11 +60,12 @@ def scoring(result: ScoringResult) -> None:
             f"{result.model} v{result.version}: {result.rows:,} rows scored in {result.seconds} s, "
             f"NOT published (score set {result.score_set_id} kept): {result.publish_detail}"
         )
-        return
-    console.print(
-        f"{result.model} v{result.version}: {result.rows:,} rows scored and published "
-        f"in {result.seconds} s (score set {result.score_set_id})"
-    )
+    else:
+        console.print(
+            f"{result.model} v{result.version}: {result.rows:,} rows scored and published "
+            f"in {result.seconds} s (score set {result.score_set_id})"
+        )
+    _workers(result.workers)
 
 
 def pipeline(result: PipelineResult) -> None:

@@ -85,8 +85,13 @@ def _population(engine: Engine, view: FeatureView, as_of: int) -> pd.DataFrame:
     return pd.DataFrame({view.key: sorted(keys)}, dtype=object)
 
 
-def build_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> pd.DataFrame:
+def build_scoring_frame(
+    engine: Engine, spec: ModelSpec, as_of: dt.datetime, partition: tuple[int, int] | None = None
+) -> pd.DataFrame:
     """Key column + the spec's input columns for every scorable entity, features as of as_of.
+
+    ``partition`` = (part, parts) keeps the entities of one entity-key partition
+    (tasks/scoring/partitions.py): the same rows the whole frame holds for them.
 
     The population is the entities with a row, in TTL, of the longest-TTL view of the scoring
     entity the model reads (user_profile for user models). Context columns come from the
@@ -103,6 +108,10 @@ def build_scoring_frame(engine: Engine, spec: ModelSpec, as_of: dt.datetime) -> 
     if not own:
         raise ValueError(f"{spec.name}: reads no feature view of its scoring entity {target.entity}")
     population = _population(engine, max(own, key=lambda v: (v.ttl_s, v.name)), ts)
+    if partition is not None:
+        from tasks.scoring.partitions import in_partition
+
+        population = in_partition(population, target.key, *partition)
     keys = population.copy()
     # Other entities' keys (e.g. ad_id) come from the context; None means "no such history".
     for view in views:

@@ -15,8 +15,8 @@ cluster, or call the tasks one after another in the flow's process when there is
 What crosses to a worker is small: task parameters are names, dates and numbers, and results
 are summaries. Each task opens its own database engine from the settings in the process it runs
 in (engines are never pickled). Dask may run a task again when a worker dies, so a fanned-out
-task must be idempotent: ingest is (a batch already recorded is skipped), and so is a feature
-partition's build (one transaction replaces its rows).
+task must be idempotent: ingest is (a batch already recorded is skipped), and so are a feature
+partition's build and a scoring partition's write (one transaction replaces its rows).
 
 The workers of an existing cluster must see the same ``LIVEYIELD_DB_URL`` and ``LIVEYIELD_HOME``
 (the landing zone) as the flow, have this package installed (with the flows' folder on their
@@ -188,6 +188,19 @@ def on_cluster() -> bool:
     context = FlowRunContext.get()
     runner = context.task_runner if context is not None else None
     return isinstance(runner, SettingsTaskRunner) and runner.distributed
+
+
+def worker_count() -> int:
+    """The Dask workers the current flow run's cluster has now (1 when it runs in-process)."""
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context is not None else None
+    inner = runner._inner if isinstance(runner, SettingsTaskRunner) else None
+    if not isinstance(inner, DaskTaskRunner):
+        return 1
+    return max(1, len(inner.client.scheduler_info().get("workers", {})))
 
 
 def worker_label() -> str | None:

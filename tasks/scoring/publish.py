@@ -1,10 +1,11 @@
 """Score sets: write staged, validate with the `scores` GX suite, publish by one pointer flip.
 
 A batch-scoring run writes its whole output as one *staged* score set (one write transaction,
-so a killed writer leaves nothing behind), validates it, then publishes it by flipping the
-model's row of ``published_scores`` in one transaction. Consumers read ``current_scores`` (the
-published set only), so they see the old complete set or the new complete set, never a mix. Every
-scored row carries the model name, version, ``as_of`` and run id.
+so a killed writer leaves nothing behind; a run fanned out over a cluster stages the set empty
+and writes it per entity-key partition instead, tasks/scoring/partitions.py), validates it, then
+publishes it by flipping the model's row of ``published_scores`` in one transaction. Consumers
+read ``current_scores`` (the published set only), so they see the old complete set or the new
+complete set, never a mix. Every scored row carries the model name, version, ``as_of`` and run id.
 
 Statuses: ``staged`` → ``validated`` (validate_score_set) → ``published`` → ``superseded`` (when a
 newer set is published); ``stale`` marks a published set whose model a rollback removed when the
@@ -110,8 +111,7 @@ def write_score_set(
     (entity_key, item) is unique, item "" when absent). Re-running the same run
     (same model, version, as_of, run_id) replaces its staged set; a published one is refused.
     """
-    keys = _precheck(frame)
-    items = _items(frame)
+    keys, items = prepare_rows(frame)
     set_id = score_set_id_for(model, version, as_of, run_id)
     with write_tx(engine) as conn:
         status = conn.execute(select(score_sets.c.status).where(score_sets.c.score_set_id == set_id)).scalar()
@@ -131,23 +131,36 @@ def write_score_set(
                 created_ts=int(created_ts),
             )
         )
-        for start in range(0, len(frame), CHUNK_ROWS):
-            chunk = frame.iloc[start : start + CHUNK_ROWS]
-            rows: dict[str, Any] = {
-                "score_set_id": set_id,
-                "entity_key": keys[start : start + CHUNK_ROWS],
-                "item": items[start : start + CHUNK_ROWS],
-                "model_name": model,
-                "model_version": int(version),
-                "as_of": int(as_of),
-                "run_id": run_id,
-                "score": chunk["score"].to_numpy(dtype="float64"),
-            }
-            for name in OPTIONAL:
-                if name in chunk.columns and name != "item":
-                    rows[name] = chunk[name].astype(object).where(chunk[name].notna(), None).to_numpy()
-            insert_frame(conn, scores, pd.DataFrame(rows), ignore_existing=False)
+        header = conn.execute(select(score_sets).where(score_sets.c.score_set_id == set_id)).one()
+        insert_score_rows(conn, header, frame, keys, items)
     return set_id
+
+
+def prepare_rows(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A score frame's entity keys and items (as stored), after the checks the table needs."""
+    return _precheck(frame), _items(frame)
+
+
+def insert_score_rows(
+    conn: Connection, header: Any, frame: pd.DataFrame, keys: np.ndarray, items: np.ndarray
+) -> None:
+    """Insert a score frame's rows into the set ``header`` (its score_sets row) describes, in chunks."""
+    for start in range(0, len(frame), CHUNK_ROWS):
+        chunk = frame.iloc[start : start + CHUNK_ROWS]
+        rows: dict[str, Any] = {
+            "score_set_id": header.score_set_id,
+            "entity_key": keys[start : start + CHUNK_ROWS],
+            "item": items[start : start + CHUNK_ROWS],
+            "model_name": header.model_name,
+            "model_version": int(header.model_version),
+            "as_of": int(header.as_of),
+            "run_id": header.run_id,
+            "score": chunk["score"].to_numpy(dtype="float64"),
+        }
+        for name in OPTIONAL:
+            if name in chunk.columns and name != "item":
+                rows[name] = chunk[name].astype(object).where(chunk[name].notna(), None).to_numpy()
+        insert_frame(conn, scores, pd.DataFrame(rows), ignore_existing=False)
 
 
 def validate_score_set(
