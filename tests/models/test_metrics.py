@@ -122,7 +122,7 @@ def test_ranking_metrics_by_hand() -> None:
 
 def test_ranking_bootstrap_resamples_whole_queries() -> None:
     y, score, rows = _ranking_rows()
-    spec = dataclasses.replace(ad_ctr, kind="ranking", metrics=("hit_rate_1",), slices=())
+    spec = dataclasses.replace(ad_ctr, kind="ranking", metrics=("hit_rate_1",), slices=(), sampling=None)
     low, point, high = bootstrap_ci(spec, "hit_rate_1", y, score, rows=rows, n_boot=300, seed=3)
     # With whole queries resampled, every replicate's hit rate is a multiple of 1/3.
     assert point == pytest.approx(1 / 3)
@@ -175,7 +175,7 @@ def test_time_split_purges_rows_whose_target_reaches_the_next_split() -> None:
 
 
 def test_slices_read_frame_columns_on_their_own_rows() -> None:
-    spec = dataclasses.replace(ad_ctr, kind="forecast", metrics=("mase",), slices=("series",))
+    spec = dataclasses.replace(ad_ctr, kind="forecast", metrics=("mase",), slices=("series",), sampling=None)
     rows = pd.DataFrame({"series": ["a", "b", "a", "b"], "scale": [1.0, 10.0, 1.0, 10.0]})
     y = np.array([1.0, 10.0, 3.0, 30.0])
     result = evaluate(spec, y, np.array([2.0, 20.0, 3.0, 30.0]), rows)
