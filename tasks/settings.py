@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,19 +78,29 @@ DEFAULT_MAX_TRAIN_ROWS = 5_000_000
 MAX_TRAIN_ROWS_VAR = "LIVEYIELD_MAX_TRAIN_ROWS"
 
 
-def max_train_rows(env: dict[str, str] | None = None) -> int:
-    """The training-row cap: ``LIVEYIELD_MAX_TRAIN_ROWS`` (a whole number, 1 or more), else 5,000,000."""
-    env = dict(os.environ) if env is None else env
-    text = env.get(MAX_TRAIN_ROWS_VAR, "").strip().replace("_", "")
+def whole_number(env: Mapping[str, str], var: str, *, minimum: int, unit: str = "") -> int | None:
+    """A setting that counts something: ``var`` of ``env`` as a whole number of at least
+    ``minimum`` (``_`` allowed as a digit separator), None when unset or blank; a ValueError naming
+    the variable, the ``unit`` and the value otherwise."""
+    text = env.get(var, "").strip()
     if not text:
-        return DEFAULT_MAX_TRAIN_ROWS
+        return None
+    what = f" {unit}" if unit else ""
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"{MAX_TRAIN_ROWS_VAR}: expected a whole number of rows, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"{MAX_TRAIN_ROWS_VAR}: expected 1 or more rows, got {text!r}")
+        raise ValueError(
+            f"{var}: expected a whole number{' of' + what if unit else ''}, got {text!r}"
+        ) from None
+    if value < minimum:
+        raise ValueError(f"{var}: expected {minimum} or more{what}, got {text!r}")
     return value
+
+
+def max_train_rows(env: Mapping[str, str] | None = None) -> int:
+    """The training-row cap: ``LIVEYIELD_MAX_TRAIN_ROWS`` (a whole number, 1 or more), else 5,000,000."""
+    value = whole_number(os.environ if env is None else env, MAX_TRAIN_ROWS_VAR, minimum=1, unit="rows")
+    return DEFAULT_MAX_TRAIN_ROWS if value is None else value
 
 
 @dataclass(frozen=True)
@@ -119,15 +130,9 @@ def pg_timeouts(env: dict[str, str] | None = None) -> PgTimeouts:
     env = dict(os.environ) if env is None else env
     values: dict[str, int] = {}
     for field, var in PG_TIMEOUT_VARS.items():
-        text = env.get(var, "").strip()
-        if not text:
-            continue
-        try:
-            values[field] = int(text)
-        except ValueError:
-            raise ValueError(f"{var}: expected a whole number, got {text!r}") from None
-        if values[field] < 0:
-            raise ValueError(f"{var}: expected 0 (no bound) or more, got {text!r}")
+        value = whole_number(env, var, minimum=0)  # 0: no bound
+        if value is not None:
+            values[field] = value
     return PgTimeouts(**values)
 
 
@@ -176,17 +181,8 @@ def dask_settings(env: dict[str, str] | None = None) -> DaskSettings:
                 f"got {address!r}"
             )
         return DaskSettings(address=address)
-    if not workers_text:
-        return DaskSettings()
-    try:
-        workers = int(workers_text)
-    except ValueError:
-        raise ValueError(
-            f"{DASK_WORKERS_VAR}: expected a whole number of workers, got {workers_text!r}"
-        ) from None
-    if workers < 1:
-        raise ValueError(f"{DASK_WORKERS_VAR}: expected 1 or more workers, got {workers_text!r}")
-    return DaskSettings(workers=workers)
+    workers = whole_number(env, DASK_WORKERS_VAR, minimum=1, unit="workers")
+    return DaskSettings() if workers is None else DaskSettings(workers=workers)
 
 
 # This platform runs on machines without outbound network: the libraries' telemetry must not try

@@ -19,6 +19,8 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tasks.settings import whole_number
+
 HEARTBEAT_S = 60  # Prefect's default is 180 s and its minimum 30 s
 MISSED_BEATS = 3  # a run is a zombie once this many heartbeats in a row did not come
 ZOMBIE_AUTOMATION = "liveyield-crash-zombie-flow-runs"
@@ -38,12 +40,8 @@ _ALIVE_OR_DONE = (
 
 def heartbeat_s(env: Mapping[str, str]) -> int:
     """The flow runs' heartbeat interval: LIVEYIELD_HEARTBEAT_S, else ``HEARTBEAT_S`` (at least 30)."""
-    value = env.get("LIVEYIELD_HEARTBEAT_S", "").strip()
-    if not value:
-        return HEARTBEAT_S
-    if not value.isdigit():
-        raise ValueError(f"LIVEYIELD_HEARTBEAT_S must be a whole number of seconds, not {value!r}")
-    return max(int(value), 30)
+    value = whole_number(env, "LIVEYIELD_HEARTBEAT_S", minimum=0, unit="seconds")
+    return HEARTBEAT_S if value is None else max(value, 30)
 
 
 def zombie_window_s(heartbeat: int) -> int:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.settings import DASK_ADDRESS_VAR, DASK_WORKERS_VAR
+from tasks.settings import DASK_ADDRESS_VAR, DASK_WORKERS_VAR, whole_number
 
 DASK_HOST = "127.0.0.1"  # never beyond loopback (see the module note)
 SERVE_WORKERS_VAR = "LIVEYIELD_SERVE_DASK_WORKERS"
@@ -43,14 +43,7 @@ SERVE_WORKERS_VAR = "LIVEYIELD_SERVE_DASK_WORKERS"
 def serve_workers(given: int | None, env: Mapping[str, str]) -> int:
     """How many Dask workers `serve` starts: ``--dask-workers``, else LIVEYIELD_SERVE_DASK_WORKERS,
     else 0 (none: flow runs keep the Dask settings of the environment, in-process by default)."""
-    if given is not None:
-        value = given
-    else:
-        text = env.get(SERVE_WORKERS_VAR, "").strip() or "0"
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"{SERVE_WORKERS_VAR}: expected a whole number, got {text!r}") from None
+    value = given if given is not None else whole_number(env, SERVE_WORKERS_VAR, minimum=0) or 0
     if value < 0:
         raise ValueError(f"--dask-workers / {SERVE_WORKERS_VAR}: expected 0 or more workers, got {value}")
     return value
