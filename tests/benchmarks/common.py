@@ -47,6 +47,7 @@ SECTION_ORDER = [
     "segments_scale",
     "load",
     "monitoring",
+    "cluster_scoring",
     "live_chain",
 ]
 # Load average when this benchmark process started (imported at start): other users share the cores.
@@ -231,6 +232,16 @@ def ensure_venv(name: str, packages: list[str], check: str) -> tuple[Path | None
     return python, note
 
 
+def cpu_name() -> str:
+    """The CPU's model name (the first of /proc/cpuinfo), else what the platform module says."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def machine_header(date: str) -> str:
     """The RESULTS.md header: the machine and library versions the figures were measured with."""
     import sqlite3
@@ -263,14 +274,6 @@ def machine_header(date: str) -> str:
         with engine.connect() as conn:
             pg = str(conn.execute(text("SHOW server_version")).scalar_one())
         engine.dispose()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        if names:
-            cpu = names[0]
-    except OSError:
-        pass
     return "\n".join(
         [
             "# Benchmark results",
@@ -281,8 +284,9 @@ def machine_header(date: str) -> str:
             "memory is that process's `ru_maxrss` (the PostgreSQL server's own memory is not in it).",
             "",
             f"- date: {date}",
-            f"- machine: {os.cpu_count()} cores ({cpu}), {mem_kib / 1024**2:.1f} GiB RAM, "
-            f"{platform.system()} {platform.release()}",
+            f"- machine that assembled this file: {os.cpu_count()} cores ({cpu_name()}), "
+            f"{mem_kib / 1024**2:.1f} GiB RAM, {platform.system()} {platform.release()}; each "
+            "section's load line names the CPU it was measured on (machines of one kind differ)",
             f"- Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}; PostgreSQL {pg}",
             f"- libraries: {', '.join(libs)}",
             "",
@@ -304,7 +308,8 @@ def load_note() -> str:
     end = os.getloadavg()
     fmt = "/".join  # 1 / 5 / 15-minute averages
     return (
-        f"Load average (1/5/15 min) on this {os.cpu_count()}-core machine: before the benchmark "
+        f"Measured on {cpu_name()}. Load average (1/5/15 min) on this {os.cpu_count()}-core machine: "
+        "before the benchmark "
         f"{fmt(f'{v:.2f}' for v in START_LOADAVG)}, when it finished {fmt(f'{v:.2f}' for v in end)}. "
         "The benchmark's own processes add about 1–2; anything well above that means other work "
         "(other people's tests) shared the cores and the figures above are pessimistic."

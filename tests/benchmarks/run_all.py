@@ -31,6 +31,7 @@ BENCHMARKS = [
     "bench_segments_retail",
     "bench_segments_scale",
     "bench_monitoring",
+    "bench_cluster_scoring",
     "bench_load",
     "bench_live_chain",
 ]
