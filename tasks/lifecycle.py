@@ -48,7 +48,7 @@ from tasks.models.spec import Baseline, ModelSpec
 from tasks.models.tracking import load_holdout, log_training_run, ready_tracking_store
 from tasks.models.training import TrainedModel, build_training_set, fit_candidate, frame_fingerprint
 from tasks.monitoring.events import emit_promoted
-from tasks.monitoring.reference import Reference, profile_pair
+from tasks.monitoring.reference import Reference, input_keys, profile_pair
 from tasks.monitoring.run import MonitorResult, announced, check_inputs, compare, refusal, retention_days
 from tasks.monitoring.store import record_checks
 from tasks.registry import load_approved, register_candidate
@@ -149,9 +149,9 @@ def monitoring_reference(
 ) -> Reference:
     """What monitoring compares later scoring runs with (tasks/monitoring/reference.py): profiles of
     the inputs on the training frame and the holdout predictions, and of the scoring frame at as_of
-    and the trained model's predictions on it."""
-    columns = spec.input_columns
-    training = profile_pair(training_frame, evaluation["prediction"], columns, spec.categorical)
+    and the trained model's predictions on it; entity inputs over distinct entities (``input_keys``)."""
+    columns, keys = spec.input_columns, input_keys(spec)
+    training = profile_pair(training_frame, evaluation["prediction"], columns, spec.categorical, keys)
     serving, note = None, ""
     try:
         current = scoring_frame(engine, spec, as_of)
@@ -162,7 +162,7 @@ def monitoring_reference(
             note = "the scoring frame at the training as_of has no rows"
         else:
             predictions = predict_chunks(spec, trained.pipeline, current)["prediction"]
-            serving = profile_pair(current, predictions, columns, spec.categorical)
+            serving = profile_pair(current, predictions, columns, spec.categorical, keys)
     return Reference(
         model=spec.name,
         as_of=as_of.isoformat(),

@@ -257,10 +257,24 @@ class ModelSpec:
     # How a training split beyond the row cap is sampled (see Sampling and the module notes); None:
     # never sampled, the cap does not apply (say why beside the spec).
     sampling: Sampling | None = None
+    # Context inputs that describe one entity (column -> entity name of the feature store, e.g.
+    # "streamer_sessions_7d" -> "streamer"): monitoring profiles them over distinct entities, as it
+    # does a "view:feature" input by its view's entity (tasks/monitoring/profile.py, "Entities, not
+    # rows"). Inputs of a pair (user × candidate) or of the request are left out: per row.
+    input_entities: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Refuse a policy rule that names a baseline the spec does not declare, and a negatives rule
-        on a model that is not binary (there are no negatives to down-sample)."""
+        """Refuse a policy rule that names a baseline the spec does not declare, a negatives rule
+        on a model that is not binary (there are no negatives to down-sample), and an entity input
+        that is not a context input or names an unknown entity."""
+        from tasks.featurestore.definitions import ENTITIES
+
+        for column, entity in self.input_entities.items():
+            if column not in self.context_features or entity not in ENTITIES:
+                raise ValueError(
+                    f"{self.name}: input_entities maps {column!r} to {entity!r}; it takes context inputs "
+                    f"to entities ({', '.join(sorted(ENTITIES))})"
+                )
         if self.sampling is not None and self.sampling.kind == "negatives" and self.kind != "binary":
             raise ValueError(f"{self.name}: negative down-sampling needs a binary model, not {self.kind}")
         known = {"baseline", *(str(b) for b in (self.baseline, *self.extra_baselines))}

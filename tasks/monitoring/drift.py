@@ -18,6 +18,17 @@ Statistics (each a row: feature, kind, statistic, value, threshold, status, deta
 PSI = Σ (r − c) · ln(r / c) over bins; an empty bin's share is replaced by ``epsilon`` (1e-4,
 Evidently's value) so that a bin empty on one side gives a large finite term, not infinity.
 
+Size and significance. A distance over bins (PSI, Jensen–Shannon, L-infinity) says how far
+apart two distributions are, not whether the samples show it: two samples of 30 values from one
+distribution have a median PSI over ten bins of about 1.3 (the streams live at one moment, in a
+recommender's scoring frame). So a binned distance that crosses its threshold counts (warn,
+drift) only when scipy's chi-square test of homogeneity on the same bins' counts rejects at
+``significance`` (0.05; the reference's counts are its shares times its count of values, of
+distinct entities for an entity input); otherwise its row is ``ok`` and the detail gives the
+p-value and the sizes. On the large frames drift is meant for, any distance over its threshold
+is significant; on small ones it keeps sampling noise from being called drift. The normalised
+Wasserstein distance is not held to it (it is not binned, and its sketch is not a sample count).
+
 The verdict of a feature is the worst status of its *deciding* rows: the policy's statistic for
 its kind (PSI by default) and the data-contract rows (``null_share``, ``new_categories``,
 ``missing``, ``rows``, ``dtype``); the other statistics are reported with their own status.
@@ -27,14 +38,24 @@ type. An all-null current column is a ``null_share`` row (drift unless the refer
 all null too); a constant reference is compared over three bins (below, equal, above) and its
 Wasserstein distance uses the 0.001 floor, which the detail says.
 
+Entity inputs (``keys``) are read from the current frame over distinct entities, by the rule their
+reference profile was taken with (``tasks.monitoring.profile`` module notes, "Entities, not rows").
+
 Dataset drift: the share of checked features whose verdict is ``drift``; the frame drifts when
 that share reaches ``dataset_drift_share`` (0.5, Evidently's default ``drift_share``).
+
+Prediction drift: the model's scores are one numeric column (categorical for a model that
+predicts a class, such as segments), decided by the policy's ``prediction_test``: the normalised
+Wasserstein distance at 0.1 by default, Evidently's choice for a numeric column of more than
+1,000 rows. Not PSI: a score distribution that slides by a fraction of its standard deviation
+moves little mass across its own deciles (measured on ad_ctr: a planted interest shift moved the
+scores by 0.19 std after 7 days, PSI 0.07, "ok"; the unshifted twin 0.03 std, PSI 0.03).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -49,6 +70,7 @@ from tasks.monitoring.profile import (
     NumericProfile,
     bin_shares,
     category_counts,
+    input_series,
     is_numeric,
     numeric_values,
     quantile_points,
@@ -79,6 +101,10 @@ class DriftPolicy:
     - new categories: warn when any current value is a category never seen in training, drift
       when they reach 5 % of the values.
     - dataset drift when at least half the checked features drift (Evidently's drift_share 0.5).
+    - significance 0.05: a binned distance over its threshold counts only when the bins' chi-square
+      test of homogeneity rejects at this level (see the module notes); None judges by size alone.
+    - prediction drift (numeric scores) by the normalised Wasserstein distance (see the module
+      notes); categorical predictions by ``categorical_test``.
     - realised performance: drift when the primary metric of a published score set, once its
       labels have arrived, is worse than the champion's holdout value by more than
       ``performance_drop`` of that value (0.1: a tenth, e.g. AUC 0.70 → below 0.63).
@@ -96,11 +122,15 @@ class DriftPolicy:
     performance_drop: float = 0.1
     numeric_test: str = "psi"
     categorical_test: str = "psi"
+    prediction_test: str = "wasserstein_norm"
+    significance: float | None = 0.05
     epsilon: float = 1e-4
 
     def __post_init__(self) -> None:
         if self.numeric_test not in NUMERIC_TESTS:
             raise ValueError(f"numeric_test must be one of {NUMERIC_TESTS}, not {self.numeric_test!r}")
+        if self.prediction_test not in NUMERIC_TESTS:
+            raise ValueError(f"prediction_test must be one of {NUMERIC_TESTS}, not {self.prediction_test!r}")
         if self.categorical_test not in CATEGORICAL_TESTS:
             raise ValueError(
                 f"categorical_test must be one of {CATEGORICAL_TESTS}, not {self.categorical_test!r}"
@@ -109,12 +139,19 @@ class DriftPolicy:
             raise ValueError("PSI thresholds need 0 <= psi_warn <= psi_drift")
         if not 0 < self.dataset_drift_share <= 1:
             raise ValueError("dataset_drift_share must be in (0, 1]")
+        if self.significance is not None and not 0 < self.significance <= 1:
+            raise ValueError("significance must be in (0, 1], or None to judge distances by size alone")
         if self.performance_drop < 0:
             raise ValueError("performance_drop must be >= 0")
 
     def deciding(self, kind: str) -> tuple[str, ...]:
         """The statistics whose status makes a feature's verdict, for a feature of that kind."""
         test = self.numeric_test if kind == "numeric" else self.categorical_test
+        return (test, *CONTRACT)
+
+    def deciding_prediction(self, kind: str) -> tuple[str, ...]:
+        """The statistics whose status makes the predictions' verdict."""
+        test = self.prediction_test if kind == "numeric" else self.categorical_test
         return (test, *CONTRACT)
 
 
@@ -159,18 +196,52 @@ def _psi(ref: np.ndarray, cur: np.ndarray, epsilon: float) -> float:
     return float(np.sum((r - c) * np.log(r / c)))
 
 
-def _psi_row(name: str, kind: str, ref: np.ndarray, cur: np.ndarray, policy: DriftPolicy) -> DriftResult:
+def homogeneity_p(ref: np.ndarray, cur: np.ndarray, n_ref: int, n_cur: int) -> float:
+    """p-value of scipy's chi-square test of homogeneity of two samples given as shares over the
+    same bins and their sizes (the counts rebuilt from them); 1.0 when fewer than two bins hold
+    values (nothing to test)."""
+    table = np.vstack((np.round(ref * n_ref), np.round(cur * n_cur)))
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 1.0
+    return float(chi2_contingency(table, correction=False).pvalue)
+
+
+def _significant(
+    row: DriftResult, p_value: float, sizes: tuple[int, int], policy: DriftPolicy
+) -> DriftResult:
+    """A binned distance that crosses its threshold counts only when the bins' counts differ beyond
+    sampling noise (see the module notes); otherwise ok, and the detail says why."""
+    if row.status == OK or policy.significance is None or p_value < policy.significance:
+        return row
+    detail = (
+        f"{row.detail}; {row.status} by size but within sampling noise: chi-square p = {p_value:.3g} "
+        f"(>= {policy.significance:g}) on {sizes[0]:,} reference and {sizes[1]:,} current values"
+    ).lstrip("; ")
+    return replace(row, status=OK, detail=detail)
+
+
+def _binned_rows(
+    name: str, kind: str, ref: np.ndarray, cur: np.ndarray, sizes: tuple[int, int], policy: DriftPolicy
+) -> tuple[list[DriftResult], float]:
+    """PSI and Jensen–Shannon rows over the same bins, each held to the significance rule, and the
+    bins' chi-square p-value."""
+    p_value = homogeneity_p(ref, cur, *sizes)
     value = _psi(ref, cur, policy.epsilon)
     status = DRIFT if value >= policy.psi_drift else WARN if value >= policy.psi_warn else OK
     detail = f"{len(ref)} bins; warn at {policy.psi_warn:g}, drift at {policy.psi_drift:g}"
-    return DriftResult(name, kind, "psi", value, policy.psi_drift, status, detail)
-
-
-def _js_row(name: str, kind: str, ref: np.ndarray, cur: np.ndarray, policy: DriftPolicy) -> DriftResult:
-    value = float(jensenshannon(ref, cur))
-    return DriftResult(
-        name, kind, "jensen_shannon", value, policy.jensen_shannon, _above(value, policy.jensen_shannon), ""
+    psi = DriftResult(name, kind, "psi", value, policy.psi_drift, status, detail)
+    distance = float(jensenshannon(ref, cur))
+    js = DriftResult(
+        name,
+        kind,
+        "jensen_shannon",
+        distance,
+        policy.jensen_shannon,
+        _above(distance, policy.jensen_shannon),
+        "",
     )
+    return [_significant(psi, p_value, sizes, policy), _significant(js, p_value, sizes, policy)], p_value
 
 
 def _fmt(value: float | None) -> str:
@@ -196,7 +267,7 @@ def _compare_numeric(profile: NumericProfile, values: np.ndarray, policy: DriftP
     ordered = np.sort(values[~np.isnan(values)])
     ref = np.asarray(profile.shares)
     cur = bin_shares(ordered, np.asarray(profile.edges))
-    rows = [_psi_row(name, kind, ref, cur, policy), _js_row(name, kind, ref, cur, policy)]
+    rows, _ = _binned_rows(name, kind, ref, cur, (profile.count, len(ordered)), policy)
     current_q = sorted_quantiles(ordered, quantile_points(len(profile.quantiles)))
     std = profile.std or 0.0
     norm = max(std, WASSERSTEIN_NORM_FLOOR)
@@ -238,20 +309,19 @@ def _compare_categorical(
     keep = (ref > 0) | (cur > 0)  # a slot empty on both sides carries no information
     ref, cur = ref[keep], cur[keep]
     labels = [n for n, k in zip([*names, OTHER], keep, strict=True) if k]
-    rows = [_psi_row(name, kind, ref, cur, policy), _js_row(name, kind, ref, cur, policy)]
+    rows, p_value = _binned_rows(name, kind, ref, cur, (profile.count, total), policy)
     moves = np.abs(ref - cur)
     top = int(np.argmax(moves))
-    rows.append(
-        DriftResult(
-            name,
-            kind,
-            "linf",
-            float(moves[top]),
-            policy.linf,
-            _above(float(moves[top]), policy.linf),
-            f"largest move: {labels[top]} {ref[top]:.2%} → {cur[top]:.2%}",
-        )
+    linf = DriftResult(
+        name,
+        kind,
+        "linf",
+        float(moves[top]),
+        policy.linf,
+        _above(float(moves[top]), policy.linf),
+        f"largest move: {labels[top]} {ref[top]:.2%} → {cur[top]:.2%}",
     )
+    rows.append(_significant(linf, p_value, (profile.count, total), policy))
     if len(ref) < 2:  # one category with values on either side: the same on both
         detail = f"one category ({labels[0]}) on both sides: nothing to test, the shares are equal"
         rows.append(DriftResult(name, kind, "chi2_p_value", 1.0, policy.chi2_p_value, OK, detail))
@@ -259,8 +329,6 @@ def _compare_categorical(
         # A two-sample test on the counts (the reference's are its shares times its count): the
         # reference is a sample too, and a goodness-of-fit test that takes its shares as exact
         # flags unchanged data more often than its p-value says.
-        table = np.vstack((np.round(ref * profile.count), np.round(cur * total)))
-        p_value = float(chi2_contingency(table, correction=False).pvalue)
         status = DRIFT if p_value < policy.chi2_p_value else OK
         detail = "two-sample chi-square on the counts; drift when the p-value is below the threshold"
         rows.append(DriftResult(name, kind, "chi2_p_value", p_value, policy.chi2_p_value, status, detail))
@@ -280,10 +348,15 @@ def _compare_categorical(
 
 
 def compare_column(
-    profile: ColumnProfile, series: pd.Series | None, policy: DriftPolicy | None = None
+    profile: ColumnProfile,
+    series: pd.Series | None,
+    policy: DriftPolicy | None = None,
+    *,
+    prediction: bool = False,
 ) -> tuple[DriftResult, ...]:
-    """Every statistic of one column (a feature or the predictions) against its reference."""
+    """Every statistic of one column (a feature, or the predictions) against its reference."""
     policy = policy or DriftPolicy()
+    deciding = policy.deciding_prediction if prediction else policy.deciding
     name, kind = profile.name, profile.kind
     if series is None:
         return (_error(name, kind, "missing", "feature not in the current frame"),)
@@ -299,9 +372,7 @@ def compare_column(
     if profile.count == 0:
         return (
             null_row,
-            _error(
-                name, kind, policy.deciding(kind)[0], "the reference has no values: nothing to compare with"
-            ),
+            _error(name, kind, deciding(kind)[0], "the reference has no values: nothing to compare with"),
         )
     if isinstance(profile, NumericProfile):
         assert values is not None
@@ -311,9 +382,13 @@ def compare_column(
     return (null_row, *rows)
 
 
-def feature_status(results: Iterable[DriftResult], kind: str, policy: DriftPolicy) -> str:
-    """A feature's verdict: error if a deciding row failed, else its deciding rows' worst status."""
-    deciding = [r for r in results if r.statistic in policy.deciding(kind)]
+def feature_status(
+    results: Iterable[DriftResult], kind: str, policy: DriftPolicy, *, prediction: bool = False
+) -> str:
+    """A feature's verdict (or the predictions', ``prediction``): error if a deciding row failed,
+    else its deciding rows' worst status."""
+    tests = policy.deciding_prediction(kind) if prediction else policy.deciding(kind)
+    deciding = [r for r in results if r.statistic in tests]
     if not deciding or any(r.status == ERROR for r in deciding):
         return ERROR
     return max((r.status for r in deciding), key=_SEVERITY.__getitem__)
@@ -345,14 +420,20 @@ def summarise(features: Mapping[str, str], policy: DriftPolicy, *, label: str = 
 
 
 def compare_frame(
-    reference: FrameProfile, current: pd.DataFrame, policy: DriftPolicy | None = None
+    reference: FrameProfile,
+    current: pd.DataFrame,
+    policy: DriftPolicy | None = None,
+    *,
+    keys: Mapping[str, str] | None = None,
 ) -> DriftReport:
-    """Compare every profiled feature of the reference with the current frame."""
+    """Compare every profiled feature of the reference with the current frame; ``keys`` reads an
+    entity input over distinct entities, as the reference was profiled (tasks/monitoring/profile.py)."""
     policy = policy or DriftPolicy()
     results: list[DriftResult] = []
     verdicts: dict[str, str] = {}
+    cache: dict[str, pd.DataFrame] = {}
     for name, profile in reference.columns.items():
-        series = current[name] if name in current.columns else None
+        series = input_series(current, name, keys or {}, cache) if name in current.columns else None
         rows = compare_column(profile, series, policy)
         results.extend(rows)
         verdicts[name] = feature_status(rows, profile.kind, policy)
@@ -364,9 +445,10 @@ def compare_prediction(
 ) -> DriftReport:
     """Prediction drift: the scores about to be published against the holdout's (one column)."""
     policy = policy or DriftPolicy()
-    rows = compare_column(reference, predictions, policy)
-    verdict = feature_status(rows, reference.kind, policy)
-    deciding = ", ".join(r.statistic for r in rows if r.statistic in policy.deciding(reference.kind))
+    rows = compare_column(reference, predictions, policy, prediction=True)
+    verdict = feature_status(rows, reference.kind, policy, prediction=True)
+    tests = policy.deciding_prediction(reference.kind)
+    deciding = ", ".join(r.statistic for r in rows if r.statistic in tests)
     summary = DriftResult(
         reference.name, reference.kind, "verdict", None, None, verdict, f"decided by {deciding}"
     )

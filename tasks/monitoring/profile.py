@@ -17,6 +17,16 @@ K equally weighted atoms whose Wasserstein distance to the same atoms of another
 approximates the distance between the two distributions (exact for a pure shift).
 
 Missing values: null, NaN and ±inf count as missing; statistics are over the remaining values.
+
+Entities, not rows. An input that describes one entity (a streamer's popularity, a product's price,
+a user's activity) is profiled over distinct entities, not over the frame's rows: ``keys`` maps
+such an input to its entity's key column, and the input is read from ``entity_rows`` of the frame,
+one row per distinct key (per key and request time, ``event_ts``, when the frame has that column:
+a training frame spans many request times). A ranking frame has a row per (user, candidate); per
+row, a candidate's inputs would count once per user, and the handful of streams live at one
+moment would make the whole distribution. Rows with a missing key are each kept; an input without
+a key (a user × candidate input, a request context), or whose key column is not in the frame, and
+predictions, stay per row. ``tasks/monitoring/drift.py`` reads the current frame by the same rule.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ BINS = 10
 QUANTILES = 100
 TOP_K = 50
 OTHER = "__other__"  # the bucket of categories beyond the top K (and, later, never-seen ones)
+TIME = "event_ts"  # a frame's request time: every label frame has it, some scoring frames too
 
 Kind = Literal["numeric", "categorical"]
 
@@ -44,6 +55,28 @@ def numeric_values(series: pd.Series) -> np.ndarray:
         values = values.copy()
     values[~np.isfinite(values)] = np.nan
     return values
+
+
+def entity_rows(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """One row per distinct ``key`` (per key and ``TIME`` when the frame has that column); rows with
+    a missing key are each kept, and a frame without the key column is returned whole."""
+    if key not in frame.columns:
+        return frame
+    subset = [key, TIME] if TIME in frame.columns and key != TIME else [key]
+    return frame[~frame.duplicated(subset) | frame[key].isna()]
+
+
+def input_series(
+    frame: pd.DataFrame, column: str, keys: Mapping[str, str], cache: dict[str, pd.DataFrame]
+) -> pd.Series:
+    """The column as profiled: over ``entity_rows`` of its key when ``keys`` names one, else per row
+    (``cache`` keeps each key's rows, computed once per frame)."""
+    key = keys.get(column)
+    if key is None:
+        return frame[column]
+    if key not in cache:
+        cache[key] = entity_rows(frame, key)
+    return cache[key][column]
 
 
 def is_numeric(series: pd.Series) -> bool:
@@ -278,19 +311,22 @@ def profile_frame(
     columns: Iterable[str] | None = None,
     *,
     categorical: Iterable[str] = (),
+    keys: Mapping[str, str] | None = None,
     bins: int = BINS,
     quantiles: int = QUANTILES,
     top_k: int = TOP_K,
 ) -> FrameProfile:
-    """Profile the given columns (default: all); ``categorical`` forces numeric codes to categories."""
+    """Profile the given columns (default: all); ``categorical`` forces numeric codes to categories,
+    ``keys`` profiles entity inputs over distinct entities (see the module notes)."""
     names = list(frame.columns if columns is None else columns)
     missing = [c for c in names if c not in frame.columns]
     if missing:
         raise KeyError(f"columns not in the frame: {missing}")
     forced = set(categorical)
+    cache: dict[str, pd.DataFrame] = {}
     profiles = {
         str(c): profile_column(
-            frame[c],
+            input_series(frame, c, keys or {}, cache),
             name=str(c),
             kind="categorical" if c in forced else None,
             bins=bins,

@@ -8,6 +8,11 @@ hands them to ``compare`` (tasks/lifecycle.py ``score``); ``monitor``, the stand
 its own. A model without a champion, or whose champion stored no reference, gives a skipped
 result with the reason (a ``reference`` row), never an exception. Stale inputs are freshness rows
 with status ``error``; a scoring run records them and raises ``refusal``'s StaleFeatures.
+
+Entity inputs are compared over distinct entities, by the keys the reference pair was profiled
+with (tasks/monitoring/reference.py): on a ranking frame, one row per candidate streamer or
+product (and per user for the user's own inputs), not one per (user, candidate) row; the
+predictions are compared per row.
 """
 
 from __future__ import annotations
@@ -373,7 +378,7 @@ def compare(
         return result
     client = mlflow_client(settings)
     against, pair = stored.compared
-    features = compare_frame(pair.inputs, frame, spec.drift)
+    features = compare_frame(pair.inputs, frame, spec.drift, keys=pair.keys)
     drift_rows = check_rows(features, model=spec.name, version=version, as_of=ts, check="feature_drift",
                             summary_check="dataset_drift", **meta)  # fmt: skip
     scored = compare_prediction(pair.predictions, predictions, spec.drift)
@@ -482,10 +487,11 @@ def _cell(value: Any) -> str:
 
 
 def shown(row: dict[str, Any], deciding: Sequence[str]) -> bool:
-    """Whether a row belongs in the short table: every row of freshness, realised performance and
-    the verdicts; of the drift statistics, the deciding ones (the first, PSI by default, always; the
-    data-contract ones when not ok)."""
-    if row["check"] not in ("feature_drift", "prediction_drift") or row["statistic"] == "verdict":
+    """Whether a row belongs in the short table: every row of freshness, realised performance,
+    the predictions (one column, a handful of statistics) and the verdicts; of the features' drift
+    statistics, the deciding ones (the first, PSI by default, always; the data-contract ones when
+    not ok)."""
+    if row["check"] != "feature_drift" or row["statistic"] == "verdict":
         return True
     if row["statistic"] not in deciding:
         return False

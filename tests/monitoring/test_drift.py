@@ -218,3 +218,26 @@ def test_prediction_drift(reference: pd.DataFrame) -> None:
     shifted = compare_prediction(holdout, pd.Series(rng.beta(4, 6, 30_000)))
     assert shifted.status == "drift" and shifted.features == {"prediction": "drift"}
     _no_nan(shifted)
+
+
+def test_predictions_that_slide_a_fifth_of_a_std_drift_by_wasserstein_not_psi() -> None:
+    """Prediction drift is decided by the normalised Wasserstein distance (the policy's
+    ``prediction_test``): scores moved by 0.2 std keep PSI under its warn band but drift; the
+    same column as a feature input, decided by PSI, does not."""
+    rng = np.random.default_rng(8)
+    holdout = rng.normal(0.0, 1.0, 20_000)
+    reference = profile_column(pd.Series(holdout, name="prediction"))
+    current = pd.Series(rng.normal(0.2, 1.0, 20_000))
+    scored = compare_prediction(reference, current)
+    psi, distance = _by(scored, "prediction", "psi"), _by(scored, "prediction", "wasserstein_norm")
+    assert psi is not None and psi < DriftPolicy().psi_warn
+    assert distance is not None and 0.15 < distance < 0.25
+    assert scored.status == "drift" and "wasserstein_norm" in scored.summary.detail
+    as_input = compare_frame(
+        profile_frame(pd.DataFrame({"prediction": holdout})), current.to_frame("prediction")
+    )
+    assert as_input.features == {"prediction": "ok"}
+    # The policy can decide predictions by PSI instead; an unknown statistic is refused.
+    assert compare_prediction(reference, current, DriftPolicy(prediction_test="psi")).status == "ok"
+    with pytest.raises(ValueError, match="prediction_test"):
+        DriftPolicy(prediction_test="linf")

@@ -555,6 +555,12 @@ def make_ranker(params: Mapping[str, Any]) -> LiveStreamRanker:
 FEATURE_REFS: tuple[str, ...] = ("streamer_activity:live_hours_7d",)
 REF_COLUMNS: tuple[str, ...] = tuple(ref.replace(":", "__", 1) for ref in FEATURE_REFS)
 INPUTS = (*REF_COLUMNS, *FEATURES)
+# The inputs of one side of a (user, streamer) row, for monitoring (ModelSpec.input_entities): the
+# candidate's (its stream on air is the streamer's one at a time) and the user's; the pair_*,
+# category and region inputs describe the pair.
+STREAMER_INPUTS = ("streamer_sessions_1h", "streamer_sessions_24h", "streamer_sessions_7d",
+                   "streamer_follows", "stream_sessions", "live_hours")  # fmt: skip
+INPUT_ENTITIES: dict[str, str] = {**dict.fromkeys(STREAMER_INPUTS, "streamer"), "user_sessions_28d": "user"}
 
 
 def ranking_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
@@ -614,4 +620,5 @@ stream_recs = ModelSpec(
     plots=ranking_plots,
     # A ranker learns within a query: beyond the cap whole queries are kept, never part of one.
     sampling=Sampling("entity", column="query_id"),
+    input_entities=INPUT_ENTITIES,
 )

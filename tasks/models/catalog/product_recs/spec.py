@@ -64,6 +64,17 @@ FEATURE_REFS: tuple[str, ...] = (
     "product_popularity:views_7d",
 )
 CONTEXT = (*CANDIDATE_FEATURES, GROUP)
+# The inputs of one side of a (user, product) row, for monitoring (ModelSpec.input_entities): the
+# product's (its price, popularity, shelf and streamer) and the user's history; the others
+# describe the pair.
+PRODUCT_INPUTS = ("popularity", "popularity_rank", "log_price", "shelf_share", "streamer_minutes_7d",
+                  "shelf_size")  # fmt: skip
+USER_INPUTS = ("user_interactions", "user_orders_28d", "user_views_28d", "user_distinct_products",
+               "days_since_user_commerce")  # fmt: skip
+INPUT_ENTITIES: dict[str, str] = {
+    **dict.fromkeys(PRODUCT_INPUTS, "product"),
+    **dict.fromkeys(USER_INPUTS, "user"),
+}
 KS = (1, 5, 10, 20)  # cut-offs of the ranking-by-K picture
 WATCH_DAYS = 28  # watch time the shelf and streamer features look back over
 
@@ -292,4 +303,5 @@ product_recs = ModelSpec(
     plots=ranking_plots,
     # A ranker learns within a query: beyond the cap whole queries are kept, never part of one.
     sampling=Sampling("entity", column="query_id"),
+    input_entities=INPUT_ENTITIES,
 )
