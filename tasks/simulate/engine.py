@@ -161,7 +161,7 @@ class _Run:
         keys = users.key[sess.user]
         streamer_ids = st.ids[sess.streamer]
         stream_ids = self.streams.ids[sess.stream]
-        sess_ids = out.ids("ws", len(sess))
+        sess_ids = out.ids("ws", sess.start)
         out.emit(
             "raw_watch_sessions",
             pd.DataFrame(
@@ -186,7 +186,7 @@ class _Run:
             "raw_follows",
             pd.DataFrame(
                 {
-                    "event_id": out.ids("fo", len(f_user)),
+                    "event_id": out.ids("fo", f_ts),
                     "event_ts": f_ts,
                     "user_key": users.key[f_user],
                     "streamer_id": st.ids[f_streamer],
@@ -217,7 +217,7 @@ class _Run:
         """Ad impressions, their oracle probabilities and the ad revenue lines."""
         out, users, ads = self.out, self.users, self.ads
         imp = monetization.ad_impressions(self.config, day, sess, users, ads, rng)
-        ids = out.ids("imp", len(imp))
+        ids = out.ids("imp", imp.ts)
         u = sess.user[imp.session]
         out.emit(
             "raw_ad_impressions",
@@ -277,7 +277,7 @@ class _Run:
             "raw_product_views",
             pd.DataFrame(
                 {
-                    "event_id": out.ids("pv", len(vs)),
+                    "event_id": out.ids("pv", com.view_ts[order]),
                     "event_ts": com.view_ts[order],
                     "user_key": keys[vs][order],
                     "product_id": pr.ids[com.view_product][order],
@@ -288,8 +288,7 @@ class _Run:
         )
         os_ = vs[com.order_view]
         order = np.argsort(com.order_ts, kind="stable")
-        n = len(os_)
-        ids = out.ids("ord", n)
+        ids = out.ids("ord", com.order_ts[order])
         refs = ids.str.replace("ord-", "SO-", regex=False)  # the shop's order number
         product = com.view_product[com.order_view]
         out.emit(
@@ -333,7 +332,7 @@ class _Run:
         order = np.argsort(g_ts, kind="stable")
         g_sess, g_ts, amount = g_sess[order], g_ts[order], amount[order]
         share = (amount * GIFT_PLATFORM_SHARE).round(2)
-        ids = self.out.ids("gift", len(g_sess))
+        ids = self.out.ids("gift", g_ts)
         self.out.emit(
             "raw_gifts",
             pd.DataFrame(
@@ -357,7 +356,7 @@ class _Run:
         ev = monetization.memberships(
             self.config, day, lo, hi, sess, self.users, self.streamers, self.members, rng
         )
-        ids = self.out.ids("mem", len(ev.user))
+        ids = self.out.ids("mem", ev.ts)
         keys = self.users.key[ev.user]
         streamer_ids = self.streamers.ids[ev.streamer]
         self.out.emit(
@@ -390,7 +389,7 @@ class _Run:
         p_sess, p_ts, item, price = monetization.paid_content(sess, self.users, rng)
         order = np.argsort(p_ts, kind="stable")
         p_sess, p_ts, item, price = p_sess[order], p_ts[order], item[order], price[order]
-        ids = self.out.ids("pc", len(p_sess))
+        ids = self.out.ids("pc", p_ts)
         content = _strs(streamer_ids[p_sess]) + "-c" + pd.Series(item).astype("str").str.zfill(2)
         self.out.emit(
             "raw_paid_content",
