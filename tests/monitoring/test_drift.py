@@ -221,23 +221,24 @@ def test_prediction_drift(reference: pd.DataFrame) -> None:
 
 
 def test_predictions_that_slide_a_fifth_of_a_std_drift_by_wasserstein_not_psi() -> None:
-    """Prediction drift is decided by the normalised Wasserstein distance (the policy's
-    ``prediction_test``): scores moved by 0.2 std keep PSI under its warn band but drift; the
-    same column as a feature input, decided by PSI, does not."""
+    """The policy's ``prediction_test`` decides the predictions' verdict: scores moved by 0.2 std
+    keep PSI (the default) under its warn band, while the normalised Wasserstein distance, when a
+    policy picks it, calls them drift; the inputs keep their own statistic."""
     rng = np.random.default_rng(8)
     holdout = rng.normal(0.0, 1.0, 20_000)
     reference = profile_column(pd.Series(holdout, name="prediction"))
     current = pd.Series(rng.normal(0.2, 1.0, 20_000))
-    scored = compare_prediction(reference, current)
-    psi, distance = _by(scored, "prediction", "psi"), _by(scored, "prediction", "wasserstein_norm")
+    by_psi = compare_prediction(reference, current)
+    psi, distance = _by(by_psi, "prediction", "psi"), _by(by_psi, "prediction", "wasserstein_norm")
     assert psi is not None and psi < DriftPolicy().psi_warn
     assert distance is not None and 0.15 < distance < 0.25
+    assert by_psi.status == "ok" and "psi" in by_psi.summary.detail
+    wasserstein = DriftPolicy(prediction_test="wasserstein_norm")
+    scored = compare_prediction(reference, current, wasserstein)
     assert scored.status == "drift" and "wasserstein_norm" in scored.summary.detail
     as_input = compare_frame(
-        profile_frame(pd.DataFrame({"prediction": holdout})), current.to_frame("prediction")
+        profile_frame(pd.DataFrame({"prediction": holdout})), current.to_frame("prediction"), wasserstein
     )
-    assert as_input.features == {"prediction": "ok"}
-    # The policy can decide predictions by PSI instead; an unknown statistic is refused.
-    assert compare_prediction(reference, current, DriftPolicy(prediction_test="psi")).status == "ok"
+    assert as_input.features == {"prediction": "ok"}  # an input is still decided by PSI
     with pytest.raises(ValueError, match="prediction_test"):
         DriftPolicy(prediction_test="linf")

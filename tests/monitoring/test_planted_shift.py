@@ -1,15 +1,16 @@
 """Monitoring finds the simulator's planted shift of users' interests (test plan O2).
 
-Two small platforms per backend, simulated with `liveyield simulate` and continued with
-`simulate --continue`: the same users, streamers and seed, the continued days of one carrying
-`--shift interests` from their first day, of the other nothing. Up to that day the two are the
-same platform. ad_ctr (fewer trees, a lenient gate, the spec's own drift policy) is trained and
-promoted on each at the shift's first day, then monitored once the shifted days have landed; the
-unshifted twin tells what time alone does to the inputs of a young platform (9 of ad_ctr's 29
-inputs drift on it: the 28-day windows fill up, users age).
+Two small platforms per backend, simulated with `liveyield simulate` for 28 days and continued
+with `simulate --continue` for 7: the same users, streamers and seed, the continued days of one
+carrying `--shift interests` from their first day, of the other nothing. Up to that day the two
+are the same platform. ad_ctr (fewer trees, a lenient gate, the spec's own drift policy) is
+trained and promoted on each at the shift's first day, then monitored once the shifted days have
+landed; the unshifted twin tells what a week alone does to the inputs of a platform whose 28-day
+windows are full (users age: days_since_signup drifts on both).
 
-Under ad_ctr's own policy the shifted run's verdict stays ``warn``, as the twin's: an expected
-failure below says why, so that the day it reports drift the test says so.
+The shifted run reports the target category's share drifting, the twin's does not; both runs'
+verdict stays ``warn``, not a drift finding: an expected failure below gives the measured reason,
+so that the day it reports drift the test says so.
 
 The shift's day and target are read from oracle_shifts, the simulator's truth (only tests read it).
 """
@@ -43,11 +44,10 @@ from tests.monitoring.test_monitor_flows import LENIENT, SMALL, findings_of
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 DAY = dt.timedelta(days=1)
-BEFORE, AFTER = 5, 5  # days simulated before the shift, days continued with it
-SIZE = ["--users", "400", "--streamers", "30", "--seed", "5"]  # three music streamers of thirty
-# Every user moves half their interest to music. The kind's default size (0.5) moves half the
-# users: five shifted days of ten then put the 28-day music share's PSI at the drift threshold
-# (0.22-0.28 on 400- to 2,000-user platforms), where size 1 puts it near 0.6.
+BEFORE, AFTER = 28, 7  # days simulated before the shift, days continued with it
+SIZE = ["--users", "400", "--streamers", "30", "--seed", "5"]
+# Every user moves half their interest to music (the kind's default size, 0.5, moves half the
+# users): seven shifted days of a 28-day window put the music share's PSI near 0.28, drift.
 SHIFT = ["--shift", "interests", "--shift-from", (START + BEFORE * DAY).isoformat(), "--shift-size", "1"]
 CATEGORY_SHARES = {f"user_category_mix__{c}_share_28d" for c in CATEGORY_VOCABULARY}
 
@@ -149,10 +149,9 @@ def test_planted_interest_shift_drifts_the_interest_inputs_not_in_the_unshifted_
     twins: dict[str, Monitored],
 ) -> None:
     """O2: a planted shift of users' interests from a given day is found by monitoring: the share of
-    the target category (and the ad category of the reference impression, the user's top one)
-    drifts on the shifted platform, under ad_ctr's own drift policy, and not on the same platform
-    without the shift, monitored at the same day. The retraining half of O2 (a drift event starts
-    one retraining that goes through the gate) is tests/ops/test_triggers.py."""
+    the target category drifts on the shifted platform, under ad_ctr's own drift policy, and not on
+    the same platform without the shift, monitored at the same day. The retraining half of O2 (a
+    drift event starts one retraining that goes through the gate) is tests/ops/test_triggers.py."""
     shifted, twin = twins["shifted"], twins["unshifted"]
     # The truth: one interests shift, from the day the continued days start, towards music.
     [(kind, first_day, params)] = shifted.shifts
@@ -173,18 +172,16 @@ def test_planted_interest_shift_drifts_the_interest_inputs_not_in_the_unshifted_
         > _mean_share(twin.engine, target.split("__")[1], last) + 0.05
     )
 
-    # What monitoring reports: the interest inputs drift on the shifted platform only.
+    # What monitoring reports: the target's share drifts on the shifted platform only.
     moved, still = _verdicts(shifted.summary), _verdicts(twin.summary)
     assert set(moved) == set(still) == set(shifted.reference.columns)  # every input was checked
-    assert moved[target] == DRIFT and moved["ad_category"] == DRIFT, shifted.summary["summary"]
-    assert still[target] != DRIFT and still["ad_category"] != DRIFT, twin.summary["summary"]
+    assert moved[target] == DRIFT, shifted.summary["summary"]
+    assert still[target] != DRIFT, twin.summary["summary"]
     assert not {f for f in CATEGORY_SHARES if still[f] == DRIFT}  # no category share drifts
     assert _psi(shifted.summary, target) > 4 * _psi(twin.summary, target)
-    # Time alone moves other inputs of a young platform on both; the shift adds the interest inputs.
-    assert {f for f, s in moved.items() if s == DRIFT} - {f for f, s in still.items() if s == DRIFT} >= {
-        target,
-        "ad_category",
-    }
+    # Time alone moves other inputs on both; the shift adds the interest inputs, nothing else.
+    added = {f for f, s in moved.items() if s == DRIFT} - {f for f, s in still.items() if s == DRIFT}
+    assert target in added and added <= CATEGORY_SHARES | {"ad_category"}, added
 
     # The verdict is recorded in monitoring_checks and named in the dataset row's detail.
     as_of = shifted.summary["as_of"]
@@ -203,10 +200,12 @@ def test_planted_interest_shift_drifts_the_interest_inputs_not_in_the_unshifted_
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "ad_ctr's default drift policy cannot call an interest shift drift: interests reach 9 of its "
-        "29 inputs (8 category shares, ad_category) and a dataset drifts at half its inputs (11 of 29 "
-        "here, 9 on the twin); its predictions move no more than the twin's (PSI 0.14, warn, on "
-        "both). No drift finding, so no drift event and no retraining"
+        "ad_ctr's default drift policy does not call an interest shift a finding: it reaches 9 of "
+        "its 29 inputs (8 category shares, ad_category), of which 1-2 drift a week in, and a "
+        "dataset drifts at half its inputs; its predictions at the reference impression (the "
+        "user's top category) do not move beyond the twin's (PSI 0.03 on both; normalised "
+        "Wasserstein 0.067 against 0.054; 0.046 against 0.048 at 2,000 users with the spec's own "
+        "trees). No drift finding, so no drift event and no retraining"
     ),
 )
 def test_planted_interest_shift_is_a_drift_finding_under_the_default_policy(

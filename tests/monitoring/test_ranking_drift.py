@@ -20,15 +20,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
-from tasks.featurestore import materialize_views
-from tasks.featurestore.definitions import DAY_S
-from tasks.featurestore.views import FEATURE_VIEWS as VIEWS
-from tasks.ingest import ingest_table
 from tasks.lifecycle import monitoring_reference, predict_chunks, scoring_frame
 from tasks.models.catalog import stream_recs as sr
 from tasks.models.training import build_training_set, fit_candidate
@@ -36,10 +31,9 @@ from tasks.monitoring.drift import DRIFT, OK, DriftReport, compare_frame
 from tasks.monitoring.profile import profile_frame
 from tasks.monitoring.reference import input_keys, profile_pair
 from tasks.settings import get_settings
-from tasks.simulate import SimConfig
-from tasks.simulate.run import run_simulation
 from tests.models.catalog.test_product_recs import AS_OF as PRODUCT_AS_OF
 from tests.models.catalog.test_product_recs import landed, platform, pr  # noqa: F401 (fixtures)
+from tests.models.catalog.test_stream_recs import land_platform
 from tests.models.warehouse import START, fresh_warehouse
 
 DAYS = 9
@@ -64,17 +58,8 @@ def streams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Drif
     ):
         for key, value in backend.env.items():
             patch.setenv(key, value)
-        settings, engine = get_settings(), backend.engine
-        config = dataclasses.replace(
-            SimConfig(users=300, streamers=250, days=DAYS, seed=11, start=START), pseudonym_key=b"test-key"
-        )
-        run_simulation(settings, engine, config)
-        for table in sr.LABEL_SOURCES:
-            ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + DAY_S)
-        refs = [ref.partition(":")[0] for ref in sr.FEATURE_REFS]
-        views = [VIEWS[name] for name in dict.fromkeys([*sr.HISTORY_VIEWS, *refs])]
-        materialize_views(engine, views, created_ts=0, start=START, end=SCORED_AT.date())
-        yield _stream_reports(engine)
+        land_platform(get_settings(), backend.engine, days=DAYS, end=SCORED_AT.date())
+        yield _stream_reports(backend.engine)
 
 
 def _stream_reports(engine: Engine) -> dict[str, DriftReport]:

@@ -230,6 +230,19 @@ class Platform:
     engine: Engine
 
 
+def land_platform(settings: Settings, engine: Engine, *, days: int, end: dt.date) -> None:
+    """Simulate 300 users and 250 streamers (about 30 live at a time) over ``days`` from START,
+    ingest the tables stream_recs reads and build its views through ``end``."""
+    config = SimConfig(users=300, streamers=250, days=days, seed=11, start=START)
+    config = dataclasses.replace(config, pseudonym_key=b"test-key")
+    run_simulation(settings, engine, config)
+    for table in sr.LABEL_SOURCES:
+        ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + DAY_S)
+    refs = [ref.partition(":")[0] for ref in sr.FEATURE_REFS]
+    views = [VIEWS[name] for name in dict.fromkeys([*sr.HISTORY_VIEWS, *refs])]
+    materialize_views(engine, views, created_ts=0, start=START, end=end)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """300 users, 250 streamers (about 30 live at a time), 9 days; the label sources ingested, views built."""
@@ -240,14 +253,7 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         for key, value in backend.env.items():
             patch.setenv(key, value)
         settings, engine = get_settings(), backend.engine
-        config = SimConfig(users=300, streamers=250, days=DAYS, seed=11, start=START)
-        config = dataclasses.replace(config, pseudonym_key=b"test-key")
-        run_simulation(settings, engine, config)
-        for table in sr.LABEL_SOURCES:
-            ingest_table(engine, Path(settings.landing_dir), table, max_ts=config.end_epoch + DAY_S)
-        refs = [ref.partition(":")[0] for ref in sr.FEATURE_REFS]
-        views = [VIEWS[name] for name in dict.fromkeys([*sr.HISTORY_VIEWS, *refs])]
-        materialize_views(engine, views, created_ts=0, start=START, end=AS_OF.date())
+        land_platform(settings, engine, days=DAYS, end=AS_OF.date())
         yield Platform(settings, engine)
 
 
