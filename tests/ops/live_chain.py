@@ -35,11 +35,12 @@ PIPELINE_TIMEOUT_S = 2400  # the first pipeline trains all 12 models (about 6 mi
 @contextmanager
 def live_stack(home: Path, users: int = USERS) -> Iterator[Stack]:
     """`liveyield serve --simulate` on the demo platform (seed 7 and its derived pseudonym key,
-    ``users`` users over the 28 days from START), stopped afterwards."""
+    ``users`` users over the 28 days from START), its schedules paused, stopped afterwards."""
     simulate = ["--start", START.isoformat(), "--days", str(DAYS), "--users", str(users)]
     simulate += ["--streamers", str(users // 16), "--seed", str(SEED)]
     key = {"LIVEYIELD_PSEUDONYM_KEY": derived_key(SEED).decode()}  # the demo's pseudonyms
-    with served_stack(home, "ly_live", extra_env=key, simulate=simulate) as served:
+    # Paused: the chain's runs are created for simulated days; the real clock's would interfere.
+    with served_stack(home, "ly_live", extra_env=key, simulate=simulate, paused=True) as served:
         yield served
 
 

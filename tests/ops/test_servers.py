@@ -138,6 +138,7 @@ def served_stack(
     extra_env: Mapping[str, str] | None = None,
     simulate: Sequence[str] | None = None,
     serve_args: Sequence[str] = (),
+    paused: bool = False,
 ) -> Iterator[Stack]:
     """`liveyield serve` on a simulated platform in ``home`` (warehouse on PostgreSQL when it is
     usable, in a database named after ``prefix``; else SQLite), with this process's clients given
@@ -145,7 +146,10 @@ def served_stack(
 
     With ``simulate`` (`liveyield simulate` arguments) the platform is made by that command, which
     records it for continuing, and served with `--simulate` (simulate-daily deployed too).
-    ``serve_args`` go to `liveyield serve` as well."""
+    ``serve_args`` go to `liveyield serve` as well. ``paused`` pauses every deployment's schedule
+    once served (its auto-scheduled runs deleted): for tests that run deployments for simulated
+    days themselves, which a run of the real clock's schedule (simulate-daily at 00:15 UTC, say)
+    would otherwise supersede or overlap."""
     password, key = secrets.token_hex(16), secrets.token_hex(16)
     databases: list[str] = []
     if _pg_usable():
@@ -191,6 +195,8 @@ def served_stack(
         made = (credentials.prefect_auth_string.partition(":")[2], credentials.mlflow_password)
         stack = Stack(env, home, state, url, (password, key, *made), credentials)
         stack.outputs.append(("serve", served.stdout + served.stderr))
+        if paused:
+            _pause_schedules(stack.api, credentials)
         with pytest.MonkeyPatch.context() as patch:  # this process's clients, as a shell sets them
             for name, value in credentials.env().items():
                 patch.setenv(name, value)
@@ -199,6 +205,19 @@ def served_stack(
         _cli(env, "stop", timeout=180)
         if databases:
             _drop_databases(databases)
+
+
+def _pause_schedules(api: str, credentials: Any) -> None:
+    """Pause every deployment of the served Prefect API (manual and triggered runs still run)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import temporary_settings
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in credentials.env().items():
+            patch.setenv(name, value)
+        with temporary_settings(prefect_client_settings(api)), get_client(sync_client=True) as client:
+            for deployment in client.read_deployments():
+                client.pause_deployment(deployment.id)
 
 
 @pytest.fixture(scope="module")
