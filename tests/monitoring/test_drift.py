@@ -11,7 +11,15 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, wasserstein_distance
 
-from tasks.monitoring.drift import DriftPolicy, DriftReport, compare_column, compare_frame, compare_prediction
+from tasks.monitoring.drift import (
+    DriftPolicy,
+    DriftReport,
+    DriftResult,
+    compare_column,
+    compare_frame,
+    compare_prediction,
+    feature_status,
+)
 from tasks.monitoring.profile import NumericProfile, profile_column, profile_frame
 
 N = 40_000
@@ -242,3 +250,39 @@ def test_predictions_that_slide_a_fifth_of_a_std_drift_by_wasserstein_not_psi() 
     assert as_input.features == {"prediction": "ok"}  # an input is still decided by PSI
     with pytest.raises(ValueError, match="prediction_test"):
         DriftPolicy(prediction_test="linf")
+
+
+def test_a_large_distance_on_a_small_sample_is_noise_unless_the_bins_differ_significantly() -> None:
+    """Size and significance: 30 values against 30 from the same distribution cross the PSI drift
+    threshold by chance, and the chi-square test of the same bins keeps the verdict ok (the detail
+    says why); 30 values moved by two standard deviations still drift; ``significance=None``
+    judges by size alone."""
+    rng = np.random.default_rng(3)
+    noisy = []
+    for _ in range(20):
+        reference = profile_column(pd.Series(rng.normal(0.0, 1.0, 30), name="x"))
+        same = compare_column(reference, pd.Series(rng.normal(0.0, 1.0, 30)))
+        psi = next(r for r in same if r.statistic == "psi")
+        if psi.value is not None and psi.value >= DriftPolicy().psi_drift:
+            noisy.append(psi)
+    assert len(noisy) >= 10  # most pairs of 30 cross the threshold by size alone
+    assert all(r.status == "ok" and "within sampling noise" in r.detail for r in noisy), noisy
+    reference = profile_column(pd.Series(rng.normal(0.0, 1.0, 30), name="x"))
+    moved = compare_column(reference, pd.Series(rng.normal(2.0, 1.0, 30)))
+    assert feature_verdict(moved) == "drift"
+    # Judged by size alone, the same kind of pair drifts.
+    rng = np.random.default_rng(3)
+    reference = profile_column(pd.Series(rng.normal(0.0, 1.0, 30), name="x"))
+    current = pd.Series(rng.normal(0.0, 1.0, 30))
+    by_size = compare_column(reference, current, DriftPolicy(significance=None))
+    by_test = compare_column(reference, current)
+    pair = [next(r for r in rows if r.statistic == "psi") for rows in (by_size, by_test)]
+    assert pair[0].value == pair[1].value and pair[0].value is not None and pair[0].value >= 0.25
+    assert (pair[0].status, pair[1].status) == ("drift", "ok")
+    with pytest.raises(ValueError, match="significance"):
+        DriftPolicy(significance=0.0)
+
+
+def feature_verdict(rows: tuple[DriftResult, ...]) -> str:
+    """The verdict of one numeric column under the default policy."""
+    return feature_status(rows, "numeric", DriftPolicy())
