@@ -89,9 +89,8 @@ def whole_number(env: Mapping[str, str], var: str, *, minimum: int, unit: str = 
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(
-            f"{var}: expected a whole number{' of' + what if unit else ''}, got {text!r}"
-        ) from None
+        of = f" of{what}" if unit else ""
+        raise ValueError(f"{var}: expected a whole number{of}, got {text!r}") from None
     if value < minimum:
         raise ValueError(f"{var}: expected {minimum} or more{what}, got {text!r}")
     return value

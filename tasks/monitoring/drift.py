@@ -48,7 +48,7 @@ Prediction drift: the model's scores are one column, decided by the policy's ``p
 (numeric scores; a class, as segments predict, by ``categorical_test``): PSI by default, as the
 inputs. The normalised Wasserstein distance (Evidently's choice for a numeric column of more than
 1,000 rows) sees a slide of the scores by a fraction of their std that PSI over deciles misses,
-but it also calls a forecaster's ordinary week-on-week change drift: measured on 400-user
+but it also calls a forecaster's ordinary week-on-week change drift: measured once on 400-user
 platforms monitored 7 days after training, traffic_forecast's predictions on the unshifted twin
 0.23 (drift) against PSI 0.07 (ok), and with a planted traffic shift 0.34 against PSI 0.12 (warn);
 ad_ctr's under a planted interest shift 0.067 and on its twin 0.054, PSI 0.03 on both. A spec may
